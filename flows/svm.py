@@ -1,0 +1,139 @@
+"""The per-visit flow and ``run_hap_processing`` (drizzlepac's ``hapsequencer`` entry point).
+
+Run a visit from the shell with ``python -m flows.svm POLLER [options]`` (same options as
+``runsinglehap``). Stages run as Prefect tasks on the local ephemeral API when no
+``PREFECT_API_URL`` is set, so no server has to be started.
+
+Exit codes: see :class:`hap_models.errors.ExitCode` (0 success, 1 error, 65 no viable data).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from prefect import flow
+
+from hap_models.errors import ExitCode, HapError, HapInputError
+from hap_models.run_options import VisitOptions, VisitResult
+from hapcore.atomic import write_text_atomic
+from flows.visit_log import PACKAGE_LOGGER, VisitLog
+from tasks.manifest import write_manifest_task
+from tasks.obset import interpret_obset_input_task, parse_obset_tree_task
+from tasks.parameters import build_product_parameters_task
+
+__all__ = ["svm_visit", "run_hap_processing", "main"]
+
+logger = logging.getLogger(PACKAGE_LOGGER)
+
+
+def _check_options(poller_file: Path, options: VisitOptions) -> None:
+    """Fail early, in one line, on options that name missing or clashing files."""
+    if options.refcat is not None and not options.refcat.is_file():
+        raise HapInputError(f"--refcat {options.refcat}: reference catalog file not found")
+    if options.input_custom_pars_file is not None and not options.input_custom_pars_file.is_file():
+        raise HapInputError(f"-c {options.input_custom_pars_file}: parameter file not found")
+    if (options.input_custom_pars_file is not None and options.output_custom_pars_file is not None
+            and options.input_custom_pars_file.resolve() == options.output_custom_pars_file.resolve()):
+        raise HapInputError(
+            f"{options.output_custom_pars_file}: input and output custom parameter files must differ")
+
+
+def _write_total_trailers(totals, log_part: Path | None, output_dir: Path) -> list[str]:
+    """Each total product's trailer holds the run log so far (drizzlepac appends it there too)."""
+    text = log_part.read_text(encoding="utf-8") if log_part and log_part.exists() else ""
+    names = []
+    for total in totals:
+        write_text_atomic(output_dir / total.trl_filename, text)
+        names.append(total.trl_filename)
+    return names
+
+
+@flow(name="svm-visit", flow_run_name="visit-{poller_file.stem}", log_prints=False)
+def svm_visit(poller_file: Path, options: VisitOptions, log_part: Path | None = None) -> VisitResult:
+    """Process one visit: parse the poller, build the product tree and parameters, write the manifest.
+
+    Later stages (alignment, drizzling, catalogs, quality) are added here as tasks.
+    """
+    output_dir = options.output_dir
+    logger.info("hapsvm single-visit processing of %s into %s", poller_file, output_dir)
+    _check_options(poller_file, options)
+    tree = interpret_obset_input_task(poller_file)
+    totals = parse_obset_tree_task(tree, options.log_level)
+    totals = build_product_parameters_task(totals, tree, options)
+
+    for total in totals:
+        logger.info("%s: %d filter product(s), %d exposure(s), %d grism/prism exposure(s)",
+                    total.product_basename, len(total.fdp_list), len(total.edp_list),
+                    len(total.grism_edp_list))
+        for product in total.all_products():
+            logger.debug("  product %s (HAPLEVEL %d) -> %s", product.product_basename,
+                         product.haplevel, product.drizzle_filename)
+
+    products = _write_total_trailers(totals, log_part, output_dir)
+    manifest = write_manifest_task(output_dir / tree.manifest_name, products)
+    return VisitResult(poller_file=poller_file, output_dir=output_dir, manifest=manifest,
+                       products=products, detectors=tree.detectors,
+                       n_exposures=sum(len(t.edp_list) + len(t.grism_edp_list) for t in totals),
+                       n_rejected=len(tree.rejected))
+
+
+def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_configs=True,
+                       input_custom_pars_file=None, output_custom_pars_file=None,
+                       phot_mode="both", log_level=logging.INFO, *, output_dir=None,
+                       refcat=None) -> int:
+    """Run the per-visit flow on a poller file and return an exit code (never raises, never exits).
+
+    Parameters follow drizzlepac's ``hapsequencer.run_hap_processing``; ``output_dir`` (default:
+    the current directory) and ``refcat`` (a local astrometric reference catalog) are ours.
+
+    Returns
+    -------
+    int
+        0 success, 1 error, 65 no viable data (:class:`hap_models.errors.ExitCode`).
+    """
+    poller_file = Path(input_filename).resolve()
+    out = Path(output_dir).resolve() if output_dir is not None else Path.cwd()
+    log_path = out / (poller_file.stem + ".log")
+    try:
+        options = VisitOptions(
+            output_dir=out, diagnostic_mode=diagnostic_mode,
+            use_defaults_configs=use_defaults_configs,
+            input_custom_pars_file=(Path(input_custom_pars_file).resolve()
+                                    if input_custom_pars_file else None),
+            output_custom_pars_file=(Path(output_custom_pars_file).resolve()
+                                     if output_custom_pars_file else None),
+            phot_mode=phot_mode, log_level=int(log_level),
+            refcat=Path(refcat).resolve() if refcat else None)
+    except Exception as exc:  # pydantic ValidationError: report the first problem in one line
+        first = getattr(exc, "errors", lambda: [{"loc": ("options",), "msg": str(exc)}])()[0]
+        logging.getLogger(PACKAGE_LOGGER).error("invalid option %s: %s",
+                                                ".".join(map(str, first["loc"])), first["msg"])
+        return int(ExitCode.ERROR)
+
+    code = ExitCode.OK
+    with VisitLog(log_path, level=options.log_level) as visit_log:
+        try:
+            result = svm_visit(poller_file, options, visit_log.part_path)
+            logger.info("visit done: %d product file(s) listed in %s", len(result.products),
+                        result.manifest.name if result.manifest else "no manifest")
+        except HapError as exc:
+            logger.error("%s", exc)
+            code = exc.exit_code
+        except Exception:
+            logger.exception("unexpected failure while processing %s", poller_file)
+            code = ExitCode.ERROR
+        logger.info("return value: %d", int(code))
+    return int(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.svm POLLER [options]``: same options as ``runsinglehap``."""
+    from flows.runsinglehap import main as runsinglehap_main
+
+    return runsinglehap_main(argv, prog="python -m flows.svm")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Options of one per-visit run, shared by every entry point (typed, validated once)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["VisitOptions", "VisitResult", "LOG_LEVELS", "log_level_from_name"]
+
+#: ``-l`` names accepted by ``runsinglehap`` (drizzlepac's), lower case.
+LOG_LEVELS = {
+    "critical": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
+
+
+def log_level_from_name(name: str | int | None, default: int = logging.INFO) -> int:
+    """Map a level name (any case) or number to a logging level; unknown names give ``default``."""
+    if isinstance(name, int):
+        return name
+    if name is None:
+        return default
+    return LOG_LEVELS.get(str(name).strip().lower(), default)
+
+
+class VisitOptions(BaseModel):
+    """Everything a per-visit run depends on besides the poller file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output_dir: Path = Field(default_factory=Path.cwd)
+    diagnostic_mode: bool = False
+    use_defaults_configs: bool = True
+    input_custom_pars_file: Path | None = None
+    output_custom_pars_file: Path | None = None
+    phot_mode: Literal["aperture", "segment", "both"] = "both"
+    log_level: int = logging.INFO
+    refcat: Path | None = Field(default=None, description="local astrometric reference catalog")
+
+    @field_validator("phot_mode", mode="before")
+    @classmethod
+    def _lower_phot_mode(cls, value):
+        return str(value).strip().lower()
+
+
+class VisitResult(BaseModel):
+    """What a per-visit flow hands back: small, JSON-friendly (never arrays)."""
+
+    poller_file: Path
+    output_dir: Path
+    manifest: Path | None = None
+    products: list[str] = Field(default_factory=list, description="files listed in the manifest")
+    detectors: list[str] = Field(default_factory=list)
+    n_exposures: int = 0
+    n_rejected: int = 0
