@@ -16,6 +16,8 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # Our package logger reaches the Prefect API (and so the dashboard) too.
     "PREFECT_LOGGING_EXTRA_LOGGERS": "hapsvm",
+    # Lines logged outside a flow run (the entry points' last words) stay local, without a warning.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 
 for _key, _value in PREFECT_DEFAULTS.items():

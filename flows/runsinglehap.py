@@ -69,6 +69,8 @@ def build_parser(prog: str = "runsinglehap") -> argparse.ArgumentParser:
 
 def _console_logging(level: int) -> None:
     """Show the package logger on the console when Prefect's root console handler is absent."""
+    import flows.svm  # noqa: F401  (importing Prefect installs its console handler on the root)
+
     package = logging.getLogger("hapsvm")
     package.setLevel(level)
     if not logging.getLogger().handlers and not package.handlers:

@@ -156,3 +156,35 @@ def test_command_line_exit_codes(tmp_path, prefect_backend, command):
                          capture_output=True, text=True, env=_cli_env(prefect_backend), timeout=300)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "o2" / "wfc3_b46_06_manifest.txt").exists()
+
+
+def test_output_custom_pars_file_fed_back_reproduces_the_run(tmp_path):
+    import json
+
+    poller = _visit(tmp_path, n=2)
+    first = tmp_path / "used_pars.json"
+    assert run_hap_processing(poller, output_dir=tmp_path / "a", output_custom_pars_file=first) == 0
+    recorded = json.loads(first.read_text())
+    assert "hst_11665_06_wfc3_uvis_f606w_ib4606" in recorded
+    assert "hst_11665_06_wfc3_uvis_total_ib4606" in recorded
+    second = tmp_path / "used_again.json"
+    assert run_hap_processing(poller, output_dir=tmp_path / "b", input_custom_pars_file=first,
+                              output_custom_pars_file=second) == 0
+    assert json.loads(second.read_text()) == recorded
+
+
+def test_bad_custom_pars_value_names_file_and_key(tmp_path):
+    import json
+
+    poller = _visit(tmp_path, n=2)
+    pars = tmp_path / "pars.json"
+    assert run_hap_processing(poller, output_dir=tmp_path / "a", output_custom_pars_file=pars) == 0
+    data = json.loads(pars.read_text())
+    data["hst_11665_06_wfc3_uvis_f606w_ib4606"]["default_values"]["drizzle"]["final_pixfrac"] = 7.0
+    pars.write_text(json.dumps(data))
+    assert run_hap_processing(poller, output_dir=tmp_path / "b", input_custom_pars_file=pars) == 1
+    log = (tmp_path / "b" / "wfc3_b46_06_input.log").read_text()
+    assert "pars.json" in log and "final_pixfrac" in log and "Traceback" not in log
+    assert run_hap_processing(poller, output_dir=tmp_path / "c", input_custom_pars_file=pars,
+                              output_custom_pars_file=pars) == 1
+    assert "must differ" in (tmp_path / "c" / "wfc3_b46_06_input.log").read_text()
