@@ -28,8 +28,8 @@ def run_demo(out_dir: Path, *, overwrite: bool = True) -> int:
 
     visit_dir = out_dir / "visit"
     sim = simulate_visit(visit_dir, overwrite=overwrite, **DEMO_VISIT)
-    logger.info("demo visit simulated in %s (poller %s)", visit_dir, sim.poller_file.name)
-    return perform(sim.poller_file, output_dir=out_dir / "products", refcat=sim.refcat_file,
+    logger.info("demo visit simulated in %s (poller %s)", visit_dir, sim.poller.name)
+    return perform(sim.poller, output_dir=out_dir / "products", refcat=sim.refcat,
                    log_level="info")
 
 

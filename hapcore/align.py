@@ -80,6 +80,7 @@ class ExposureCatalog:
     n_cosmic_rays: int
     plate_scale: float
     epoch_mjd: float | None = None
+    footprints: list = field(default_factory=list, repr=False)
 
     @property
     def n_sources(self) -> int:
@@ -109,13 +110,15 @@ def detect_exposure_sources(path: str | Path, *, fwhmpsf_arcsec: float, nsigma: 
     """Detect the alignment sources of every chip of one exposure (file opened read-only)."""
     path = Path(path)
     chips: list[ChipCatalog] = []
-    fwhms, n_cr, scale = [], 0, np.nan
+    fwhms, n_cr, scale, footprints = [], 0, np.nan, []
     with fits.open(path, mode="readonly", memmap=True) as hdul:
         rootname = str(hdul[0].header.get("ROOTNAME", path.name.split("_")[0])).lower()
         epoch = hdul[0].header.get("EXPSTART")
         wcs_by_ver = read_chip_wcs_readonly(hdul)
         for extver, wcs in wcs_by_ver.items():
             sci = hdul["SCI", extver].data
+            if sci is not None:
+                footprints.append(wcs.calc_footprint(axes=sci.shape[::-1], undistort=True))
             if sci is None or not np.any(np.isfinite(sci) & (sci != 0)):
                 logger.warning("%s SCI,%d: no data, skipped for alignment", path.name, extver)
                 continue
@@ -135,7 +138,8 @@ def detect_exposure_sources(path: str | Path, *, fwhmpsf_arcsec: float, nsigma: 
                 path.name, sum(len(c.x) for c in chips), len(chips),
                 float(np.median(fwhms)) if fwhms else np.nan, n_cr)
     return ExposureCatalog(rootname, path, chips, float(np.median(fwhms)) if fwhms else np.nan,
-                           n_cr, scale, float(epoch) if epoch not in (None, "") else None)
+                           n_cr, scale, float(epoch) if epoch not in (None, "") else None,
+                           footprints)
 
 
 @dataclass

@@ -1,0 +1,8 @@
+"""``python -m hapsim``: simulate a visit (same options as ``hapsvm simulate``)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

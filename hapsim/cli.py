@@ -1,0 +1,96 @@
+"""
+Command-line interface of the simulator (``hapsvm simulate`` / ``python -m hapsim``).
+
+`build_simulate_parser` adds the options to a given parser so that the
+``hapsvm`` console command can mount them as a sub-command;
+`run_simulate` executes a parsed namespace and returns an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from .visit import DITHER_PATTERNS, parse_filters, simulate_visit
+
+__all__ = ["build_simulate_parser", "run_simulate", "main"]
+
+log = logging.getLogger("hapsvm")
+
+
+def _pair(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected 'ARCSEC,DEG', got {text!r}")
+    try:
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers, got {text!r}") from None
+
+
+def build_simulate_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """
+    Add the simulate options to `parser`.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The same parser.
+    """
+    parser.add_argument("--detector", default="wfc3/uvis",
+                        help="wfc3/uvis, wfc3/ir, acs/wfc or acs/hrc (default wfc3/uvis)")
+    parser.add_argument("--filters", default="f606w:2",
+                        help="exposures per filter, e.g. f606w:2,f814w:2 (default f606w:2)")
+    parser.add_argument("--exptime", type=float, default=500.0,
+                        help="exposure time of each exposure in seconds (default 500)")
+    parser.add_argument("--dither", default="box4", choices=sorted(DITHER_PATTERNS),
+                        help="dither pattern (default box4)")
+    parser.add_argument("--pointing-error", type=_pair, default=(1.0, 0.05),
+                        metavar="ARCSEC,DEG",
+                        help="header WCS shift (arcsec) and rotation (deg) vs truth (default 1.0,0.05)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--subarray", type=int, default=None, metavar="N",
+                        help="write NxN single-chip subarrays instead of full frames")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow a non-empty output directory")
+    return parser
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """
+    Run a simulation from parsed arguments.
+
+    Returns
+    -------
+    int
+        0 on success, 2 on invalid input (reported as one log line).
+    """
+    try:
+        result = simulate_visit(args.out, detector=args.detector,
+                                filters=parse_filters(args.filters), exptime=args.exptime,
+                                dither=args.dither, pointing_error=args.pointing_error,
+                                seed=args.seed, subarray=args.subarray,
+                                overwrite=args.overwrite)
+    except ValueError as exc:
+        log.error("hapsim: %s", exc)
+        return 2
+    print(json.dumps({"out_dir": str(result.out_dir), "poller": str(result.poller),
+                      "exposures": [p.name for p in result.exposures],
+                      "wall_s": result.summary.get("wall_s")}))
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of ``python -m hapsim``."""
+    parser = build_simulate_parser(argparse.ArgumentParser(
+        prog="python -m hapsim", description="Simulate an HST single-visit data set."))
+    args = parser.parse_args(argv)
+    if not logging.getLogger("hapsvm").handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_simulate(args)

@@ -1,0 +1,530 @@
+"""
+Simulate a complete single-instrument HST visit (`simulate_visit`).
+
+A visit is a set of dithered exposures of one detector in one or more
+filters, written as calibrated FLT/FLC files together with the poller
+file and the truth: source list, true WCS of every chip, cosmic-ray
+masks, a Gaia-like reference catalog and a JSON summary.
+
+The TRUE pointing of each exposure places the chips on the sky; pixels
+are rendered through exactly that TAN-SIP WCS. The WCS written to the
+files is the true one moved by the visit's pointing error (one rigid
+sky rotation for the whole visit), so an alignment stage has a known
+offset to recover; the dithers are in both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from . import __version__
+from .artifacts import (DQ_BAD_DETECTOR, DQ_BAD_REFERENCE, DQ_HOT, bad_columns,
+                        cosmic_rays, hot_pixels, saturate_and_bleed)
+from .detectors import DetectorSpec, get_detector, normalize_detector_name
+from .geometry import (ChipWCS, chip_wcs, position_angle_rotation, radec_to_unit,
+                       rotate_wcs, sky_rotation, tangent_deproject, tangent_project,
+                       unit_to_radec)
+from .headers import ExposureInfo, companion_header, primary_header, science_header
+from .psf import psf_for_detector
+from .refcat import make_refcat
+from .render import render_sources
+from .scene import abmag_to_countrate, abmag_in_filter, countrate_to_abmag, make_scene
+
+__all__ = ["VisitResult", "simulate_visit", "parse_filters", "DITHER_PATTERNS"]
+
+log = logging.getLogger("hapsvm")
+
+#: Dither offsets (arcsec, along detector x and y) of the supported patterns;
+#: exposures of a filter step through the pattern and wrap around.
+DITHER_PATTERNS: dict[str, tuple[tuple[float, float], ...]] = {
+    "none": ((0.0, 0.0),),
+    "line2": ((0.0, 0.0), (2.413, 1.209)),
+    "line3": ((0.0, 0.0), (1.207, 0.604), (2.414, 1.208)),
+    "box4": ((0.0, 0.0), (2.376, 1.062), (1.188, 3.188), (-1.188, 2.126)),
+}
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+_OUR_PATTERNS = ("*_flc.fits", "*_flt.fits", "*_input.out", "truth_sources.ecsv",
+                 "refcat.ecsv", "visit_truth.json")
+
+
+@dataclass(frozen=True)
+class VisitResult:
+    """
+    Paths of everything `simulate_visit` wrote.
+
+    Attributes
+    ----------
+    out_dir : Path
+    detector : str
+        Canonical detector name (``"wfc3/uvis"``).
+    exposures : tuple of Path
+        FLT/FLC files, in observation order.
+    rootnames : tuple of str
+    poller : Path
+        The 8-field poller file ``<instr>_<ppp>_<obset>_input.out``.
+    truth_sources : Path
+        ``truth_sources.ecsv``.
+    truth_wcs : tuple of Path
+        ``truth_wcs/<rootname>_sci<k>.hdr``, the TRUE WCS of every chip.
+    crmasks : tuple of Path
+        ``truth_crmask/<rootname>_crmask.fits`` (one uint8 image per chip).
+    refcat : Path
+        ``refcat.ecsv`` (Gaia archive column names).
+    visit_truth : Path
+        ``visit_truth.json``.
+    """
+
+    out_dir: Path
+    detector: str
+    exposures: tuple[Path, ...]
+    rootnames: tuple[str, ...]
+    poller: Path
+    truth_sources: Path
+    truth_wcs: tuple[Path, ...]
+    crmasks: tuple[Path, ...]
+    refcat: Path
+    visit_truth: Path
+    summary: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+def parse_filters(filters) -> dict[str, int]:
+    """
+    Normalise a filter request to ``{"F606W": 2, ...}``.
+
+    Parameters
+    ----------
+    filters : dict, str or sequence
+        ``{"f606w": 2}``, ``"f606w:2,f814w:2"`` or ``["f606w", "f814w"]``
+        (one exposure each).
+    """
+    if isinstance(filters, str):
+        items = {}
+        for token in filters.split(","):
+            token = token.strip()
+            if not token:
+                continue
+            name, _, count = token.partition(":")
+            items[name] = int(count) if count else 1
+        filters = items
+    elif not isinstance(filters, dict):
+        filters = {name: 1 for name in filters}
+    out = {}
+    for name, count in filters.items():
+        if int(count) < 1:
+            raise ValueError(f"filter {name!r} needs at least one exposure, got {count}")
+        out[str(name).strip().upper()] = int(count)
+    if not out:
+        raise ValueError("no filters requested")
+    return out
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output path {str(out_dir)!r} exists and is not a directory")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ValueError(f"output directory {str(out_dir)!r} is not empty (use overwrite)")
+        # Only files this simulator writes are removed; anything else stays.
+        for pattern in _OUR_PATTERNS:
+            for path in out_dir.glob(pattern):
+                path.unlink()
+        for sub in ("truth_wcs", "truth_crmask"):
+            for path in (out_dir / sub).glob("*"):
+                path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _subarray_box(spec: DetectorSpec, size: int):
+    """(chip index, x0, y0) of the subarray and the chip it sits on."""
+    chip = spec.chips[0] if spec.detector != "WFC" else spec.chips[1]
+    ny, nx = chip.shape
+    if size > min(nx, ny) or size < 16:
+        raise ValueError(f"subarray size {size} must be between 16 and {min(nx, ny)}")
+    x0 = min(chip.subarray_corner[0], nx - size)
+    y0 = min(chip.subarray_corner[1], ny - size)
+    return spec.chips.index(chip), x0, y0
+
+
+def _aperture_offset(chip, x_center, y_center):
+    """Focal-plane offset (arcsec) of a pixel of `chip` (linear part only)."""
+    d = np.array([x_center - (chip.crpix[0] - 1.0), y_center - (chip.crpix[1] - 1.0)])
+    return np.asarray(chip.offset_arcsec) + np.asarray(chip.cd_arcsec) @ d
+
+
+def _chip_pixels(spec, chip_wcs_true, rng, exptime, model, cr_fraction, psf_unused=None):
+    """Noise, cosmic rays and detector artefacts; returns sci, err, dq, crmask."""
+    shape = model.shape
+    readnoise = spec.readnoise_mean if spec.is_ccd else spec.readnoise_mean / 1.5
+    dark = spec.dark_rate * exptime
+    hot_flat, hot_e = hot_pixels(rng, shape, spec.hot_pixel_fraction, exptime)
+    model.flat[hot_flat] += hot_e
+    cr_charge, cr_mask = cosmic_rays(rng, shape, cr_fraction,
+                                     mean_length=spec.cr_track_length_mean,
+                                     charge_median=spec.cr_charge_median)
+    electrons = rng.poisson(model).astype(np.float64)
+    electrons += rng.normal(0.0, readnoise, shape)
+    electrons += cr_charge
+    if spec.is_ccd:
+        dq = saturate_and_bleed(electrons, spec.full_well, 65535.0 * spec.gain)
+    else:
+        # IR ramps are fitted from the unsaturated reads: flag, keep the rate.
+        dq = np.where(model > spec.full_well, np.int16(256), np.int16(0)).astype(np.int16)
+    electrons -= dark  # dark-subtracted by calibration; hot-pixel residuals remain
+    dq.flat[hot_flat] |= DQ_HOT
+    for col, start, stop in bad_columns(rng, shape, spec.bad_columns_per_chip):
+        electrons[start:stop, col] = electrons[start:stop, col] * 0.4 + rng.normal(
+            0.0, 3 * readnoise, stop - start)
+        dq[start:stop, col] |= DQ_BAD_DETECTOR
+    n_bad_ref = rng.binomial(shape[0] * shape[1], 2e-4)
+    dq.flat[rng.choice(shape[0] * shape[1], n_bad_ref, replace=False)] |= DQ_BAD_REFERENCE
+    err = np.sqrt(np.clip(electrons + dark, 0.0, None) + readnoise**2)
+    if spec.detector == "IR":
+        electrons /= exptime
+        err /= exptime
+    return electrons.astype(np.float32), err.astype(np.float32), dq.astype(np.int16), cr_mask
+
+
+def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0,
+                   dither="box4", pointing_error=(1.0, 0.05), seed=1, subarray=None,
+                   overwrite=False, target=(150.1163, 2.2009), pa_v3=None,
+                   proposal_id=None, program_id=None, obset_id="01", mjd_start=59580.25,
+                   targname="HAPSIM-FIELD", star_density=150.0, galaxy_density=60.0,
+                   star_mag_range=(17.0, 27.0), cr_fraction=None) -> VisitResult:
+    """
+    Write a simulated single-detector HST visit to `out_dir`.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output directory (created; must be empty unless `overwrite`).
+    detector : str, optional
+        ``"wfc3/uvis"``, ``"wfc3/ir"``, ``"acs/wfc"`` or ``"acs/hrc"``.
+    filters : dict, str or sequence, optional
+        Exposures per filter, e.g. ``{"f606w": 2}`` (default) or
+        ``"f606w:2,f814w:2"``.
+    exptime : float or dict, optional
+        Exposure time (s) of every exposure, or per filter.
+    dither : str, optional
+        One of `DITHER_PATTERNS` (``"box4"``, ``"line2"``, ``"line3"``, ``"none"``).
+    pointing_error : tuple of float, optional
+        ``(shift_arcsec, rotation_deg)`` of the header WCS relative to the
+        truth, the same for every exposure; the shift direction is drawn
+        from `seed`.
+    seed : int, optional
+        Everything random derives from it; equal seeds give identical files.
+    subarray : int, optional
+        Write square ``subarray x subarray`` single-chip subarrays.
+    overwrite : bool, optional
+        Allow a non-empty `out_dir` (files of a previous simulation are replaced).
+    target : tuple of float, optional
+        RA, Dec (deg) of the aperture reference of the first exposure.
+    pa_v3 : float, optional
+        Telescope roll; drawn from `seed` if not given.
+    proposal_id, program_id, obset_id : optional
+        Proposal number, 3-character program id (the ``ppp`` of the
+        rootnames) and 2-character visit id; derived from `seed` if not given.
+    mjd_start : float, optional
+        Start of the first exposure (MJD).
+    targname : str, optional
+    star_density, galaxy_density : float, optional
+        Sources per square arcminute.
+    star_mag_range : tuple of float, optional
+        AB magnitude range (at 6000 A) of the stellar luminosity function.
+    cr_fraction : float, optional
+        Fraction of pixels hit by cosmic rays in every exposure; default is
+        the detector's rate times the exposure time.
+
+    Returns
+    -------
+    VisitResult
+    """
+    t_start = time.perf_counter()
+    name = normalize_detector_name(detector)
+    spec = get_detector(name)
+    filters = parse_filters({"f606w": 2} if filters is None else filters)
+    photometry = {f: spec.filter(f) for f in filters}
+    exptimes = {f: float(exptime[f.lower()] if isinstance(exptime, dict) and f.lower() in exptime
+                         else exptime[f] if isinstance(exptime, dict) else exptime) for f in filters}
+    for f, t in exptimes.items():
+        if not np.isfinite(t) or t <= 0:
+            raise ValueError(f"exposure time must be positive, got {t} for {f}")
+    if dither not in DITHER_PATTERNS:
+        raise ValueError(f"unknown dither pattern {dither!r} (known: {', '.join(DITHER_PATTERNS)})")
+    shift_arcsec, rotation_deg = (float(v) for v in pointing_error)
+    if cr_fraction is not None and not 0.0 <= cr_fraction < 0.5:
+        raise ValueError(f"cr_fraction must be in [0, 0.5), got {cr_fraction}")
+    out_dir = Path(out_dir).resolve()
+    _check_out_dir(out_dir, overwrite)
+
+    seeds = np.random.SeedSequence(seed).spawn(4)
+    rng_visit = np.random.default_rng(seeds[0])
+    rng_scene = np.random.default_rng(seeds[1])
+    rng_refcat = np.random.default_rng(seeds[2])
+    n_exposures = sum(filters.values())
+    exposure_seeds = seeds[3].spawn(n_exposures)
+
+    if pa_v3 is None:
+        pa_v3 = float(rng_visit.uniform(0.0, 360.0))
+    shift_pa = float(rng_visit.uniform(0.0, 360.0))
+    if program_id is None:
+        program_id = "x" + _ALPHABET[(seed // 36) % 36] + _ALPHABET[seed % 36]
+    program_id = str(program_id).lower()
+    if len(program_id) != 3 or not program_id.isalnum():
+        raise ValueError(f"program_id must be 3 alphanumeric characters, got {program_id!r}")
+    obset_id = str(obset_id).lower()
+    if len(obset_id) != 2 or not obset_id.isalnum():
+        raise ValueError(f"obset_id must be 2 alphanumeric characters, got {obset_id!r}")
+    if proposal_id is None:
+        proposal_id = 15000 + seed % 5000
+    ra_t, dec_t = float(target[0]), float(target[1])
+    orientat = (pa_v3 + spec.orient_offset_deg + 180.0) % 360.0 - 180.0
+    turn = position_angle_rotation(orientat)
+
+    # Chips used and where the aperture reference sits.
+    if subarray is not None:
+        chip_index, x0, y0 = _subarray_box(spec, int(subarray))
+        size = int(subarray)
+        chips = [(spec.chips[chip_index], (x0, y0, size))]
+        aperture_offset = _aperture_offset(spec.chips[chip_index], x0 + (size - 1) / 2,
+                                           y0 + (size - 1) / 2)
+    else:
+        chips = [(chip, None) for chip in spec.chips]
+        aperture_offset = np.zeros(2)
+
+    # Visit-wide pointing error: one rigid sky rotation about the target.
+    error_rotation = sky_rotation(ra_t, dec_t, shift_arcsec=shift_arcsec,
+                                  shift_pa_deg=shift_pa, rotation_deg=rotation_deg)
+
+    def to_header_sky(ra, dec):
+        return unit_to_radec(radec_to_unit(ra, dec) @ error_rotation.T)
+
+    # Exposure plan.
+    letter = spec.rootname_letter
+    pattern = DITHER_PATTERNS[dither]
+    plans = []
+    mjd = mjd_start
+    n = 0
+    for filt, count in filters.items():
+        for k in range(count):
+            dx, dy = pattern[k % len(pattern)]
+            rootname = f"{letter}{program_id}{obset_id}{_ALPHABET[10 + n // 36]}{_ALPHABET[n % 36]}q"
+            # The aperture reference moves by the dither along detector axes
+            # (x points to -xi at ORIENTAT = 0, y to +eta).
+            xi, eta = turn @ (np.array([-dx, dy]) / 3600.0)
+            ra_ap, dec_ap = (float(v) for v in tangent_deproject(xi, eta, ra_t, dec_t))
+            plans.append(dict(filter=filt, index=n, step=k % len(pattern) + 1, dither=(dx, dy),
+                              rootname=rootname, ra_aper=ra_ap, dec_aper=dec_ap,
+                              expstart=mjd, exptime=exptimes[filt]))
+            mjd += (exptimes[filt] + 150.0) / 86400.0
+            n += 1
+
+    # True chip WCSs of every exposure: chip reference = aperture reference + offset.
+    for plan in plans:
+        plan["true_wcs"] = []
+        plan["header_wcs"] = []
+        for chip, box in chips:
+            shifted = _shift_chip(chip, aperture_offset)
+            true = chip_wcs(shifted, plan["ra_aper"], plan["dec_aper"], orientat, subarray=box)
+            plan["true_wcs"].append(true)
+            plan["header_wcs"].append(rotate_wcs(true, error_rotation))
+
+    # Scene covering the union of all chips, with a margin for stamps.
+    half_width = _field_half_width(plans, ra_t, dec_t) + 8.0
+    scene = make_scene(rng_scene, ra_t, dec_t, half_width, star_density=star_density,
+                       galaxy_density=galaxy_density, star_mag_range=tuple(star_mag_range))
+    for filt, phot in photometry.items():
+        mag = abmag_in_filter(scene["abmag_ref"], scene["color"], phot.photplam)
+        rate = abmag_to_countrate(mag, phot)
+        scene[f"countrate_{filt.lower()}"] = rate
+        scene[f"abmag_{filt.lower()}"] = countrate_to_abmag(rate, phot)
+        scene[f"countrate_{filt.lower()}"].unit = "electron / s"
+        scene[f"abmag_{filt.lower()}"].unit = "mag"
+
+    psf = psf_for_detector(spec)
+    (out_dir / "truth_wcs").mkdir(exist_ok=True)
+    (out_dir / "truth_crmask").mkdir(exist_ok=True)
+    exposures, truth_wcs_paths, crmask_paths, cr_fractions = [], [], [], {}
+    instrument = spec.instrument.lower()
+    for plan in plans:
+        rng = np.random.default_rng(exposure_seeds[plan["index"]])
+        filt = plan["filter"]
+        phot = photometry[filt]
+        t = plan["exptime"]
+        fraction = (cr_fraction if cr_fraction is not None
+                    else 1.0 - np.exp(-spec.cr_pixel_rate * t))
+        filename = f"{plan['rootname']}_{spec.file_suffix}.fits"
+        n_ext_per_chip = 5 if spec.detector == "IR" else 3
+        ra_ap_hdr, dec_ap_hdr = (float(v) for v in to_header_sky(plan["ra_aper"], plan["dec_aper"]))
+        ra_tg_hdr, dec_tg_hdr = (float(v) for v in to_header_sky(ra_t, dec_t))
+        info = ExposureInfo(
+            rootname=plan["rootname"], filename=filename, filter=filt, exptime=t,
+            expstart=plan["expstart"], proposal_id=int(proposal_id), program_id=program_id,
+            obset_id=obset_id, linenum=f"{obset_id.upper()}.{plan['index'] + 1:03d}",
+            asn_id=f"{letter}{program_id}{obset_id}010".upper(), targname=targname,
+            ra_targ=ra_tg_hdr, dec_targ=dec_tg_hdr, ra_aper=ra_ap_hdr, dec_aper=dec_ap_hdr,
+            pa_v3=(pa_v3 + rotation_deg) % 360.0, postarg=plan["dither"],
+            pattern="NONE" if dither == "none" else f"{spec.detector}-DITHER-{dither.upper()}",
+            pattern_npts=len(pattern), pattern_step=plan["step"],
+            subarray=subarray is not None, nextend=n_ext_per_chip * len(chips))
+        hdus = [fits.PrimaryHDU(header=primary_header(spec, info, phot))]
+        masks = []
+        for extver, ((chip, box), true, header_wcs) in enumerate(
+                zip(chips, plan["true_wcs"], plan["header_wcs"]), start=1):
+            model = np.full(true.shape, (phot.sky_rate + spec.dark_rate) * t)
+            counts = np.asarray(scene[f"countrate_{filt.lower()}"]) * t
+            render_sources(model, true, psf, scene, counts, orientat_deg=true.orientat(),
+                           pixel_scale_arcsec=spec.idcscale)
+            sci, err, dq, crmask = _chip_pixels(spec, true, rng, t, model, fraction)
+            masks.append(crmask)
+            ltv = (-box[0], -box[1]) if box else (0.0, 0.0)
+            sci_hdr = science_header(spec, info, phot, extver=extver, ccdchip=chip.ccdchip,
+                                     header_wcs=header_wcs, ltv=ltv, full_shape=chip.shape,
+                                     ra_aper=ra_ap_hdr, dec_aper=dec_ap_hdr)
+            unit_err = spec.bunit
+            sci_hdr.update(_image_statistics(sci, err, dq, spec, t))
+            hdus.append(fits.ImageHDU(sci, header=sci_hdr))
+            hdus.append(fits.ImageHDU(err, header=companion_header(
+                "ERR", extver, info, header_wcs, spec, ltv, bunit=unit_err)))
+            hdus.append(fits.ImageHDU(dq, header=companion_header(
+                "DQ", extver, info, header_wcs, spec, ltv, bunit="UNITLESS")))
+            if spec.detector == "IR":
+                hdus.append(fits.ImageHDU(np.full(true.shape, 14, dtype=np.int16),
+                                          header=companion_header("SAMP", extver, info, header_wcs,
+                                                                  spec, ltv, bunit="UNITLESS")))
+                hdus.append(fits.ImageHDU(np.full(true.shape, t, dtype=np.float32),
+                                          header=companion_header("TIME", extver, info, header_wcs,
+                                                                  spec, ltv, bunit="SECONDS")))
+            truth_path = out_dir / "truth_wcs" / f"{plan['rootname']}_sci{extver}.hdr"
+            true_hdr = true.header()
+            true_hdr["WCSNAME"] = "TRUTH"
+            true_hdr["NAXIS1"] = true.shape[1]
+            true_hdr["NAXIS2"] = true.shape[0]
+            true_hdr.totextfile(truth_path, overwrite=True)
+            truth_wcs_paths.append(truth_path)
+        path = out_dir / filename
+        fits.HDUList(hdus).writeto(path, overwrite=True)
+        exposures.append(path)
+        crmask_path = out_dir / "truth_crmask" / f"{plan['rootname']}_crmask.fits"
+        _write_crmask(crmask_path, masks)
+        crmask_paths.append(crmask_path)
+        cr_fractions[plan["rootname"]] = float(np.mean([m.mean() for m in masks]))
+        log.debug("hapsim: wrote %s (CR fraction %.4f)", filename, cr_fractions[plan["rootname"]])
+
+    truth_path = out_dir / "truth_sources.ecsv"
+    scene.write(truth_path, format="ascii.ecsv", overwrite=True)
+    refcat = make_refcat(rng_refcat, scene, plans[0]["expstart"])
+    refcat_path = out_dir / "refcat.ecsv"
+    refcat.write(refcat_path, format="ascii.ecsv", overwrite=True)
+
+    poller = out_dir / f"{instrument}_{program_id}_{obset_id}_input.out"
+    lines = []
+    for plan, path in zip(plans, exposures):
+        filt = plan["filter"]
+        if spec.instrument == "ACS":
+            with fits.open(path) as hdul:
+                filt = f"{hdul[0].header['FILTER1']};{hdul[0].header['FILTER2']}"
+        lines.append(",".join([path.name, str(proposal_id), program_id.upper(), obset_id,
+                               f"{plan['exptime']:.1f}", filt, spec.detector, str(path)]))
+    poller.write_text("\n".join(lines) + "\n")
+
+    # Pointing-error vector as measured at the target (header minus truth).
+    ra_h, dec_h = to_header_sky(ra_t, dec_t)
+    d_xi, d_eta = tangent_project(ra_h, dec_h, ra_t, dec_t)
+    summary = {
+        "hapsim_version": __version__,
+        "detector": name,
+        "instrument": spec.instrument,
+        "filters": {f.lower(): c for f, c in filters.items()},
+        "exptime": {f.lower(): t for f, t in exptimes.items()},
+        "seed": seed,
+        "subarray": subarray,
+        "target": [ra_t, dec_t],
+        "pa_v3_true": pa_v3,
+        "orientat_true": orientat,
+        "mjd_start": mjd_start,
+        "pointing_error": {
+            "shift_arcsec": shift_arcsec,
+            "rotation_deg": rotation_deg,
+            "shift_pa_deg": shift_pa,
+            "shift_vector_arcsec": [float(d_xi) * 3600.0, float(d_eta) * 3600.0],
+            "vector_convention": "header minus truth at the target: (xi east, eta north)",
+            "rotation_matrix": error_rotation.tolist(),
+        },
+        "dither": {"pattern": dither,
+                   "offsets_arcsec": {p["rootname"]: list(p["dither"]) for p in plans}},
+        "cr_fraction": cr_fractions,
+        "n_sources": {"star": int(np.sum(scene["type"] == "star")),
+                      "galaxy": int(np.sum(scene["type"] == "galaxy"))},
+        "n_refcat": len(refcat),
+        "exposures": [p.name for p in exposures],
+        "wall_s": round(time.perf_counter() - t_start, 3),
+    }
+    visit_truth = out_dir / "visit_truth.json"
+    visit_truth.write_text(json.dumps(summary, indent=2))
+    log.info("hapsim: %d %s exposures written to %s in %.1f s", len(exposures), name,
+             out_dir, summary["wall_s"])
+    return VisitResult(out_dir=out_dir, detector=name, exposures=tuple(exposures),
+                       rootnames=tuple(p["rootname"] for p in plans), poller=poller,
+                       truth_sources=truth_path, truth_wcs=tuple(truth_wcs_paths),
+                       crmasks=tuple(crmask_paths), refcat=refcat_path,
+                       visit_truth=visit_truth, summary=summary)
+
+
+def _shift_chip(chip, aperture_offset):
+    """Chip description with offsets relative to a moved aperture reference."""
+    from dataclasses import replace
+
+    off = np.asarray(chip.offset_arcsec) - aperture_offset
+    return replace(chip, offset_arcsec=(float(off[0]), float(off[1])))
+
+
+def _field_half_width(plans, ra0, dec0):
+    """Half width (arcsec) of a square about (ra0, dec0) holding every chip."""
+    extent = 0.0
+    for plan in plans:
+        for wcs in plan["true_wcs"]:
+            ny, nx = wcs.shape
+            corners = np.array([[0, 0], [nx - 1, 0], [0, ny - 1], [nx - 1, ny - 1]], dtype=float)
+            ra, dec = wcs.to_astropy().all_pix2world(corners[:, 0], corners[:, 1], 0)
+            xi, eta = tangent_project(ra, dec, ra0, dec0)
+            extent = max(extent, np.abs(xi).max() * 3600.0, np.abs(eta).max() * 3600.0)
+    return extent
+
+
+_SDQFLAGS = 31743
+
+
+def _image_statistics(sci, err, dq, spec, exptime):
+    """Good-pixel statistics cards of SCI headers (AstroDrizzle reads NGOODPIX)."""
+    good = (dq & _SDQFLAGS) == 0
+    values = sci[good]
+    snr = values / err[good]
+    return {
+        "NGOODPIX": (int(good.sum()), "number of good pixels"),
+        "SDQFLAGS": (_SDQFLAGS, "serious data quality flags"),
+        "GOODMIN": (float(values.min()), "minimum value of good pixels"),
+        "GOODMAX": (float(values.max()), "maximum value of good pixels"),
+        "GOODMEAN": (float(values.mean()), "mean value of good pixels"),
+        "SNRMIN": (float(snr.min()), "minimum signal to noise of good pixels"),
+        "SNRMAX": (float(snr.max()), "maximum signal to noise of good pixels"),
+        "SNRMEAN": (float(snr.mean()), "mean value of signal to noise of good pixels"),
+        "SOFTERRS": (0, "number of soft error pixels (DQF=1)"),
+        "MEANDARK": (float(spec.dark_rate * exptime), "average of the dark values subtracted"),
+    }
+
+
+def _write_crmask(path: Path, masks):
+    hdus = [fits.PrimaryHDU()]
+    for k, mask in enumerate(masks, start=1):
+        hdu = fits.CompImageHDU(mask.astype(np.uint8), name="CRMASK", compression_type="RICE_1")
+        hdu.header["EXTVER"] = k
+        hdus.append(hdu)
+    fits.HDUList(hdus).writeto(path, overwrite=True)
