@@ -19,6 +19,7 @@ from hap_models.errors import ExitCode, HapError, HapInputError
 from hap_models.run_options import VisitOptions, VisitResult
 from hapcore.atomic import write_text_atomic
 from flows.visit_log import PACKAGE_LOGGER, VisitLog
+from tasks.align import align_detector_task
 from tasks.manifest import write_manifest_task
 from tasks.obset import interpret_obset_input_task, parse_obset_tree_task
 from tasks.parameters import build_product_parameters_task
@@ -28,10 +29,18 @@ __all__ = ["svm_visit", "run_hap_processing", "main"]
 logger = logging.getLogger(PACKAGE_LOGGER)
 
 
+def _resolve_refcat(options: VisitOptions) -> Path | None:
+    """The local reference catalog: ``--refcat``, else ``HAPSVM_REFCAT``; a named file must exist."""
+    from hapcore.refcat import ReferenceCatalogError, resolve_refcat_path
+
+    try:
+        return resolve_refcat_path(options.refcat)
+    except ReferenceCatalogError as exc:
+        raise HapInputError(str(exc)) from None
+
+
 def _check_options(poller_file: Path, options: VisitOptions) -> None:
     """Fail early, in one line, on options that name missing or clashing files."""
-    if options.refcat is not None and not options.refcat.is_file():
-        raise HapInputError(f"--refcat {options.refcat}: reference catalog file not found")
     if options.input_custom_pars_file is not None and not options.input_custom_pars_file.is_file():
         raise HapInputError(f"-c {options.input_custom_pars_file}: parameter file not found")
     if (options.input_custom_pars_file is not None and options.output_custom_pars_file is not None
@@ -59,9 +68,20 @@ def svm_visit(poller_file: Path, options: VisitOptions, log_part: Path | None = 
     output_dir = options.output_dir
     logger.info("hapsvm single-visit processing of %s into %s", poller_file, output_dir)
     _check_options(poller_file, options)
+    refcat = _resolve_refcat(options)
     tree = interpret_obset_input_task(poller_file)
     totals = parse_obset_tree_task(tree, options.log_level)
     totals = build_product_parameters_task(totals, tree, options)
+
+    products: list[str] = []
+    for total in totals:
+        if not total.has_direct_exposures:
+            continue
+        alignment = align_detector_task(total, output_dir, refcat)
+        for exposure in alignment.exposures:
+            products.append(exposure.svm_copy_filename)
+            if exposure.chips:
+                products.append(exposure.headerlet_filename)
 
     for total in totals:
         logger.info("%s: %d filter product(s), %d exposure(s), %d grism/prism exposure(s)",
@@ -71,7 +91,7 @@ def svm_visit(poller_file: Path, options: VisitOptions, log_part: Path | None = 
             logger.debug("  product %s (HAPLEVEL %d) -> %s", product.product_basename,
                          product.haplevel, product.drizzle_filename)
 
-    products = _write_total_trailers(totals, log_part, output_dir)
+    products += _write_total_trailers(totals, log_part, output_dir)
     manifest = write_manifest_task(output_dir / tree.manifest_name, products)
     return VisitResult(poller_file=poller_file, output_dir=output_dir, manifest=manifest,
                        products=products, detectors=tree.detectors,

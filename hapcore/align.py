@@ -117,6 +117,9 @@ def detect_exposure_sources(path: str | Path, *, fwhmpsf_arcsec: float, nsigma: 
         wcs_by_ver = read_chip_wcs_readonly(hdul)
         for extver, wcs in wcs_by_ver.items():
             sci = hdul["SCI", extver].data
+            if not wcs.has_celestial:
+                logger.warning("%s SCI,%d: no celestial WCS, skipped for alignment", path.name, extver)
+                continue
             if sci is not None:
                 footprints.append(wcs.calc_footprint(axes=sci.shape[::-1], undistort=True))
             if sci is None or not np.any(np.isfinite(sci) & (sci != 0)):

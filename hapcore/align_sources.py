@@ -187,6 +187,7 @@ def _background(sci: np.ndarray, mask: np.ndarray, *, box_size: int, filter_size
     which is ample for the smooth sky of an HST chip and ~10x faster on a full-frame chip.
     """
     ny, nx = sci.shape
+    box_size = max(min(box_size, ny, nx), 1)
     my, mx = max(ny // box_size, 1), max(nx // box_size, 1)
     hy, hx = my * box_size, mx * box_size
     sub = np.where(mask[:hy, :hx], np.nan, sci[:hy, :hx]).astype(np.float32)
@@ -267,6 +268,9 @@ def detect_chip_sources(sci: np.ndarray, dq: np.ndarray | None = None, *, fwhm_p
     ChipSources
     """
     sci = np.asarray(sci, dtype=np.float32)
+    empty = Table(names=("x", "y", "flux", "peak", "mag"), dtype=(float,) * 5)
+    if min(sci.shape) < 4 * _STAMP:
+        return ChipSources(empty, fwhm_px, np.nan, 0)
     finite = np.isfinite(sci)
     mask = ~finite
     if dq is not None:
@@ -297,7 +301,6 @@ def detect_chip_sources(sci: np.ndarray, dq: np.ndarray | None = None, *, fwhm_p
     order = order[:max(200 * max_sources, 5000)]
     yi, xi = yi[order], xi[order]
 
-    empty = Table(names=("x", "y", "flux", "peak", "mag"), dtype=(float,) * 5)
     if len(xi) == 0:
         return ChipSources(empty, fwhm_px, median_rms, 0)
 

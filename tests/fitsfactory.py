@@ -46,8 +46,12 @@ def write_exposure(directory: Path, filename: str, *, detector: str = "uvis", fi
     hdus = [fits.PrimaryHDU(header=primary)]
     data = np.zeros((4, 4), np.float32) if zero_data else np.ones((4, 4), np.float32)
     for ver in range(1, nsci + 1):
-        hdus.append(fits.ImageHDU(data=data, name="SCI", ver=ver,
-                                  header=fits.Header([("PHOTFLAM", photflam)])))
+        sci = fits.Header([("PHOTFLAM", photflam)])
+        # a small north-up TAN WCS, so the stages after parsing have a sky to work with
+        sci.update(dict(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=150.0, CRVAL2=2.0 + ver * 1e-3,
+                        CRPIX1=2.5, CRPIX2=2.5, CD1_1=-1.1e-5, CD1_2=0.0, CD2_1=0.0, CD2_2=1.1e-5,
+                        WCSNAME="IDC_test"))
+        hdus.append(fits.ImageHDU(data=data, name="SCI", ver=ver, header=sci))
     path = Path(directory) / filename
     fits.HDUList(hdus).writeto(path, overwrite=True)
     return path

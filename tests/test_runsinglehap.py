@@ -42,8 +42,11 @@ def test_successful_run_writes_log_manifest_and_trailer(tmp_path):
     assert "return value: 0" in log
     assert "Finished in state Completed" in log            # Prefect's own lines are in the file too
     manifest = read_manifest(out / "wfc3_b46_06_manifest.txt")
-    assert manifest == ["hst_11665_06_wfc3_uvis_total_ib4606_trl.txt"]
-    trailer = (out / manifest[0]).read_text()
+    assert manifest == ["hst_11665_06_wfc3_uvis_f606w_ib4606c0_flc.fits",
+                        "hst_11665_06_wfc3_uvis_f606w_ib4606c1_flc.fits",
+                        "hst_11665_06_wfc3_uvis_total_ib4606_trl.txt"]
+    assert all((out / name).exists() for name in manifest)
+    trailer = (out / manifest[-1]).read_text()
     assert "accepted" in trailer
     assert not list(out.glob("*.part")) and not list(out.glob(".*.tmp"))
     # inputs untouched, nothing written beside them
@@ -121,7 +124,7 @@ def test_missing_refcat_is_an_input_error(tmp_path):
     poller = _visit(tmp_path, n=1)
     code = run_hap_processing(poller, output_dir=tmp_path / "o", refcat=tmp_path / "nope.ecsv")
     assert code == 1
-    assert "reference catalog file not found" in (tmp_path / "o" / "wfc3_b46_06_input.log").read_text()
+    assert "nope.ecsv (from --refcat): file not found" in (tmp_path / "o" / "wfc3_b46_06_input.log").read_text()
 
 
 def test_perform_accepts_level_names_and_debug(tmp_path):
