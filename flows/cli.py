@@ -18,7 +18,8 @@ logger = logging.getLogger("hapsvm")
 
 #: The demo visit: two filters of WFC3/UVIS, small enough to run in well under a minute.
 DEMO_VISIT = dict(detector="wfc3/uvis", filters={"f606w": 2, "f814w": 2}, exptime=400.0,
-                  dither="box4", pointing_error=(0.5, 0.02), seed=1, subarray=1024)
+                  dither="box4", pointing_error=(0.5, 0.02), seed=1, subarray=1024,
+                  star_density=600.0)
 
 
 def run_demo(out_dir: Path, *, overwrite: bool = True) -> int:

@@ -58,7 +58,9 @@ def assign_product_parameters(totals: list[TotalProduct], *, custom_pars_file: P
                 use_defaults_configs=use_defaults_configs)
             product.parameters = params
             used[product.product_basename] = params
-            log_product_parameters(params, logger)
+            # exposure products repeat their filter's values: full listing only at DEBUG
+            log_product_parameters(params, logger,
+                                   level=logging.DEBUG if kind == "exposure" else logging.INFO)
     if output_custom_pars_file is not None:
         write_custom_pars_file(output_custom_pars_file, used)
         logger.info("parameters used written to %s", output_custom_pars_file)
