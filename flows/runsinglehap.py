@@ -62,6 +62,12 @@ def build_parser(prog: str = "runsinglehap") -> argparse.ArgumentParser:
                         help="local astrometric reference catalog (ECSV/FITS/CSV/Parquet)")
     parser.add_argument("--output-custom-pars-file", dest="output_custom_pars_file", default=None,
                         help="write every parameter value used to this JSON file")
+    parser.add_argument("--force", action="store_true",
+                        help="recompute every stage, ignoring cached results")
+    parser.add_argument("--cache-dir", dest="cache_dir", default=None,
+                        help="where cached stage results live (default OUTDIR/.hapsvm-cache)")
+    parser.add_argument("--workers", dest="n_workers", type=int, default=2,
+                        help="processes for the heavy stages (default 2)")
     parser.add_argument("--phot-mode", dest="phot_mode", default="both",
                         choices=["aperture", "segment", "both"], help="catalog types to produce")
     return parser
@@ -88,7 +94,8 @@ def main(argv: list[str] | None = None, prog: str = "runsinglehap") -> int:
                    input_custom_pars_file=args.input_custom_pars_file,
                    output_custom_pars_file=args.output_custom_pars_file,
                    phot_mode=args.phot_mode, log_level=level, output_dir=args.output_dir,
-                   refcat=args.refcat)
+                   refcat=args.refcat, force=args.force, cache_dir=args.cache_dir,
+                   n_workers=args.n_workers)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ from hap_models.errors import ExitCode, HapError, HapInputError
 from hap_models.run_options import VisitOptions, VisitResult
 from hapcore.atomic import write_text_atomic
 from flows.visit_log import PACKAGE_LOGGER, VisitLog
+from hap_models.stage import StageResult
 from tasks.align import align_detector_task
+from tasks.caching import cache_storage
 from tasks.manifest import write_manifest_task
-from tasks.obset import interpret_obset_input_task, parse_obset_tree_task
-from tasks.parameters import build_product_parameters_task
+from tasks.obset import build_product_tree_task, interpret_obset_input_task
 
 __all__ = ["svm_visit", "run_hap_processing", "main"]
 
@@ -59,29 +60,60 @@ def _write_total_trailers(totals, log_part: Path | None, output_dir: Path) -> li
     return names
 
 
+def _poller_exposures(poller_file: Path) -> list[Path]:
+    """Files the poller names, located as the parser will (only for the parse stage's cache key)."""
+    from hapcore.poller import locate_exposure, read_poller_lines
+
+    found = []
+    for line in read_poller_lines(poller_file):
+        try:
+            found.append(locate_exposure(line))
+        except HapError:
+            pass        # the parse stage itself reports the missing file, in order
+    return found
+
+
+class _Stages:
+    """Runs stage tasks with this visit's cache settings and records how each one ended."""
+
+    def __init__(self, options: VisitOptions):
+        self.options = options
+        self.storage = cache_storage(options.output_dir, options.cache_dir)
+        self.states: dict[str, str] = {}
+
+    def __call__(self, stage_task, *args, **kwargs) -> StageResult:
+        name = stage_task.name
+        label = kwargs.pop("label", name)
+        if self.options.fail_stage and self.options.fail_stage in (name, label):
+            raise RuntimeError(f"injected failure in stage {label} (fail_stage option)")
+        configured = stage_task.with_options(result_storage=self.storage,
+                                             refresh_cache=self.options.force)
+        state = configured(*args, return_state=True, **kwargs)
+        self.states[label] = state.name
+        return state.result()
+
+
 @flow(name="svm-visit", flow_run_name="visit-{poller_file.stem}", log_prints=False)
 def svm_visit(poller_file: Path, options: VisitOptions, log_part: Path | None = None) -> VisitResult:
-    """Process one visit: parse the poller, build the product tree and parameters, write the manifest.
+    """Process one visit: parse, product tree and parameters, alignment; write the manifest.
 
-    Later stages (alignment, drizzling, catalogs, quality) are added here as tasks.
+    Every stage is a cached task (:mod:`tasks.caching`): a rerun recomputes only what changed.
     """
     output_dir = options.output_dir
     logger.info("hapsvm single-visit processing of %s into %s", poller_file, output_dir)
     _check_options(poller_file, options)
     refcat = _resolve_refcat(options)
-    tree = interpret_obset_input_task(poller_file)
-    totals = parse_obset_tree_task(tree, options.log_level)
-    totals = build_product_parameters_task(totals, tree, options)
+    run = _Stages(options)
+    tree = run(interpret_obset_input_task, poller_file, _poller_exposures(poller_file)).payload
+    totals = run(build_product_tree_task, tree, options, options.log_level).payload
 
     products: list[str] = []
     for total in totals:
         if not total.has_direct_exposures:
             continue
-        alignment = align_detector_task(total, output_dir, refcat)
-        for exposure in alignment.exposures:
-            products.append(exposure.svm_copy_filename)
-            if exposure.chips:
-                products.append(exposure.headerlet_filename)
+        aligned = run(align_detector_task, total, output_dir, refcat, options.n_workers,
+                      label=f"align-{total.detector}")
+        products += [Path(p).name for p in aligned.outputs]
 
     for total in totals:
         logger.info("%s: %d filter product(s), %d exposure(s), %d grism/prism exposure(s)",
@@ -93,20 +125,25 @@ def svm_visit(poller_file: Path, options: VisitOptions, log_part: Path | None = 
 
     products += _write_total_trailers(totals, log_part, output_dir)
     manifest = write_manifest_task(output_dir / tree.manifest_name, products)
+    logger.info("stages: %s", ", ".join(f"{k} {v}" for k, v in run.states.items()))
     return VisitResult(poller_file=poller_file, output_dir=output_dir, manifest=manifest,
                        products=products, detectors=tree.detectors,
                        n_exposures=sum(len(t.edp_list) + len(t.grism_edp_list) for t in totals),
-                       n_rejected=len(tree.rejected))
+                       n_rejected=len(tree.rejected), stage_states=run.states)
 
 
 def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_configs=True,
                        input_custom_pars_file=None, output_custom_pars_file=None,
                        phot_mode="both", log_level=logging.INFO, *, output_dir=None,
-                       refcat=None) -> int:
+                       refcat=None, force=False, cache_dir=None, n_workers=2,
+                       fail_stage=None) -> int:
     """Run the per-visit flow on a poller file and return an exit code (never raises, never exits).
 
-    Parameters follow drizzlepac's ``hapsequencer.run_hap_processing``; ``output_dir`` (default:
-    the current directory) and ``refcat`` (a local astrometric reference catalog) are ours.
+    Parameters follow drizzlepac's ``hapsequencer.run_hap_processing``; ours: ``output_dir``
+    (default: the current directory), ``refcat`` (a local astrometric reference catalog),
+    ``force`` (recompute every stage), ``cache_dir`` (cache records; default
+    ``<output_dir>/.hapsvm-cache``), ``n_workers`` (processes for heavy stages) and ``fail_stage``
+    (testing: make the named stage fail).
 
     Returns
     -------
@@ -125,7 +162,9 @@ def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_confi
             output_custom_pars_file=(Path(output_custom_pars_file).resolve()
                                      if output_custom_pars_file else None),
             phot_mode=phot_mode, log_level=int(log_level),
-            refcat=Path(refcat).resolve() if refcat else None)
+            refcat=Path(refcat).resolve() if refcat else None, force=force,
+            cache_dir=Path(cache_dir).resolve() if cache_dir else None, n_workers=n_workers,
+            fail_stage=fail_stage)
     except Exception as exc:  # pydantic ValidationError: report the first problem in one line
         first = getattr(exc, "errors", lambda: [{"loc": ("options",), "msg": str(exc)}])()[0]
         logging.getLogger(PACKAGE_LOGGER).error("invalid option %s: %s",

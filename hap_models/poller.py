@@ -175,7 +175,9 @@ class ObsetTree(BaseModel):
     ``drz``; only the files of that type are members of the group.
     """
 
-    poller_file: Path
+    # a string, not a Path: where the tree came from is a record, not an input whose content
+    # belongs in cache keys (the exposures are)
+    poller_file: str
     instrument: str
     proposal_id: str
     program_id: str

@@ -42,6 +42,11 @@ class VisitOptions(BaseModel):
     phot_mode: Literal["aperture", "segment", "both"] = "both"
     log_level: int = logging.INFO
     refcat: Path | None = Field(default=None, description="local astrometric reference catalog")
+    force: bool = Field(default=False, description="recompute every stage, ignoring the cache")
+    cache_dir: Path | None = Field(default=None,
+                                   description="cache records (default <output_dir>/.hapsvm-cache)")
+    fail_stage: str | None = Field(default=None, description="testing only: make this stage fail")
+    n_workers: int = Field(default=2, ge=1, description="processes for the heavy stages")
 
     @field_validator("phot_mode", mode="before")
     @classmethod
@@ -59,3 +64,5 @@ class VisitResult(BaseModel):
     detectors: list[str] = Field(default_factory=list)
     n_exposures: int = 0
     n_rejected: int = 0
+    stage_states: dict[str, str] = Field(default_factory=dict,
+                                         description="stage run name -> final state (Completed, Cached)")

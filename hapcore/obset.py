@@ -55,7 +55,7 @@ def build_obset_tree(records: list[ExposureRecord], *, poller_file: Path,
     then only FLC files are members; FLT files beside them are left out with a warning.
     """
     first = records[0]
-    tree = ObsetTree(poller_file=poller_file, instrument=first.instrument,
+    tree = ObsetTree(poller_file=str(poller_file), instrument=first.instrument,
                      proposal_id=first.proposal_id, program_id=first.program_id,
                      obset_id=first.obset_id, ipppss=first.ipppss, rejected=rejected or [])
     for record in records:

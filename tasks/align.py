@@ -6,16 +6,29 @@ from pathlib import Path
 
 from prefect import task
 
-from hap_models.alignment import AlignmentResult
 from hap_models.products import TotalProduct
+from hap_models.stage import StageResult
 from hapcore.align_stage import run_alignment
+from tasks.caching import FILE_STAGE, run_stage
 
 __all__ = ["align_detector_task"]
 
 
-@task(name="align-detector", task_run_name="align-{total.detector}")
+def _written(output_dir: Path):
+    def files(result) -> list[Path]:
+        names = []
+        for exposure in result.exposures:
+            names.append(exposure.svm_copy_filename)
+            if exposure.chips:
+                names.append(exposure.headerlet_filename)
+        return [output_dir / n for n in names]
+    return files
+
+
+@task(name="align-detector", task_run_name="align-{total.detector}", cache_policy=FILE_STAGE)
 def align_detector_task(total: TotalProduct, output_dir: Path, refcat_path: Path | None = None,
-                        n_workers: int = 2) -> AlignmentResult:
-    """Align the direct exposures of one detector (see :func:`hapcore.align_stage.run_alignment`)."""
-    return run_alignment(total, output_dir=output_dir, params=total.parameters.alignment,
-                         refcat_path=refcat_path, n_workers=n_workers)
+                        n_workers: int = 2) -> StageResult:
+    """Align the direct exposures of one detector (:func:`hapcore.align_stage.run_alignment`)."""
+    return run_stage("align", run_alignment, total, output_dir=output_dir,
+                     params=total.parameters.alignment, refcat_path=refcat_path,
+                     n_workers=n_workers, outputs=_written(output_dir))

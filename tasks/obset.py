@@ -1,4 +1,4 @@
-"""Tasks of the input stage: read the poller into a tree, build the product objects."""
+"""Tasks of the input stage: read the poller into a tree, build the products and their parameters."""
 
 from __future__ import annotations
 
@@ -8,19 +8,37 @@ from pathlib import Path
 from prefect import task
 
 from hap_models.poller import ObsetTree
-from hap_models.products import TotalProduct
+from hap_models.run_options import VisitOptions
+from hap_models.stage import StageResult
 from hapcore.obset import interpret_obset_input, parse_obset_tree
+from hapcore.product_parameters import assign_product_parameters
+from tasks.caching import FILE_STAGE, run_stage
 
-__all__ = ["interpret_obset_input_task", "parse_obset_tree_task"]
-
-
-@task(name="interpret-obset-input", task_run_name="interpret-{poller_file.name}")
-def interpret_obset_input_task(poller_file: Path) -> ObsetTree:
-    """Poller file -> tree of viable, sorted exposures (see :func:`hapcore.obset.interpret_obset_input`)."""
-    return interpret_obset_input(poller_file)
+__all__ = ["interpret_obset_input_task", "build_product_tree_task"]
 
 
-@task(name="parse-obset-tree")
-def parse_obset_tree_task(tree: ObsetTree, log_level: int = logging.INFO) -> list[TotalProduct]:
-    """Tree -> total/filter/exposure products (see :func:`hapcore.obset.parse_obset_tree`)."""
-    return parse_obset_tree(tree, log_level=log_level)
+@task(name="interpret-obset-input", task_run_name="interpret-{poller_file.name}",
+      cache_policy=FILE_STAGE)
+def interpret_obset_input_task(poller_file: Path, exposure_files: list[Path]) -> StageResult:
+    """Poller file -> tree of viable, sorted exposures (:func:`hapcore.obset.interpret_obset_input`).
+
+    ``exposure_files`` (the files the poller names) are inputs only for the cache key: the tree
+    depends on their headers, so a changed exposure must invalidate it.
+    """
+    return run_stage("interpret-obset-input", interpret_obset_input, poller_file,
+                     outputs=lambda tree: [])
+
+
+@task(name="build-product-tree", cache_policy=FILE_STAGE)
+def build_product_tree_task(tree: ObsetTree, options: VisitOptions,
+                            log_level: int = logging.INFO) -> StageResult:
+    """Tree -> total/filter/exposure products with their parameter sets (spec §1.6, §9)."""
+    def build(tree):
+        totals = parse_obset_tree(tree, log_level=log_level)
+        return assign_product_parameters(
+            totals, custom_pars_file=options.input_custom_pars_file,
+            output_custom_pars_file=options.output_custom_pars_file,
+            use_defaults_configs=options.use_defaults_configs)
+
+    outputs = [options.output_custom_pars_file] if options.output_custom_pars_file else []
+    return run_stage("build-product-tree", build, tree, outputs=lambda _: outputs)
