@@ -76,6 +76,19 @@ def _poller_exposures(poller_file: Path) -> list[Path]:
 class _Stages:
     """Runs stage tasks with this visit's cache settings and records how each one ended."""
 
+    def _maybe_inject_failure(self, name: str, label: str) -> None:
+        """Testing aid: ``fail_stage`` makes the first attempt at that stage fail (a marker file in
+        the output directory remembers it), so a retry of the same run succeeds."""
+        wanted = self.options.fail_stage
+        if not wanted or not (wanted in (name, label) or label.startswith(f"{wanted}-")):
+            return
+        marker = self.options.output_dir / f".hapsvm-injected-failure-{label}"
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        raise RuntimeError(f"injected failure in stage {label} (fail_stage option)")
+
     def __init__(self, options: VisitOptions):
         self.options = options
         self.storage = cache_storage(options.output_dir, options.cache_dir)
@@ -84,8 +97,7 @@ class _Stages:
     def __call__(self, stage_task, *args, **kwargs) -> StageResult:
         name = stage_task.name
         label = kwargs.pop("label", name)
-        if self.options.fail_stage and self.options.fail_stage in (name, label):
-            raise RuntimeError(f"injected failure in stage {label} (fail_stage option)")
+        self._maybe_inject_failure(name, label)
         configured = stage_task.with_options(result_storage=self.storage,
                                              refresh_cache=self.options.force)
         state = configured(*args, return_state=True, **kwargs)
@@ -99,6 +111,15 @@ def svm_visit(poller_file: Path, options: VisitOptions, log_part: Path | None = 
 
     Every stage is a cached task (:mod:`tasks.caching`): a rerun recomputes only what changed.
     """
+    if log_part is None:
+        # called directly (a deployment, the fan-out flow): this run keeps its own .log file
+        with VisitLog(options.output_dir / (Path(poller_file).stem + ".log"),
+                      level=options.log_level) as visit_log:
+            return _process_visit(Path(poller_file), options, visit_log.part_path)
+    return _process_visit(Path(poller_file), options, log_part)
+
+
+def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> VisitResult:
     output_dir = options.output_dir
     logger.info("hapsvm single-visit processing of %s into %s", poller_file, output_dir)
     _check_options(poller_file, options)
