@@ -1,0 +1,198 @@
+"""Flagging of filter catalogs (spec §6.7), vectorised.
+
+* :func:`ci_flags` -- faint (8), hot pixel / cosmic ray (16), extended (1);
+* :func:`saturation_flags` -- multi-pixel saturation (4) from saturated-pixel positions given in
+  PRODUCT pixel coordinates (0-based, like the catalog positions);
+* :func:`nexp_flags` -- low exposure coverage / edge (64) from an exposure-count image;
+* :func:`flag_catalog` -- all of them for one catalog table.
+
+Fixes relative to drizzlepac (§12.6): a CI of exactly 0 is a value, not "missing"; saturated
+pixel positions and catalog positions use the same 0-based convention (drizzlepac compared
+1-based converted DQ positions with 0-based catalog positions). Bits 2, 32 and 128 are
+documented in :data:`hap_models.catalogs.FLAG_BITS`: 2 and 128 are deprecated by STScI and are
+not set; the swarm filter (32) is not implemented (disabled in drizzlepac too).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from hap_models.catalogs import (
+    FLAG_EXTENDED,
+    FLAG_FAINT,
+    FLAG_HOT_PIXEL,
+    FLAG_LOW_COVERAGE,
+    FLAG_SATURATION,
+)
+
+__all__ = [
+    "ci_flags",
+    "saturation_flags",
+    "saturation_radius",
+    "nexp_threshold",
+    "nexp_footprint",
+    "nexp_flags",
+    "flag_catalog",
+]
+
+log = logging.getLogger("hapsvm")
+
+
+def ci_flags(ci, mag_err_1, mag_err_2, flux_2, flux_err_2, *, ci_lower, ci_upper, bthresh=5.0):
+    """Concentration-index flags of every row.
+
+    ``8`` if ``FluxAp2 < bthresh * FluxErrAp2``; ``16`` if the CI is missing, its error is not
+    finite, or ``CI < ci_lower - ci_err``; ``1`` if the CI is missing or ``CI > ci_upper``, with
+    ``ci_err = sqrt(MagErrAp1**2 + MagErrAp2**2)``.
+    """
+    ci = np.asarray(ci, dtype=float)
+    with np.errstate(invalid="ignore"):
+        ci_err = np.hypot(np.asarray(mag_err_1, dtype=float), np.asarray(mag_err_2, dtype=float))
+        missing = ~np.isfinite(ci)
+        flags = np.zeros(ci.shape, dtype=np.int64)
+        faint = ~(np.asarray(flux_2, dtype=float) >= bthresh * np.asarray(flux_err_2, dtype=float))
+        flags[faint] |= FLAG_FAINT
+        low = missing | ~np.isfinite(ci_err) | (ci < ci_lower - ci_err)
+        flags[low] |= FLAG_HOT_PIXEL
+        extended = missing | (ci > ci_upper)
+        flags[extended] |= FLAG_EXTENDED
+    return flags
+
+
+def saturation_radius(aperture_2_arcsec, plate_scale):
+    """Search radius (pixels) around a source for saturated pixels: round(ap2/scale + 0.5) * 2."""
+    return float(np.round(aperture_2_arcsec / plate_scale + 0.5) * 2)
+
+
+def saturation_flags(x, y, saturated_xy, *, radius):
+    """Flag 4 for sources with at least one saturated pixel within ``radius`` pixels.
+
+    Parameters
+    ----------
+    x, y : array_like
+        0-based source positions in product pixels.
+    saturated_xy : array_like, shape (m, 2) or None
+        0-based (x, y) product-pixel positions of saturated input pixels.
+    radius : float
+    """
+    x = np.asarray(x, dtype=float)
+    flags = np.zeros(x.shape, dtype=np.int64)
+    if saturated_xy is None or x.size == 0:
+        return flags
+    sat = np.atleast_2d(np.asarray(saturated_xy, dtype=float))
+    if sat.size == 0:
+        return flags
+    sat = sat[np.all(np.isfinite(sat), axis=1)]
+    if sat.size == 0:
+        return flags
+    tree = cKDTree(sat)
+    points = np.column_stack([x, np.asarray(y, dtype=float)])
+    good = np.all(np.isfinite(points), axis=1)
+    hits = np.zeros(x.shape, dtype=bool)
+    if good.any():
+        dist, _ = tree.query(points[good], k=1, distance_upper_bound=radius)
+        hits[good] = np.isfinite(dist)
+    flags[hits] = FLAG_SATURATION
+    return flags
+
+
+def nexp_threshold(max_nexp, detector):
+    """Minimum exposure count below which a source is flagged (spec §6.7)."""
+    if max_nexp <= 1 or str(detector).upper() in ("IR", "SBC"):
+        return 0.5
+    if max_nexp > 5:
+        return 2.5
+    return 1.5
+
+
+def nexp_footprint(data):
+    """Finite non-zero pixels, dilated 25x25 then eroded 31x31 (zero padding): trims edges ~3 px."""
+    valid = (np.isfinite(data) & (data != 0)).astype(np.uint8)
+    dilated = ndimage.maximum_filter(valid, size=25, mode="constant", cval=0)
+    return ndimage.minimum_filter(dilated, size=31, mode="constant", cval=0).astype(bool)
+
+
+def nexp_flags(x, y, nexp, *, radius, detector="", footprint=None):
+    """Flag 64 where the minimum exposure count within ``radius`` px is below the threshold.
+
+    Parameters
+    ----------
+    x, y : array_like
+        0-based positions.
+    nexp : 2-D ndarray
+        Exposure count per pixel.
+    radius : float
+        Disk radius in pixels around the rounded position.
+    detector : str
+    footprint : 2-D bool ndarray, optional
+        Pixels outside count as 0 exposures.
+    """
+    x = np.asarray(x, dtype=float)
+    flags = np.zeros(x.shape, dtype=np.int64)
+    if x.size == 0 or nexp is None:
+        return flags
+    counts = np.asarray(nexp, dtype=float)
+    if footprint is not None:
+        counts = np.where(footprint, counts, 0.0)
+    threshold = nexp_threshold(float(counts.max()) if counts.size else 0.0, detector)
+    r = int(np.floor(radius))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = dx**2 + dy**2 <= radius**2
+    dx, dy = dx[disk], dy[disk]
+    good = np.isfinite(x) & np.isfinite(np.asarray(y, dtype=float))
+    ix = np.rint(np.where(good, x, -1e6)).astype(int)
+    iy = np.rint(np.where(good, np.asarray(y, dtype=float), -1e6)).astype(int)
+    ny, nx = counts.shape
+    cols = ix[:, None] + dx[None, :]
+    rows = iy[:, None] + dy[None, :]
+    inside = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
+    values = np.zeros(cols.shape)
+    values[inside] = counts[rows[inside], cols[inside]]
+    low = values.min(axis=1) < threshold
+    flags[low] = FLAG_LOW_COVERAGE
+    return flags
+
+
+def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plate_scale,
+                 aperture_2, detector="", saturated_xy=None, nexp=None, data=None):
+    """Return the §6.7 flags of a filter catalog table (does not modify the table).
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        With ``CI``, ``MagErrAp1``, ``MagErrAp2``, ``FluxAp2``, ``FluxErrAp2`` and the position
+        columns.
+    x_column, y_column : str
+        ``X-Center``/``Y-Center`` or ``X-Centroid``/``Y-Centroid``.
+    ci_lower, ci_upper, bthresh : float
+        CI-filter limits (quality parameters).
+    plate_scale, aperture_2 : float
+        arcsec/pixel and the aperture-2 radius in arcsec (flag radii).
+    detector : str
+        Saturation flagging is skipped for IR.
+    saturated_xy : array_like, optional
+        Saturated pixels (product coordinates, 0-based).
+    nexp : 2-D ndarray, optional
+        Exposure-count image; no coverage flags without it.
+    data : 2-D ndarray, optional
+        The filter image, for the coverage footprint.
+    """
+    x = np.asarray(table[x_column], dtype=float)
+    y = np.asarray(table[y_column], dtype=float)
+    flags = ci_flags(table["CI"], table["MagErrAp1"], table["MagErrAp2"], table["FluxAp2"],
+                     table["FluxErrAp2"], ci_lower=ci_lower, ci_upper=ci_upper, bthresh=bthresh)
+    if str(detector).upper() != "IR":
+        flags |= saturation_flags(x, y, saturated_xy,
+                                  radius=saturation_radius(aperture_2, plate_scale))
+    if nexp is not None:
+        footprint = nexp_footprint(data) if data is not None else None
+        flags |= nexp_flags(x, y, nexp, radius=aperture_2 / plate_scale, detector=detector,
+                            footprint=footprint)
+    counts = {bit: int(np.count_nonzero(flags & bit)) for bit in (1, 4, 8, 16, 64)}
+    log.info("flags set: extended %d, saturated %d, faint %d, low-CI %d, low coverage %d "
+             "(of %d sources)", counts[1], counts[4], counts[8], counts[16], counts[64], len(x))
+    return flags
