@@ -22,6 +22,8 @@ from flows.visit_log import PACKAGE_LOGGER, VisitLog
 from hap_models.stage import StageResult
 from tasks.align import align_detector_task
 from tasks.caching import cache_storage
+from tasks.catalogs import create_catalogs_task
+from tasks.drizzle import drizzle_detector_task
 from tasks.manifest import write_manifest_task
 from tasks.obset import build_product_tree_task, interpret_obset_input_task
 
@@ -51,13 +53,38 @@ def _check_options(poller_file: Path, options: VisitOptions) -> None:
 
 
 def _write_total_trailers(totals, log_part: Path | None, output_dir: Path) -> list[str]:
-    """Each total product's trailer holds the run log so far (drizzlepac appends it there too)."""
+    """Each total product's trailer gets the run log so far appended to what the drizzle stage
+    wrote there (drizzlepac appends the run log to the total trailer too)."""
     text = log_part.read_text(encoding="utf-8") if log_part and log_part.exists() else ""
     names = []
     for total in totals:
-        write_text_atomic(output_dir / total.trl_filename, text)
+        trailer = output_dir / total.trl_filename
+        drizzle_part = trailer.read_text(encoding="utf-8") if trailer.exists() else ""
+        marker = "\n# ---- run log ----\n"
+        drizzle_part = drizzle_part.split(marker)[0]
+        write_text_atomic(trailer, drizzle_part + marker + text)
         names.append(total.trl_filename)
     return names
+
+
+def _product_order(total, aligned: StageResult, drizzled: StageResult,
+                   cataloged: StageResult) -> list[str]:
+    """Manifest order of drizzlepac (§3.4): per filter its product, trailer, then each exposure's
+    product, SVM copy, headerlet, trailer; then the total; then the catalogs."""
+    written = {Path(p).name for r in (aligned, drizzled, cataloged) for p in r.outputs}
+    ordered: list[str] = []
+    for fdp in total.fdp_list:
+        ordered += [fdp.drizzle_filename, fdp.trl_filename]
+        for edp in fdp.edp_list:
+            ordered += [edp.drizzle_filename, edp.full_filename, edp.headerlet_filename,
+                        edp.trl_filename]
+    for gdp in total.grism_edp_list:
+        ordered.append(gdp.full_filename)
+    ordered.append(total.drizzle_filename)
+    for product in [*total.fdp_list, total]:
+        ordered += [product.point_cat_filename, product.segment_cat_filename]
+    listed = [name for name in ordered if name in written]
+    return listed + sorted(written - set(listed))
 
 
 def _poller_exposures(poller_file: Path) -> list[Path]:
@@ -132,9 +159,14 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
     for total in totals:
         if not total.has_direct_exposures:
             continue
+        det = total.detector
         aligned = run(align_detector_task, total, output_dir, refcat, options.n_workers,
-                      label=f"align-{total.detector}")
-        products += [Path(p).name for p in aligned.outputs]
+                      label=f"align-{det}")
+        drizzled = run(drizzle_detector_task, total, output_dir, aligned, options.n_workers,
+                       label=f"drizzle-{det}")
+        cataloged = run(create_catalogs_task, total, output_dir, drizzled, options.phot_mode,
+                        options.diagnostic_mode, label=f"catalogs-{det}")
+        products += _product_order(total, aligned, drizzled, cataloged)
 
     for total in totals:
         logger.info("%s: %d filter product(s), %d exposure(s), %d grism/prism exposure(s)",

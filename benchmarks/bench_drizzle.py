@@ -1,0 +1,98 @@
+"""Benchmark of the drizzle stage; prints one JSON object.
+
+1. Pixel map of one full WFC3/UVIS chip (4096 x 2051, SIP order 4): exact per-pixel astropy map
+   versus the interpolated map (default step 64), with the maximum difference.
+2. The whole drizzle stage (`hapcore.drizzle_products.drizzle_detector`) of a full-frame
+   4-exposure WFC3/UVIS hapsim visit (1 filter: 1 filter + 4 exposure + 1 total product), wall
+   time and peak memory (this process plus the largest worker, from ``getrusage``).
+
+Usage::
+
+    python benchmarks/bench_drizzle.py [--workdir DIR] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _copies_with_input_wcs(total, out_dir: Path) -> None:
+    """SVM copies = the inputs (the benchmark times drizzling, not alignment)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for edp in total.edp_list:
+        shutil.copyfile(edp.input_path, out_dir / edp.full_filename)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import numpy as np
+
+    import hapsim
+    from hapcore.drizzle_grid import make_output_grid
+    from hapcore.drizzle_pixmap import exact_pixmap, interpolated_pixmap
+    from hapcore.drizzle_products import drizzle_detector
+    from hapcore.obset import interpret_obset_input, parse_obset_tree
+    from hapcore.product_parameters import assign_product_parameters
+    from hapcore.wcs_files import read_chip_wcs
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_drizzle_"))
+    result: dict = {"workers": args.workers}
+    t0 = time.perf_counter()
+    sim = hapsim.simulate_visit(workdir / "in", detector="wfc3/uvis", filters={"f606w": 4},
+                                seed=7, overwrite=True)
+    result["simulate_s"] = round(time.perf_counter() - t0, 2)
+
+    chip = read_chip_wcs(sim.exposures[0])[1]
+    grid = make_output_grid([chip])
+    t0 = time.perf_counter()
+    exact = exact_pixmap(chip, grid.wcs)
+    t_exact = time.perf_counter() - t0
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        approx = interpolated_pixmap(chip, grid.wcs)  # default step (64 px)
+        times.append(time.perf_counter() - t0)
+    result["pixmap"] = {"chip_shape": list(exact.shape[:2]), "exact_s": round(t_exact, 3),
+                        "interpolated_s": round(min(times), 3),
+                        "speedup": round(t_exact / min(times), 1),
+                        "max_error_px": float(np.abs(approx - exact).max())}
+    del exact, approx
+
+    totals = assign_product_parameters(parse_obset_tree(interpret_obset_input(sim.poller)))
+    total = totals[0]
+    out = workdir / "out"
+    _copies_with_input_wcs(total, out)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    paths = drizzle_detector(total, output_dir=out, n_workers=args.workers)
+    stage = time.perf_counter() - t0
+    self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result["stage"] = {"products": len(paths), "wall_s": round(stage, 1),
+                       "grid_shape": list(
+                           __import__("hapcore.drizzle_grid", fromlist=["x"])
+                           .build_detector_grid(total, out).shape),
+                       "peak_rss_main_mb": round(self_peak),
+                       "peak_rss_largest_worker_mb": round(child_peak),
+                       "peak_rss_bound_mb": round(self_peak + args.workers * child_peak),
+                       "main_rss_before_stage_mb": round(rss_before / 1024)}
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Reading one input chip for drizzling: SCI in e-/s, ERR, DQ and the detector noise model.
+
+Files are opened read-only and every array is copied into memory, so nothing done to the arrays
+can reach the file (spec §12.1: drizzlepac writes CR flags into its inputs' DQ; we never do).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+__all__ = ["ChipData", "read_chip", "good_pixel_mask", "exposure_keywords"]
+
+log = logging.getLogger("hapsvm")
+
+_GAIN_KEYS = ("ATODGNA", "ATODGNB", "ATODGNC", "ATODGND")
+_READNOISE_KEYS = ("READNSEA", "READNSEB", "READNSEC", "READNSED")
+
+
+@dataclass
+class ChipData:
+    """One SCI chip in count-rate units with its noise model.
+
+    Attributes
+    ----------
+    sci : ndarray, float32
+        Count rate (e-/s); non-finite input values are set to 0 and marked in ``finite``.
+    err : ndarray or None, float32
+        1-sigma error (e-/s).
+    dq : ndarray, uint32
+        Data-quality flags.
+    finite : ndarray of bool
+        False where the input SCI was NaN/inf.
+    exptime : float
+        Exposure time (s).
+    gain : float
+        e-/DN (the data are already in electrons; used only for the noise model).
+    readnoise : float
+        Read noise (e-).
+    extver : int
+    """
+
+    sci: np.ndarray
+    err: np.ndarray | None
+    dq: np.ndarray
+    finite: np.ndarray
+    exptime: float
+    gain: float
+    readnoise: float
+    extver: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.sci.shape
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no pixel carries data (all zero or non-finite)."""
+        return not np.any(self.finite & (self.sci != 0))
+
+
+def _mean_of_keys(headers, keys, default):
+    values = []
+    for key in keys:
+        for header in headers:
+            value = header.get(key)
+            if isinstance(value, (int, float)) and value > 0:
+                values.append(float(value))
+                break
+    return float(np.mean(values)) if values else default
+
+
+def _find_ext(hdul: fits.HDUList, extname: str, extver: int):
+    for hdu in hdul[1:]:
+        if (str(hdu.header.get("EXTNAME", "")).strip().upper() == extname
+                and int(hdu.header.get("EXTVER", 1)) == extver):
+            return hdu
+    return None
+
+
+def read_chip(path: str | os.PathLike, extver: int) -> ChipData:
+    """Read ``path[SCI, extver]`` (with ERR and DQ) as count rates.
+
+    Electrons (or counts) are divided by EXPTIME; rates (``BUNIT`` ending in ``/S``) are kept.
+    """
+    with fits.open(path, mode="readonly", memmap=False) as hdul:
+        primary = hdul[0].header
+        sci_hdu = _find_ext(hdul, "SCI", extver)
+        if sci_hdu is None:
+            raise KeyError(f"{os.fspath(path)} has no SCI,{extver}")
+        header = sci_hdu.header
+        exptime = float(primary.get("EXPTIME", header.get("EXPTIME", 0.0)) or 0.0)
+        bunit = str(header.get("BUNIT", primary.get("BUNIT", "ELECTRONS"))).strip().upper()
+        is_rate = bunit.endswith("/S")
+        sci = np.array(sci_hdu.data, dtype=np.float32)
+        err_hdu = _find_ext(hdul, "ERR", extver)
+        err = np.array(err_hdu.data, dtype=np.float32) if err_hdu is not None and \
+            err_hdu.data is not None else None
+        dq_hdu = _find_ext(hdul, "DQ", extver)
+        if dq_hdu is not None and dq_hdu.data is not None:
+            dq = np.asarray(dq_hdu.data).astype(np.int64).astype(np.uint32) & 0xFFFF
+        else:
+            dq = np.zeros(sci.shape, np.uint32)
+        gain = _mean_of_keys((primary, header), _GAIN_KEYS,
+                             float(primary.get("CCDGAIN", 1.0) or 1.0))
+        readnoise = _mean_of_keys((primary, header), _READNOISE_KEYS, 0.0)
+    finite = np.isfinite(sci)
+    sci[~finite] = 0.0
+    if not is_rate:
+        if exptime <= 0:
+            raise ValueError(f"{os.fspath(path)}: EXPTIME {exptime} cannot convert "
+                             f"{bunit} to a rate")
+        sci /= np.float32(exptime)
+        if err is not None:
+            err /= np.float32(exptime)
+    if err is not None:
+        err[~np.isfinite(err)] = 0.0
+    return ChipData(sci=sci, err=err, dq=dq.astype(np.uint32), finite=finite, exptime=exptime,
+                    gain=gain, readnoise=readnoise, extver=int(extver))
+
+
+def good_pixel_mask(dq: np.ndarray, good_bits: int) -> np.ndarray:
+    """True where every set DQ flag is among ``good_bits`` (drizzlepac's bits convention)."""
+    return (dq & ~np.uint32(good_bits)) == 0
+
+
+def exposure_keywords(path: str | os.PathLike) -> dict:
+    """Primary and SCI,1 header keywords a product header is built from."""
+    with fits.open(path, mode="readonly", memmap=False) as hdul:
+        primary = hdul[0].header.copy()
+        sci1 = _find_ext(hdul, "SCI", 1)
+        sci_header = sci1.header.copy() if sci1 is not None else fits.Header()
+    return {"primary": primary, "sci": sci_header}
