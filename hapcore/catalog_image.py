@@ -171,8 +171,11 @@ class CatalogImage:
 
     @property
     def is_blank(self) -> bool:
-        """True when every science value is 0 or NaN (spec §6.2)."""
-        return not bool(np.any(np.isfinite(self.data) & (self.data != 0)))
+        """True when every science value is 0 or NaN (spec §6.2), or when no pixel survives the
+        footprint erosion (a product smaller than the erosion has nothing to measure)."""
+        if not bool(np.any(np.isfinite(self.data) & (self.data != 0))):
+            return True
+        return not bool(np.any(self.footprint))
 
     @property
     def plate_scale(self) -> float:

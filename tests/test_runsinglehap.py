@@ -42,9 +42,17 @@ def test_successful_run_writes_log_manifest_and_trailer(tmp_path):
     assert "return value: 0" in log
     assert "Finished in state Completed" in log            # Prefect's own lines are in the file too
     manifest = read_manifest(out / "wfc3_b46_06_manifest.txt")
-    assert manifest == ["hst_11665_06_wfc3_uvis_f606w_ib4606c0_flc.fits",
-                        "hst_11665_06_wfc3_uvis_f606w_ib4606c1_flc.fits",
-                        "hst_11665_06_wfc3_uvis_total_ib4606_trl.txt"]
+    base = "hst_11665_06_wfc3_uvis_"
+    expected_in_order = [
+        f"{base}f606w_ib4606_drc.fits",
+        f"{base}f606w_ib4606c0_drc.fits", f"{base}f606w_ib4606c0_flc.fits",
+        f"{base}f606w_ib4606c1_drc.fits", f"{base}f606w_ib4606c1_flc.fits",
+        f"{base}total_ib4606_drc.fits",
+        f"{base}f606w_ib4606_point-cat.ecsv", f"{base}f606w_ib4606_segment-cat.ecsv",
+        f"{base}total_ib4606_point-cat.ecsv", f"{base}total_ib4606_segment-cat.ecsv",
+        f"{base}total_ib4606_trl.txt",
+    ]
+    assert [m for m in manifest if m in expected_in_order] == expected_in_order
     assert all((out / name).exists() for name in manifest)
     trailer = (out / manifest[-1]).read_text()
     assert "accepted" in trailer
