@@ -239,6 +239,23 @@ def build_catalogs(total_image: CatalogImage, filter_images, *, total_parameters
     return result
 
 
+def _aperture_correction_record(image) -> dict:
+    """The CI-table aperture correction of a filter product, recorded so users can apply it:
+    total magnitude = MagAp2 + ``Aperture correction (mag)`` (MagAp2 itself stays uncorrected,
+    as in drizzlepac's catalogs)."""
+    from hapcore.parameters import lookup_ci_limits_from_table
+
+    filters = [f for f in image.filter_names if f and f.lower() not in ("", "clear", "n/a")]
+    row = None
+    for name in filters:
+        row = lookup_ci_limits_from_table(image.instrument, image.detector, name.lower())
+        if row is not None:
+            break
+    if row is None:
+        return {"Aperture correction (mag)": "not available in the CI/aperture-correction table"}
+    return {"Aperture correction (mag)": float(row.ap_cor)}
+
+
 def write_catalog_set(catalogs: CatalogSet, *, total_paths, filter_paths,
                       diagnostic_mode=False) -> list[Path]:
     """Write the catalogs of a :class:`CatalogSet`.
@@ -293,7 +310,8 @@ def write_catalog_set(catalogs: CatalogSet, *, total_paths, filter_paths,
                                     aperture_2=fcat.aperture_2, threshold_sigma=nsigma,
                                     ci_lower=ci.ci_lower_limit, ci_upper=ci.ci_upper_limit,
                                     n_sources=0 if reason else len(table),
-                                    is_big_island=catalogs.is_big_island)
+                                    is_big_island=catalogs.is_big_island,
+                                    extra=_aperture_correction_record(entry.image))
             written.append(write_catalog(table, filter_paths[entry.name][kind], columns=columns,
                                          metadata=meta, rejected_reason=reason))
     return written
