@@ -62,6 +62,9 @@ def build_parser(prog: str = "runsinglehap") -> argparse.ArgumentParser:
                         help="local astrometric reference catalog (ECSV/FITS/CSV/Parquet)")
     parser.add_argument("--output-custom-pars-file", dest="output_custom_pars_file", default=None,
                         help="write every parameter value used to this JSON file")
+    parser.add_argument("--online-catalog", dest="online_catalog", action="store_true",
+                        help="without --refcat/HAPSVM_REFCAT, query Gaia DR3 online "
+                             "(extra 'online'; timeout, one retry, cached in the cache dir)")
     parser.add_argument("--force", action="store_true",
                         help="recompute every stage, ignoring cached results")
     parser.add_argument("--cache-dir", dest="cache_dir", default=None,
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None, prog: str = "runsinglehap") -> int:
                    output_custom_pars_file=args.output_custom_pars_file,
                    phot_mode=args.phot_mode, log_level=level, output_dir=args.output_dir,
                    refcat=args.refcat, force=args.force, cache_dir=args.cache_dir,
-                   n_workers=args.n_workers)
+                   n_workers=args.n_workers, online_catalog=args.online_catalog)
 
 
 if __name__ == "__main__":

@@ -160,7 +160,8 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
         if not total.has_direct_exposures:
             continue
         det = total.detector
-        aligned = run(align_detector_task, total, output_dir, refcat, options.n_workers,
+        online = (run.storage / "gaia") if options.online_catalog and refcat is None else None
+        aligned = run(align_detector_task, total, output_dir, refcat, options.n_workers, online,
                       label=f"align-{det}")
         drizzled = run(drizzle_detector_task, total, output_dir, aligned, options.n_workers,
                        label=f"drizzle-{det}")
@@ -189,7 +190,7 @@ def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_confi
                        input_custom_pars_file=None, output_custom_pars_file=None,
                        phot_mode="both", log_level=logging.INFO, *, output_dir=None,
                        refcat=None, force=False, cache_dir=None, n_workers=2,
-                       fail_stage=None) -> int:
+                       fail_stage=None, online_catalog=False) -> int:
     """Run the per-visit flow on a poller file and return an exit code (never raises, never exits).
 
     Parameters follow drizzlepac's ``hapsequencer.run_hap_processing``; ours: ``output_dir``
@@ -217,7 +218,7 @@ def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_confi
             phot_mode=phot_mode, log_level=int(log_level),
             refcat=Path(refcat).resolve() if refcat else None, force=force,
             cache_dir=Path(cache_dir).resolve() if cache_dir else None, n_workers=n_workers,
-            fail_stage=fail_stage)
+            fail_stage=fail_stage, online_catalog=online_catalog)
     except Exception as exc:  # pydantic ValidationError: report the first problem in one line
         first = getattr(exc, "errors", lambda: [{"loc": ("options",), "msg": str(exc)}])()[0]
         logging.getLogger(PACKAGE_LOGGER).error("invalid option %s: %s",

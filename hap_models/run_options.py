@@ -42,6 +42,8 @@ class VisitOptions(BaseModel):
     phot_mode: Literal["aperture", "segment", "both"] = "both"
     log_level: int = logging.INFO
     refcat: Path | None = Field(default=None, description="local astrometric reference catalog")
+    online_catalog: bool = Field(default=False,
+                                 description="without a local refcat, query Gaia DR3 online")
     force: bool = Field(default=False, description="recompute every stage, ignoring the cache")
     cache_dir: Path | None = Field(default=None,
                                    description="cache records (default <output_dir>/.hapsvm-cache)")

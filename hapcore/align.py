@@ -339,7 +339,8 @@ def align_visit(catalogs: list[ExposureCatalog], refcat, params, *,
     reasons = []
     ref_ok = refcat is not None and len(refcat) > 0
     if not ref_ok:
-        reasons.append(f"reference catalog {catalog_name or ''} is empty or does not cover the visit")
+        reasons.append(f"reference catalog {catalog_name} is empty or does not cover the visit"
+                       if catalog_name else "no usable reference catalog")
     else:
         ref_xy = tangent_plane(np.asarray(refcat["RA"], float), np.asarray(refcat["DEC"], float),
                                ra0, dec0)

@@ -59,9 +59,14 @@ def detect_all_sources(paths: list[Path], *, settings, max_sources_per_chip: int
         return list(pool.map(work, paths))
 
 
-def load_reference_catalog(refcat_path: Path | None, catalogs: list[ExposureCatalog]):
-    """The reference catalog over the visit at its epoch, or ``(None, reason)`` when unusable."""
-    if refcat_path is None:
+def load_reference_catalog(refcat_path: Path | None, catalogs: list[ExposureCatalog], *,
+                           provider=None):
+    """The reference catalog over the visit at its epoch, or ``(None, reason)`` when unusable.
+
+    ``provider`` (e.g. :class:`hapcore.refcat.GaiaOnlineProvider`) is used when no local file
+    is given; any provider failure is a reason, never an exception.
+    """
+    if refcat_path is None and provider is None:
         return None, "no astrometric reference catalog given (--refcat, HAPSVM_REFCAT)"
     footprints = [fp for c in catalogs for fp in c.footprints]
     mjds = [c.epoch_mjd for c in catalogs if c.epoch_mjd]
@@ -69,12 +74,13 @@ def load_reference_catalog(refcat_path: Path | None, catalogs: list[ExposureCata
         return None, "no chip footprint or EXPSTART to query the reference catalog with"
     epoch = decimal_year_from_mjd(min(mjds))
     try:
-        catalog = fetch_reference_catalog(LocalCatalogProvider(refcat_path), epoch=epoch,
+        source = LocalCatalogProvider(refcat_path) if refcat_path is not None else provider
+        catalog = fetch_reference_catalog(source, epoch=epoch,
                                           wcs_footprints=[np.asarray(f) for f in footprints])
     except ReferenceCatalogError as exc:
         return None, str(exc)
     if len(catalog) == 0:
-        return None, f"reference catalog {catalog.name} ({refcat_path.name}) does not overlap the visit"
+        return None, f"reference catalog {catalog.name} ({catalog.source}) does not overlap the visit"
     finite = np.isfinite(np.asarray(catalog.table["RA"], float)) & np.isfinite(
         np.asarray(catalog.table["DEC"], float))
     catalog.table = catalog.table[finite]
@@ -119,7 +125,7 @@ def _exposure_alignment(edp: ExposureProduct, visit: VisitAlignment | None) -> E
 
 
 def run_alignment(total: TotalProduct, *, output_dir: Path, params, refcat_path: Path | None = None,
-                  n_workers: int = 2) -> AlignmentResult:
+                  n_workers: int = 2, online_cache_dir: Path | None = None) -> AlignmentResult:
     """Align the direct exposures of one detector and write every exposure's SVM copy.
 
     Parameters
@@ -133,6 +139,8 @@ def run_alignment(total: TotalProduct, *, output_dir: Path, params, refcat_path:
         Local astrometric reference catalog; without one only a relative solution is possible.
     n_workers : int
         Processes for source detection.
+    online_cache_dir : Path, optional
+        Without ``refcat_path``: query Gaia DR3 online (extra ``online``), caching answers here.
     """
     output_dir = Path(output_dir)
     edps = list(total.edp_list)
@@ -140,7 +148,12 @@ def run_alignment(total: TotalProduct, *, output_dir: Path, params, refcat_path:
     max_per_chip = int(params.flattened()["max_sources_per_chip"])
     catalogs = detect_all_sources([e.input_path for e in edps], settings=settings,
                                   max_sources_per_chip=max_per_chip, n_workers=n_workers)
-    refcat, why = load_reference_catalog(refcat_path, catalogs)
+    provider = None
+    if refcat_path is None and online_cache_dir is not None:
+        from hapcore.refcat_gaia import GaiaOnlineProvider
+
+        provider = GaiaOnlineProvider(cache_dir=online_cache_dir)
+    refcat, why = load_reference_catalog(refcat_path, catalogs, provider=provider)
     if refcat is None:
         logger.warning("%s: %s; alignment falls back to a relative solution",
                        total.product_basename, why)

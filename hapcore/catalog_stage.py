@@ -368,6 +368,16 @@ def create_catalog_products(total, *, output_dir, phot_mode="both", diagnostic_m
                               "segment": output_dir / fdp.segment_cat_filename}
     if len(exposures) != len(filter_images):
         exposures = None  # fall back to the product headers for every filter
+    if saturated_pixels is None and total.detector != "ir":
+        # the IR detector's saturation is not flagged (spec §6.7.2)
+        from hapcore.catalog_saturation import saturated_product_pixels
+
+        saturated_pixels = {}
+        for fdp in total.fdp_list:
+            copies = [output_dir / e.full_filename for e in fdp.edp_list
+                      if (output_dir / e.full_filename).exists()]
+            saturated_pixels[fdp.filters] = saturated_product_pixels(
+                copies, filter_images[fdp.filters].wcs)
     catalogs = build_catalogs(total_image, filter_images, total_parameters=total.parameters,
                               filter_parameters=filter_params, phot_mode=phot_mode,
                               saturated_pixels=saturated_pixels, filter_exposures=exposures,

@@ -27,8 +27,9 @@ def _written(output_dir: Path):
 
 @task(name="align-detector", task_run_name="align-{total.detector}", cache_policy=FILE_STAGE)
 def align_detector_task(total: TotalProduct, output_dir: Path, refcat_path: Path | None = None,
-                        n_workers: int = 2) -> StageResult:
+                        n_workers: int = 2, online_cache_dir: Path | None = None) -> StageResult:
     """Align the direct exposures of one detector (:func:`hapcore.align_stage.run_alignment`)."""
     return run_stage("align", run_alignment, total, output_dir=output_dir,
                      params=total.parameters.alignment, refcat_path=refcat_path,
-                     n_workers=n_workers, outputs=_written(output_dir))
+                     n_workers=n_workers, online_cache_dir=online_cache_dir,
+                     outputs=_written(output_dir))
