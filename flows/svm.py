@@ -10,6 +10,7 @@ Exit codes: see :class:`hap_models.errors.ExitCode` (0 success, 1 error, 65 no v
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from prefect import flow
 from hap_models.errors import ExitCode, HapError, HapInputError
 from hap_models.run_options import VisitOptions, VisitResult
 from hapcore.atomic import write_text_atomic
+from flows.artifacts import StageProgress, publish_visit_artifacts
 from flows.visit_log import PACKAGE_LOGGER, VisitLog
 from hap_models.stage import StageResult
 from tasks.align import align_detector_task
@@ -116,10 +118,12 @@ class _Stages:
         marker.touch()
         raise RuntimeError(f"injected failure in stage {label} (fail_stage option)")
 
-    def __init__(self, options: VisitOptions):
+    def __init__(self, options: VisitOptions, progress: StageProgress | None = None):
         self.options = options
         self.storage = cache_storage(options.output_dir, options.cache_dir)
         self.states: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self.progress = progress
 
     def __call__(self, stage_task, *args, **kwargs) -> StageResult:
         name = stage_task.name
@@ -127,9 +131,15 @@ class _Stages:
         self._maybe_inject_failure(name, label)
         configured = stage_task.with_options(result_storage=self.storage,
                                              refresh_cache=self.options.force)
+        if self.progress is not None:
+            self.progress.stage_started(label)
         state = configured(*args, return_state=True, **kwargs)
         self.states[label] = state.name
-        return state.result()
+        result = state.result()
+        self.timings[label] = float(getattr(result, "wall_s", 0.0) or 0.0)
+        if self.progress is not None:
+            self.progress.stage_done(label, state.name, self.timings[label])
+        return result
 
 
 @flow(name="svm-visit", flow_run_name="visit-{poller_file.stem}", log_prints=False)
@@ -151,9 +161,12 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
     logger.info("hapsvm single-visit processing of %s into %s", poller_file, output_dir)
     _check_options(poller_file, options)
     refcat = _resolve_refcat(options)
-    run = _Stages(options)
+    progress = StageProgress(poller_file.stem, n_stages=2)
+    run = _Stages(options, progress)
     tree = run(interpret_obset_input_task, poller_file, _poller_exposures(poller_file)).payload
     totals = run(build_product_tree_task, tree, options, options.log_level).payload
+    progress.set_total(2 + 3 * sum(1 for t in totals if t.has_direct_exposures))
+    alignment_notes: list[str] = []
 
     products: list[str] = []
     for total in totals:
@@ -168,6 +181,7 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
         cataloged = run(create_catalogs_task, total, output_dir, drizzled, options.phot_mode,
                         options.diagnostic_mode, label=f"catalogs-{det}")
         products += _product_order(total, aligned, drizzled, cataloged)
+        alignment_notes.append(f"{det.upper()}: {aligned.payload.summary}")
 
     for total in totals:
         logger.info("%s: %d filter product(s), %d exposure(s), %d grism/prism exposure(s)",
@@ -180,10 +194,31 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
     products += _write_total_trailers(totals, log_part, output_dir)
     manifest = write_manifest_task(output_dir / tree.manifest_name, products)
     logger.info("stages: %s", ", ".join(f"{k} {v}" for k, v in run.states.items()))
-    return VisitResult(poller_file=poller_file, output_dir=output_dir, manifest=manifest,
-                       products=products, detectors=tree.detectors,
-                       n_exposures=sum(len(t.edp_list) + len(t.grism_edp_list) for t in totals),
-                       n_rejected=len(tree.rejected), stage_states=run.states)
+    progress.close()
+    result = VisitResult(poller_file=poller_file, output_dir=output_dir, manifest=manifest,
+                         products=products, detectors=tree.detectors,
+                         n_exposures=sum(len(t.edp_list) + len(t.grism_edp_list) for t in totals),
+                         n_rejected=len(tree.rejected), stage_states=run.states)
+    publish_visit_artifacts(result, alignment_summary="; ".join(alignment_notes),
+                            catalog_counts=_catalog_counts(output_dir, products),
+                            timings=run.timings)
+    return result
+
+
+def _catalog_counts(output_dir: Path, products: list[str]) -> dict[str, int]:
+    """``Number of sources`` of every catalog written (read from the ECSV header only)."""
+    counts = {}
+    for name in products:
+        if not name.endswith("-cat.ecsv"):
+            continue
+        for line in (output_dir / name).open(encoding="utf-8"):
+            if not line.startswith("#"):
+                break
+            found = re.search(r"Number of sources:\s*(-?\d+)", line)
+            if found:
+                counts[name] = int(found.group(1))
+                break
+    return counts
 
 
 def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_configs=True,
