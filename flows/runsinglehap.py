@@ -65,6 +65,8 @@ def build_parser(prog: str = "runsinglehap") -> argparse.ArgumentParser:
     parser.add_argument("--online-catalog", dest="online_catalog", action="store_true",
                         help="without --refcat/HAPSVM_REFCAT, query Gaia DR3 online "
                              "(extra 'online'; timeout, one retry, cached in the cache dir)")
+    parser.add_argument("--quality", action="store_true",
+                        help="run the quality analysis (same as SVM_QUALITY_TESTING=on)")
     parser.add_argument("--force", action="store_true",
                         help="recompute every stage, ignoring cached results")
     parser.add_argument("--cache-dir", dest="cache_dir", default=None,
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None, prog: str = "runsinglehap") -> int:
                    output_custom_pars_file=args.output_custom_pars_file,
                    phot_mode=args.phot_mode, log_level=level, output_dir=args.output_dir,
                    refcat=args.refcat, force=args.force, cache_dir=args.cache_dir,
-                   n_workers=args.n_workers, online_catalog=args.online_catalog)
+                   n_workers=args.n_workers, online_catalog=args.online_catalog,
+                   quality=args.quality)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,16 @@ from hap_models.stage import StageResult
 from tasks.align import align_detector_task
 from tasks.caching import cache_storage
 from tasks.catalogs import create_catalogs_task
-from tasks.drizzle import drizzle_detector_task
+from tasks.drizzle import (
+    close_workspaces,
+    drizzle_exposure_task,
+    drizzle_filter_task,
+    drizzle_total_task,
+    remove_work_files,
+)
 from tasks.manifest import write_manifest_task
 from tasks.obset import build_product_tree_task, interpret_obset_input_task
+from tasks.quality import QUALITY_GROUPS, quality_group_task, quality_summary_task
 
 __all__ = ["svm_visit", "run_hap_processing", "main"]
 
@@ -69,11 +76,13 @@ def _write_total_trailers(totals, log_part: Path | None, output_dir: Path) -> li
     return names
 
 
-def _product_order(total, aligned: StageResult, drizzled: StageResult,
+def _product_order(total, output_dir: Path, aligned: StageResult, drizzled: StageResult,
                    cataloged: StageResult) -> list[str]:
     """Manifest order of drizzlepac (§3.4): per filter its product, trailer, then each exposure's
     product, SVM copy, headerlet, trailer; then the total; then the catalogs."""
-    written = {Path(p).name for r in (aligned, drizzled, cataloged) for p in r.outputs}
+    # products are the files at the top of the output directory (not the .hapsvm-work masks)
+    written = {Path(p).name for r in (aligned, drizzled, cataloged) for p in r.outputs
+               if Path(p).parent == Path(output_dir).resolve()}
     ordered: list[str] = []
     for fdp in total.fdp_list:
         ordered += [fdp.drizzle_filename, fdp.trl_filename]
@@ -87,6 +96,15 @@ def _product_order(total, aligned: StageResult, drizzled: StageResult,
         ordered += [product.point_cat_filename, product.segment_cat_filename]
     listed = [name for name in ordered if name in written]
     return listed + sorted(written - set(listed))
+
+
+def _peak_rss_mb() -> float:
+    """High-water mark of resident memory so far (MB): this process or its largest child."""
+    import resource
+
+    usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return round(usage / 1024.0, 1)
 
 
 def _poller_exposures(poller_file: Path) -> list[Path]:
@@ -123,6 +141,7 @@ class _Stages:
         self.storage = cache_storage(options.output_dir, options.cache_dir)
         self.states: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}
         self.progress = progress
 
     def __call__(self, stage_task, *args, **kwargs) -> StageResult:
@@ -137,6 +156,7 @@ class _Stages:
         self.states[label] = state.name
         result = state.result()
         self.timings[label] = float(getattr(result, "wall_s", 0.0) or 0.0)
+        self.peaks[label] = _peak_rss_mb()
         if self.progress is not None:
             self.progress.stage_done(label, state.name, self.timings[label])
         return result
@@ -161,12 +181,18 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
     logger.info("hapsvm single-visit processing of %s into %s", poller_file, output_dir)
     _check_options(poller_file, options)
     refcat = _resolve_refcat(options)
+    quality_on = _quality_enabled(options)
     progress = StageProgress(poller_file.stem, n_stages=2)
     run = _Stages(options, progress)
     tree = run(interpret_obset_input_task, poller_file, _poller_exposures(poller_file)).payload
     totals = run(build_product_tree_task, tree, options, options.log_level).payload
-    progress.set_total(2 + 3 * sum(1 for t in totals if t.has_direct_exposures))
+    n_direct = sum(1 for t in totals if t.has_direct_exposures)
+    n_drizzle = sum(len(t.fdp_list) + len(t.edp_list) + 1 for t in totals if t.has_direct_exposures)
+    progress.set_total(2 + 2 * n_direct + n_drizzle
+                       + (len(QUALITY_GROUPS) + 1 if quality_on else 0))
     alignment_notes: list[str] = []
+    aligned_all: list[StageResult] = []
+    catalogs_all: list[StageResult] = []
 
     products: list[str] = []
     for total in totals:
@@ -176,12 +202,17 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
         online = (run.storage / "gaia") if options.online_catalog and refcat is None else None
         aligned = run(align_detector_task, total, output_dir, refcat, options.n_workers, online,
                       label=f"align-{det}")
-        drizzled = run(drizzle_detector_task, total, output_dir, aligned, options.n_workers,
-                       label=f"drizzle-{det}")
+        drizzled = _drizzle(run, total, output_dir, aligned, options.n_workers)
         cataloged = run(create_catalogs_task, total, output_dir, drizzled, options.phot_mode,
                         options.diagnostic_mode, label=f"catalogs-{det}")
-        products += _product_order(total, aligned, drizzled, cataloged)
+        products += _product_order(total, output_dir, aligned, drizzled, cataloged)
         alignment_notes.append(f"{det.upper()}: {aligned.payload.summary}")
+        aligned_all.append(aligned)
+        catalogs_all.append(cataloged)
+
+    direct = [t for t in totals if t.has_direct_exposures]
+    if quality_on and direct:
+        _quality(run, direct, output_dir, refcat, aligned_all, catalogs_all, tree.manifest_name)
 
     for total in totals:
         logger.info("%s: %d filter product(s), %d exposure(s), %d grism/prism exposure(s)",
@@ -192,6 +223,7 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
                          product.haplevel, product.drizzle_filename)
 
     products += _write_total_trailers(totals, log_part, output_dir)
+    remove_work_files(output_dir)
     manifest = write_manifest_task(output_dir / tree.manifest_name, products)
     logger.info("stages: %s", ", ".join(f"{k} {v}" for k, v in run.states.items()))
     progress.close()
@@ -203,6 +235,67 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
                             catalog_counts=_catalog_counts(output_dir, products),
                             timings=run.timings)
     return result
+
+
+def _drizzle(run: _Stages, total, output_dir: Path, aligned: StageResult,
+             n_workers: int) -> StageResult:
+    """Filter products (with their exposures), then the total, each a cached task (§3.4 order).
+
+    Returns one StageResult listing every product file, for the catalog stage's cache key."""
+    det = total.detector
+    filters, outputs, wall = [], {}, 0.0
+    try:
+        for fdp in total.fdp_list:
+            made = run(drizzle_filter_task, fdp, total, output_dir, aligned, n_workers,
+                       label=f"drizzle-{det}-{fdp.filters}")
+            filters.append(made)
+            for edp in fdp.edp_list:
+                exposure = run(drizzle_exposure_task, edp, total, output_dir, aligned, n_workers,
+                               label=f"drizzle-{det}-{edp.exposure_name}")
+                outputs.update(exposure.outputs)
+                wall += exposure.wall_s
+        made_total = run(drizzle_total_task, total, output_dir, filters, n_workers,
+                         label=f"drizzle-{det}-total")
+    finally:
+        close_workspaces(output_dir)
+    for result in [*filters, made_total]:
+        outputs.update(result.outputs)
+        wall += result.wall_s
+    return StageResult(stage="drizzle", outputs=outputs, wall_s=wall)
+
+
+def _quality_enabled(options: VisitOptions) -> bool:
+    """``--quality`` or ``SVM_QUALITY_TESTING`` (on/yes/true/off/no/false; anything else is an
+    input error naming the variable and its value)."""
+    from hapcore.quality_report import QualitySwitchError, quality_enabled
+
+    try:
+        return quality_enabled(flag=options.quality)
+    except QualitySwitchError as exc:
+        raise HapInputError(str(exc)) from None
+
+
+def _quality(run: _Stages, totals, output_dir: Path, refcat: Path | None,
+             aligned: list[StageResult], catalogs: list[StageResult], manifest_name: str) -> None:
+    """One task per check group, then the summary; a failing check never stops the run."""
+    from hapcore.quality_report import QualityTimestamp
+
+    stamp = QualityTimestamp.now()
+    groups = [run(quality_group_task, group, totals, output_dir, refcat, catalogs, stamp,
+                  label=f"quality-{group}") for group in QUALITY_GROUPS]
+    visit = manifest_name.removesuffix("_manifest.txt")
+    costs = {label: {"seconds": round(sec, 3), "peak_memory_mb": run.peaks.get(label)}
+             for label, sec in run.timings.items()}
+    report = run(quality_summary_task, totals, output_dir, refcat, groups, aligned, visit, costs,
+                 stamp, label="quality-summary").payload
+    counts: dict[str, int] = {}
+    for check in report.checks:
+        counts[check.status] = counts.get(check.status, 0) + 1
+    logger.info("quality: %s, %s -> %s", report.overall_status,
+                ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), report.summary_file)
+    for check in (c for c in report.checks if c.status in ("failed", "error")):
+        logger.warning("quality check %s of %s: %s %s", check.check, check.product, check.status,
+                       check.message)
 
 
 def _catalog_counts(output_dir: Path, products: list[str]) -> dict[str, int]:
@@ -225,7 +318,7 @@ def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_confi
                        input_custom_pars_file=None, output_custom_pars_file=None,
                        phot_mode="both", log_level=logging.INFO, *, output_dir=None,
                        refcat=None, force=False, cache_dir=None, n_workers=2,
-                       fail_stage=None, online_catalog=False) -> int:
+                       fail_stage=None, online_catalog=False, quality=False) -> int:
     """Run the per-visit flow on a poller file and return an exit code (never raises, never exits).
 
     Parameters follow drizzlepac's ``hapsequencer.run_hap_processing``; ours: ``output_dir``
@@ -253,7 +346,7 @@ def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_confi
             phot_mode=phot_mode, log_level=int(log_level),
             refcat=Path(refcat).resolve() if refcat else None, force=force,
             cache_dir=Path(cache_dir).resolve() if cache_dir else None, n_workers=n_workers,
-            fail_stage=fail_stage, online_catalog=online_catalog)
+            fail_stage=fail_stage, online_catalog=online_catalog, quality=quality)
     except Exception as exc:  # pydantic ValidationError: report the first problem in one line
         first = getattr(exc, "errors", lambda: [{"loc": ("options",), "msg": str(exc)}])()[0]
         logging.getLogger(PACKAGE_LOGGER).error("invalid option %s: %s",

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from hap_models.quality import QualityThresholds
 from hap_models.errors import HapError
 
 __all__ = [
@@ -540,10 +541,12 @@ class SwarmFilterSettings(_StrictModel):
 
 
 class QualityParameters(_StrictModel):
-    """Quality-control (catalog flagging) parameters."""
+    """Quality-control parameters: catalog flagging (spec §6.6-6.7) and the limits of hapsvm's
+    pass/fail quality summary (issue #7)."""
 
     ci_filter: CIFilter
     swarm_filter: SwarmFilterSettings
+    summary_thresholds: QualityThresholds = Field(default_factory=QualityThresholds)
 
 
 # --------------------------------------------------------------------------------------------

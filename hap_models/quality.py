@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "CHECK_STATUSES",
@@ -99,6 +99,15 @@ class QualityThresholds(BaseModel):
         None, description="hla_comparison: quantities (keys of hla_max_differences, plus "
                           "FLAGS) that decide pass/fail; None = every quantity present in both "
                           "catalogs (spec §8); the others are reported only")
+
+    @field_validator("hla_max_differences", mode="before")
+    @classmethod
+    def _canonical_quantity_names(cls, value):
+        # parameter files may lower-case keys (drizzlepac spellings are accepted case-blind)
+        canonical = {name.lower(): name for name in HLA_MAX_DIFFERENCES}
+        if isinstance(value, dict):
+            return {canonical.get(str(k).lower(), k): v for k, v in value.items()}
+        return value
 
 
 class CheckOutcome(BaseModel):

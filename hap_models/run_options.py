@@ -44,6 +44,8 @@ class VisitOptions(BaseModel):
     refcat: Path | None = Field(default=None, description="local astrometric reference catalog")
     online_catalog: bool = Field(default=False,
                                  description="without a local refcat, query Gaia DR3 online")
+    quality: bool = Field(default=False, description="run the quality analysis (also "
+                                                     "SVM_QUALITY_TESTING=on)")
     force: bool = Field(default=False, description="recompute every stage, ignoring the cache")
     cache_dir: Path | None = Field(default=None,
                                    description="cache records (default <output_dir>/.hapsvm-cache)")

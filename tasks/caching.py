@@ -34,6 +34,9 @@ logger = logging.getLogger("hapsvm")
 
 _PACKAGES = ("hap_models", "hapcore", "tasks")
 
+#: Task inputs that describe the run, not the work: they never change a cache key.
+NOT_IN_KEY = frozenset({"force", "stage_timings", "timestamp"})
+
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
@@ -87,7 +90,7 @@ class FileStagePolicy(CachePolicy):
                     **kwargs: Any) -> str | None:
         files = sorted({p.resolve() for p in iter_paths(inputs) if p.is_file()})
         digests = [(str(p), file_digest(p)) for p in files]
-        plain = {k: v for k, v in inputs.items() if k != "force"}
+        plain = {k: v for k, v in inputs.items() if k not in NOT_IN_KEY}
         key = hash_objects(task_ctx.task.name, code_version(), plain, digests,
                            raise_on_failure=True)
         store = getattr(task_ctx, "result_store", None)

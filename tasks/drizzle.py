@@ -1,27 +1,106 @@
-"""Task of the drizzle stage: every drizzled product of one detector on its shared grid."""
+"""Tasks of the drizzle stage: one per product (filter, exposure, total), each cached.
+
+The products of a detector share one output grid, its pixel maps and the filter products'
+cosmic-ray masks; they live in a :class:`~hapcore.drizzle_products.DrizzleWorkspace` whose maps
+and masks persist under ``<output_dir>/.hapsvm-work/`` (so a killed run resumes with only the
+unfinished products), kept open across this process's tasks by :func:`detector_workspace`.
+"""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from prefect import task
 
-from hap_models.products import TotalProduct
+from hap_models.products import ExposureProduct, FilterProduct, TotalProduct
 from hap_models.stage import StageResult
-from hapcore.drizzle_products import drizzle_detector
+from hapcore.drizzle_products import (
+    DrizzleWorkspace,
+    drizzle_exposure_product,
+    drizzle_filter_product,
+    drizzle_total_product,
+    filter_cr_mask_files,
+    open_detector_workspace,
+)
 from tasks.caching import FILE_STAGE, run_stage
 
-__all__ = ["drizzle_detector_task"]
+__all__ = ["detector_workspace", "close_workspaces", "remove_work_files",
+           "drizzle_filter_task", "drizzle_exposure_task", "drizzle_total_task"]
+
+_WORKSPACES: dict[tuple[str, str], DrizzleWorkspace] = {}
+_LOCK = threading.Lock()
 
 
-@task(name="drizzle-detector", task_run_name="drizzle-{total.detector}", cache_policy=FILE_STAGE)
-def drizzle_detector_task(total: TotalProduct, output_dir: Path, aligned: StageResult,
-                          n_workers: int = 2) -> StageResult:
-    """Filter, exposure and total products of one detector
-    (:func:`hapcore.drizzle_products.drizzle_detector`).
+def detector_workspace(total: TotalProduct, output_dir: Path, n_workers: int) -> DrizzleWorkspace:
+    """The open workspace of a detector (created on first use in this process)."""
+    key = (str(Path(output_dir).resolve()), total.detector)
+    with _LOCK:
+        ws = _WORKSPACES.get(key)
+        if ws is None:
+            ws = open_detector_workspace(total, output_dir=output_dir, n_workers=n_workers)
+            _WORKSPACES[key] = ws
+        return ws
 
-    ``aligned`` (the alignment result with the digests of the SVM copies) is an input so that a
-    new alignment invalidates the cached products.
+
+def close_workspaces(output_dir: Path) -> None:
+    """Close this process's workspaces of an output directory (worker pools, scratch files)."""
+    root = str(Path(output_dir).resolve())
+    with _LOCK:
+        for key in [k for k in _WORKSPACES if k[0] == root]:
+            _WORKSPACES.pop(key).close()
+
+
+def remove_work_files(output_dir: Path) -> None:
+    """Delete the pixel maps of ``.hapsvm-work`` once a visit has finished (~1 GB for a
+    full-frame UVIS visit; they only speed up a resumed run). The compressed cosmic-ray masks
+    stay: they are outputs of the cached filter products that a re-made total product needs."""
+    close_workspaces(output_dir)
+    work = Path(output_dir) / ".hapsvm-work"
+    if not work.is_dir():
+        return
+    for item in work.rglob("*"):
+        if item.is_file() and not item.name.startswith("crmask-"):
+            item.unlink(missing_ok=True)
+    for folder in sorted((p for p in work.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
+
+@task(name="drizzle-filter", task_run_name="drizzle-{fdp.filters}", cache_policy=FILE_STAGE)
+def drizzle_filter_task(fdp: FilterProduct, total: TotalProduct, output_dir: Path,
+                        aligned: StageResult, n_workers: int = 2) -> StageResult:
+    """A filter product with cosmic-ray rejection; its CR masks are outputs too (the total
+    product needs them)."""
+    def drizzle():
+        ws = detector_workspace(total, output_dir, n_workers)
+        product = drizzle_filter_product(fdp, workspace=ws)
+        return [product, output_dir / fdp.trl_filename, *filter_cr_mask_files(fdp, workspace=ws)]
+
+    return run_stage("drizzle-filter", drizzle, outputs=lambda files: files)
+
+
+@task(name="drizzle-exposure", task_run_name="drizzle-{edp.exposure_name}", cache_policy=FILE_STAGE)
+def drizzle_exposure_task(edp: ExposureProduct, total: TotalProduct, output_dir: Path,
+                          aligned: StageResult, n_workers: int = 2) -> StageResult:
+    """A single-exposure product (HAPLEVEL 1)."""
+    def drizzle():
+        ws = detector_workspace(total, output_dir, n_workers)
+        return [drizzle_exposure_product(edp, workspace=ws), output_dir / edp.trl_filename]
+
+    return run_stage("drizzle-exposure", drizzle, outputs=lambda files: files)
+
+
+@task(name="drizzle-total", task_run_name="drizzle-total-{total.detector}",
+      cache_policy=FILE_STAGE)
+def drizzle_total_task(total: TotalProduct, output_dir: Path, filters: list[StageResult],
+                       n_workers: int = 2) -> StageResult:
+    """The total (detection) product, excluding the CR pixels the filter products found.
+
+    Its trailer is not an output digest: the flow appends the run log to it afterwards.
     """
-    return run_stage("drizzle", drizzle_detector, total, output_dir=output_dir,
-                     n_workers=n_workers, outputs=lambda paths: list(paths))
+    def drizzle():
+        ws = detector_workspace(total, output_dir, n_workers)
+        return [drizzle_total_product(total, workspace=ws)]
+
+    return run_stage("drizzle-total", drizzle, outputs=lambda files: files)

@@ -25,6 +25,7 @@ from hapcore.drizzle_products import (
     drizzle_exposure_product,
     drizzle_filter_product,
     drizzle_total_product,
+    load_mask,
 )
 from hapcore.drizzle_grid import build_detector_grid
 from hapcore.obset import interpret_obset_input, parse_obset_tree
@@ -90,7 +91,7 @@ def visit(tmp_path_factory):
                 for edp in fdp.edp_list:
                     paths[edp.exposure_name] = drizzle_exposure_product(edp, workspace=ws)
             paths["total"] = drizzle_total_product(total, workspace=ws)
-            cr_masks = {k: np.load(v) for k, v in ws.cr_masks.items()}
+            cr_masks = {k: load_mask(v) for k, v in ws.cr_masks.items()}
             pixmaps = {(e.full_filename, ext): np.array(ws.pixmap_cache.get(out / e.full_filename,
                                                                              ext, grid))
                        for e in total.edp_list for ext in read_chip_wcs(out / e.full_filename)}
@@ -203,8 +204,8 @@ def test_star_positions(visit):
         (np.median(dx[ok]), np.median(dy[ok]))
 
 
-@pytest.mark.xfail(reason="measured 96.6% of >5-sigma CR pixels masked (target 99%); star flux lost 0.095%", strict=False)
-def test_cosmic_rays_removed_and_stars_kept(visit):
+def _cr_statistics(visit) -> dict:
+    """Masked fraction of >5-sigma truth CR pixels (overlap region) and star flux masked."""
     sim, total, out = visit["sim"], visit["total"], visit["out"]
     fdp = next(f for f in total.fdp_list if f.filters == "f606w")
     with fits.open(visit["paths"]["f606w"]) as hdul:
@@ -251,9 +252,32 @@ def test_cosmic_rays_removed_and_stars_kept(visit):
             signal = np.clip(sci[box] - sky, 0, None)
             star_total += signal.sum()
             star_lost += signal[mask[box] & ~truth_cr[box]].sum()
+    return dict(strong=strong, found=found, missed=missed, star_lost=star_lost,
+                star_total=star_total)
+
+
+@pytest.fixture(scope="module")
+def cr_stats(visit):
+    return _cr_statistics(visit)
+
+
+def test_cr_rejection_keeps_star_flux(cr_stats):
+    # measured 0.095% with the two-pass driz_cr (limit 0.1%)
+    assert cr_stats["star_lost"] / cr_stats["star_total"] <= 0.001, \
+        cr_stats["star_lost"] / cr_stats["star_total"]
+
+
+# Cause of the misses (diagnosed with the simulator's true CR charge): CR pixels on stars, where
+# driz_cr's derivative term (driz_cr_scale 1.5 x the blot's derivative) tolerates differences
+# of the order of the star's own peak (~17% of on-star CR pixels missed, AstroDrizzle's
+# algorithm), and CRs whose position in the other exposure also holds a CR (both images
+# contaminated: the two-pass rejection raised these from 66% to 80%). Isolated sky CRs: 99.5%.
+@pytest.mark.xfail(reason="97.3% of >5-sigma CR pixels masked (target 99%): CRs on star cores "
+                          "are protected by the driz_cr derivative term", strict=False)
+def test_cosmic_rays_removed(cr_stats):
+    strong, found, missed = cr_stats["strong"], cr_stats["found"], cr_stats["missed"]
     assert strong > 100
     assert found / strong >= 0.99, (found / strong, sorted(missed)[:50], sorted(missed)[-20:])
-    assert star_lost / star_total <= 0.001, star_lost / star_total
 
 
 def test_pixmap_accuracy_full_chip_including_edges(visit):

@@ -23,7 +23,8 @@ def processed(tmp_path_factory):
                          exptime=400.0, pointing_error=(1.0, 0.05), seed=12, subarray=1024,
                          star_density=600.0)
     out = root / "out"
-    code = run_hap_processing(sim.poller, output_dir=out, refcat=sim.refcat, n_workers=2)
+    code = run_hap_processing(sim.poller, output_dir=out, refcat=sim.refcat, n_workers=2,
+                              quality=True)
     return sim, out, code
 
 
@@ -74,8 +75,37 @@ def test_catalog_finds_truth_stars_and_flags_saturation(processed):
     # unsaturated, so the fit itself is good to ~3 mas (0.08 px); full-frame accuracy is in
     # test_align.py
     assert abs(np.median(dx)) < 0.15
-    # the brightest stars saturate the 400 s exposures: their rows carry flag 4
-    full_well = 63000.0
-    saturating = good & (truth["countrate_f606w"] * 400.0 * 0.2 > full_well)
-    if saturating.any():
-        assert np.all(cat["Flags"][i[saturating]] & 4)
+    # stars with saturated pixels (DQ 256) in an input exposure carry flag 4 in the catalog
+    exposure = sim.exposures[0]
+    true_wcs = WCS(fits.Header.fromtextfile(str(sim.out_dir / "truth_wcs" /
+                                                 f"{sim.rootnames[0]}_sci1.hdr")))
+    dq = fits.getdata(exposure, ("DQ", 1))
+    ex, ey = true_wcs.all_world2pix(truth["ra"], truth["dec"], 0)
+    saturating = np.zeros(len(truth), bool)
+    on_chip = (truth["type"] == "star") & (d < 1.5)     # detected, wherever the coverage
+    for k in np.flatnonzero(on_chip):
+        x0, y0 = int(round(ex[k])), int(round(ey[k]))
+        if 2 <= x0 < dq.shape[1] - 2 and 2 <= y0 < dq.shape[0] - 2:
+            saturating[k] = bool(np.any(dq[y0 - 1:y0 + 2, x0 - 1:x0 + 2] & 256))
+    assert saturating.any()
+    assert np.all(cat["Flags"][i[saturating]] & 4)
+    assert not np.any(cat["Flags"][i[good & ~saturating & (truth["abmag_f606w"] > 21)]] & 4)
+
+def test_quality_summary_and_section7_files(processed):
+    import json
+
+    sim, out, _ = processed
+    (summary,) = out.glob("*_svm_quality.json")
+    doc = json.loads(summary.read_text())
+    assert doc["overall_status"] in ("passed", "failed")
+    assert {"checks", "alignment", "stages", "thresholds", "counts"} <= set(doc)
+    assert any(s.startswith("drizzle") for s in doc["stages"])
+    for pattern in ("*_svm_num_sources.json", "*_svm_gaia_sources.json",
+                    "*_svm_point_segment_crossmatch.json",
+                    "*_svm_gaia_distribution_characterization.json", "*_svm_*_photometry.json",
+                    "*_svm_interfilter_crossmatch.json", "*_svm_wcs.json", "*_preview.png"):
+        files = list(out.glob(pattern))
+        assert files, pattern
+        for f in files:
+            if f.suffix == ".json":
+                assert {"header", "general information", "data"} <= set(json.loads(f.read_text()))

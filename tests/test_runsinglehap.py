@@ -201,3 +201,11 @@ def test_bad_custom_pars_value_names_file_and_key(tmp_path):
     assert run_hap_processing(poller, output_dir=tmp_path / "c", input_custom_pars_file=pars,
                               output_custom_pars_file=pars) == 1
     assert "must differ" in (tmp_path / "c" / "wfc3_b46_06_input.log").read_text()
+
+
+def test_bad_quality_switch_is_an_input_error(tmp_path, monkeypatch):
+    poller = _visit(tmp_path, n=1)
+    monkeypatch.setenv("SVM_QUALITY_TESTING", "maybe")
+    assert run_hap_processing(poller, output_dir=tmp_path / "o") == 1
+    log = (tmp_path / "o" / "wfc3_b46_06_input.log").read_text()
+    assert "SVM_QUALITY_TESTING" in log and "maybe" in log and "Traceback" not in log

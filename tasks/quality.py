@@ -1,0 +1,64 @@
+"""Tasks of the quality stage: one per check group, then the summary (spec §7, §8, issue #7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from hap_models.products import TotalProduct
+from hap_models.stage import StageResult
+from hapcore import quality as qa
+from tasks.caching import FILE_STAGE, run_stage
+
+__all__ = ["QUALITY_GROUPS", "quality_group_task", "quality_summary_task"]
+
+#: Check groups, each one Prefect task (names as in the run's stage list).
+QUALITY_GROUPS = {
+    "num-sources": qa.run_num_sources,
+    "reference": qa.run_reference_checks,
+    "catalogs": qa.run_catalog_checks,
+    "interfilter": qa.run_interfilter_checks,
+    "wcs": qa.run_wcs_reports,
+    "hla": qa.run_hla_comparison,
+    "previews": qa.run_previews,
+}
+
+
+def _files(output_dir: Path):
+    return lambda outcomes: [output_dir / f for o in outcomes for f in o.files]
+
+
+@task(name="quality-check", task_run_name="quality-{group}", cache_policy=FILE_STAGE)
+def quality_group_task(group: str, totals: list[TotalProduct], output_dir: Path,
+                       refcat_path: Path | None, catalogs: list[StageResult],
+                       timestamp=None) -> StageResult:
+    """One check group of the quality analysis (:mod:`hapcore.quality`); every check isolated.
+
+    ``catalogs`` (the catalog stage results) is an input so that new catalogs invalidate it;
+    ``timestamp`` (shared by every file of the run) is not part of the cache key.
+    """
+    def run_group():
+        ctx = qa.make_quality_context(totals, output_dir=output_dir, refcat=refcat_path,
+                                      timestamp=timestamp)
+        return QUALITY_GROUPS[group](totals, ctx)
+
+    return run_stage(f"quality-{group}", run_group, outputs=_files(output_dir))
+
+
+@task(name="quality-summary", cache_policy=FILE_STAGE)
+def quality_summary_task(totals: list[TotalProduct], output_dir: Path, refcat_path: Path | None,
+                         groups: list[StageResult], alignment: list[StageResult],
+                         visit: str, stage_timings: dict | None = None,
+                         timestamp=None) -> StageResult:
+    """``<visit>_svm_quality.json``: pass/fail per check, alignment figures, stage costs."""
+    def summarise():
+        ctx = qa.make_quality_context(totals, output_dir=output_dir, refcat=refcat_path,
+                                      timestamp=timestamp)
+        outcomes = [o for g in groups for o in g.payload]
+        return qa.finish_quality_report(
+            totals, ctx, outcomes, alignment_results=[a.payload for a in alignment],
+            stage_timings=stage_timings, visit=visit)
+
+    return run_stage("quality-summary", summarise,
+                     outputs=lambda report: [output_dir / f for f in report.files_written])
