@@ -98,6 +98,16 @@ def _product_order(total, output_dir: Path, aligned: StageResult, drizzled: Stag
     return listed + sorted(written - set(listed))
 
 
+def _remove_incomplete_files(output_dir: Path) -> None:
+    """Temporary files of a killed run (every output is written as ``.<name>.<random>.tmp`` and
+    renamed when complete): never products, safe to delete before a new run writes."""
+    if not output_dir.is_dir():
+        return
+    for stale in output_dir.glob(".*.tmp"):
+        logger.info("removing %s, an incomplete file of an interrupted run", stale.name)
+        stale.unlink(missing_ok=True)
+
+
 def _peak_rss_mb() -> float:
     """High-water mark of resident memory so far (MB): this process or its largest child."""
     import resource
@@ -180,6 +190,7 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
     output_dir = options.output_dir
     logger.info("hapsvm single-visit processing of %s into %s", poller_file, output_dir)
     _check_options(poller_file, options)
+    _remove_incomplete_files(output_dir)
     refcat = _resolve_refcat(options)
     quality_on = _quality_enabled(options)
     progress = StageProgress(poller_file.stem, n_stages=2)
