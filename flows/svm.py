@@ -359,7 +359,8 @@ def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_confi
             cache_dir=Path(cache_dir).resolve() if cache_dir else None, n_workers=n_workers,
             fail_stage=fail_stage, online_catalog=online_catalog, quality=quality)
     except Exception as exc:  # pydantic ValidationError: report the first problem in one line
-        first = getattr(exc, "errors", lambda: [{"loc": ("options",), "msg": str(exc)}])()[0]
+        errors = exc.errors() if hasattr(exc, "errors") else [{"loc": ("options",), "msg": str(exc)}]
+        first = errors[0]
         logging.getLogger(PACKAGE_LOGGER).error("invalid option %s: %s",
                                                 ".".join(map(str, first["loc"])), first["msg"])
         return int(ExitCode.ERROR)

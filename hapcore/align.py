@@ -21,13 +21,12 @@ new CRVAL/CD values per chip (SIP untouched). No file is written here.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 
 from hap_models.alignment import ChipWCS
 from hapcore.align_fit import (
@@ -39,6 +38,7 @@ from hapcore.align_fit import (
 )
 from hapcore.align_match import match_sources
 from hapcore.align_sources import detect_chip_sources
+from hapcore.wcs_files import chip_wcs, sci_extensions
 
 __all__ = [
     "ChipCatalog",
@@ -94,14 +94,11 @@ class ExposureCatalog:
 
 
 def read_chip_wcs_readonly(hdul: fits.HDUList) -> dict[int, WCS]:
-    """Full (SIP and lookup-table) WCS of every SCI extension of an open file, keyed by EXTVER."""
-    out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        for hdu in hdul:
-            if hdu.name == "SCI":
-                out[int(hdu.ver)] = WCS(hdu.header, fobj=hdul)
-    return out
+    """Full (SIP and lookup-table) WCS of every SCI extension of an open file, keyed by EXTVER.
+
+    The open-file form of :func:`hapcore.wcs_files.read_chip_wcs` (same construction)."""
+    return {extver: chip_wcs(hdu.header, hdul)
+            for extver, hdu in sorted(sci_extensions(hdul).items())}
 
 
 def detect_exposure_sources(path: str | Path, *, fwhmpsf_arcsec: float, nsigma: float = 3.0,

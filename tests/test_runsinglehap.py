@@ -209,3 +209,9 @@ def test_bad_quality_switch_is_an_input_error(tmp_path, monkeypatch):
     assert run_hap_processing(poller, output_dir=tmp_path / "o") == 1
     log = (tmp_path / "o" / "wfc3_b46_06_input.log").read_text()
     assert "SVM_QUALITY_TESTING" in log and "maybe" in log and "Traceback" not in log
+
+
+def test_invalid_option_is_a_one_line_error(tmp_path, caplog):
+    poller = _visit(tmp_path, n=1)
+    assert run_hap_processing(poller, output_dir=tmp_path / "o", phot_mode="psf") == 1
+    assert "invalid option phot_mode" in caplog.text
