@@ -118,7 +118,7 @@ def _stage_groups(stages: list[dict]) -> dict:
     groups: dict[str, dict] = {}
     for s in stages:
         key = ("parse" if s["stage"] in ("interpret-obset-input", "build-product-tree")
-               else s["stage"].split("-")[0])
+               else "catalogs" if "catalogs" in s["stage"] else s["stage"].split("-")[0])
         g = groups.setdefault(key, {"wall_s": 0.0, "cpu_s": 0.0, "peak_tree_rss_mb": 0.0})
         g["wall_s"] = round(g["wall_s"] + s["wall_s"], 2)
         g["cpu_s"] = round(g["cpu_s"] + s["cpu_s"], 2)

@@ -24,7 +24,7 @@ from flows.visit_log import PACKAGE_LOGGER, VisitLog
 from hap_models.stage import StageResult
 from tasks.align import align_detector_task
 from tasks.caching import cache_storage
-from tasks.catalogs import create_catalogs_task
+from tasks.catalogs import measure_filter_catalogs_task, write_catalogs_task
 from tasks.drizzle import (
     close_workspaces,
     drizzle_exposure_task,
@@ -139,7 +139,8 @@ class _Stages:
         wanted = self.options.fail_stage
         if not wanted or not (wanted in (name, label) or label.startswith(f"{wanted}-")):
             return
-        marker = self.options.output_dir / f".hapsvm-injected-failure-{label}"
+        # one marker per requested stage: a stage made of several tasks fails only once
+        marker = self.options.output_dir / f".hapsvm-injected-failure-{wanted}"
         if marker.exists():
             return
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +200,8 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
     totals = run(build_product_tree_task, tree, options, options.log_level).payload
     n_direct = sum(1 for t in totals if t.has_direct_exposures)
     n_drizzle = sum(len(t.fdp_list) + len(t.edp_list) + 1 for t in totals if t.has_direct_exposures)
-    progress.set_total(2 + 2 * n_direct + n_drizzle
+    n_catalog = sum(len(t.fdp_list) for t in totals if t.has_direct_exposures)
+    progress.set_total(2 + 2 * n_direct + n_drizzle + n_catalog
                        + (len(QUALITY_GROUPS) + 1 if quality_on else 0))
     alignment_notes: list[str] = []
     aligned_all: list[StageResult] = []
@@ -214,8 +216,7 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
         aligned = run(align_detector_task, total, output_dir, refcat, options.n_workers, online,
                       label=f"align-{det}")
         drizzled = _drizzle(run, total, output_dir, aligned, options.n_workers)
-        cataloged = run(create_catalogs_task, total, output_dir, drizzled, options.phot_mode,
-                        options.diagnostic_mode, label=f"catalogs-{det}")
+        cataloged = _catalogs(run, total, output_dir, drizzled, options)
         products += _product_order(total, output_dir, aligned, drizzled, cataloged)
         alignment_notes.append(f"{det.upper()}: {aligned.payload.summary}")
         aligned_all.append(aligned)
@@ -246,6 +247,18 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
                             catalog_counts=_catalog_counts(output_dir, products),
                             timings=run.timings)
     return result
+
+
+def _catalogs(run: _Stages, total, output_dir: Path, drizzled: StageResult,
+              options: VisitOptions) -> StageResult:
+    """One task per filter catalog product (its measurements), then the total catalogs, which
+    write every catalog file of the detector (trimming and rejection need all filters)."""
+    det = total.detector
+    measured = [run(measure_filter_catalogs_task, fdp, total, output_dir, drizzled,
+                    options.phot_mode, label=f"catalogs-{det}-{fdp.filters}")
+                for fdp in total.fdp_list]
+    return run(write_catalogs_task, total, output_dir, drizzled, measured, options.phot_mode,
+               options.diagnostic_mode, label=f"catalogs-{det}")
 
 
 def _drizzle(run: _Stages, total, output_dir: Path, aligned: StageResult,

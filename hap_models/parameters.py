@@ -492,6 +492,14 @@ class CatalogParameters(_StrictModel):
     crfactor: CosmicRayFactor | None
     dao: DaoSettings
     sourcex: SourcexSettings
+    # Filter catalogs keep only the rows of the trimmed total catalog (drizzlepac's documented
+    # behaviour; its code never trims them, spec §12.6). False: every detection, as drizzlepac.
+    trim_filter_catalogs: bool = True
+    # Cross-exposure check (hapcore.catalog_exposure_check): a row whose aperture-2 flux in a
+    # covering exposure product is below the filter flux by more than nsigma x its error plus
+    # tolerance x the flux is a cosmic-ray residual (flag 16). None: no check (drizzlepac).
+    exposure_check_nsigma: PositiveFloat | None = 4.0
+    exposure_check_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.1
 
     @model_validator(mode="after")
     def _check_ordering(self) -> CatalogParameters:

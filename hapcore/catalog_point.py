@@ -274,10 +274,13 @@ def measure_point_photometry(image: CatalogImage, x, y, *, ids=None, ra=None, de
         mag2 = compute_abmag(flux2, image.photflam, image.photplam)
         magerr1, magerr2 = np.asarray(phot["mag_err_1"]), np.asarray(phot["mag_err_2"])
         sky, sky_std = np.asarray(phot["sky"]), np.asarray(phot["sky_std"])
-        with np.errstate(invalid="ignore"):
-            ci = mag1 - mag2
-        # a CI of exactly 0 is a legitimate value (drizzlepac's `if not ci` treated it as missing)
-        ci = np.where(np.isfinite(ci) & (np.abs(ci) < 1e20) & (mag1 != -9999.0), ci, np.nan)
+        # CI = MagAp1 - MagAp2 from the flux ratio: identical where both magnitudes exist, and
+        # still defined (the zero point cancels) when PHOTFLAM is missing and magnitudes are
+        # -9999, so the CI flags and the trimming keep working. A CI of exactly 0 is a
+        # legitimate value (drizzlepac's `if not ci` treated it as missing).
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ci = -2.5 * np.log10(flux1 / flux2)
+        ci = np.where(np.isfinite(ci) & (flux1 > 0) & (flux2 > 0) & (np.abs(ci) < 1e20), ci, np.nan)
     else:
         flux1 = flux2 = err1 = err2 = mag1 = mag2 = magerr1 = magerr2 = sky = sky_std = ci = np.empty(0)
     columns.update({"MagAp1": mag1, "MagErrAp1": magerr1, "FluxAp1": flux1, "FluxErrAp1": err1,

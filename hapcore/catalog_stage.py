@@ -22,6 +22,8 @@ from hap_models.catalogs import (
     total_point_columns,
     total_segment_columns,
 )
+from hap_models.catalogs import FLAG_HOT_PIXEL
+from hapcore.catalog_exposure_check import exposure_photometry, missing_in_exposure
 from hapcore.catalog_flags import flag_catalog
 from hapcore.catalog_image import CatalogImage, compute_background, make_wht_masks
 from hapcore.catalog_point import detect_point_sources, measure_point_photometry
@@ -34,8 +36,10 @@ from hapcore.catalog_total import (
 )
 from hapcore.catalog_writer import catalog_metadata, write_catalog
 
-__all__ = ["PHOT_MODES", "CatalogSet", "FilterCatalogs", "build_catalogs",
-           "write_catalog_set", "create_catalog_products"]
+__all__ = ["PHOT_MODES", "CatalogSet", "FilterCatalogs", "SourceDetection", "detect_sources",
+           "measure_filter_catalogs", "assemble_catalogs", "build_catalogs", "write_catalog_set",
+           "load_total_detection", "measure_filter_product", "write_detector_catalogs",
+           "create_catalog_products"]
 
 log = logging.getLogger("hapsvm")
 
@@ -51,6 +55,7 @@ class FilterCatalogs:
     parameters: object
     point: Table | None = None
     segment: Table | None = None
+    timings: dict = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -99,10 +104,295 @@ def _base_table(sources: Table, names) -> Table:
     return out
 
 
+@dataclass(eq=False)
+class SourceDetection:
+    """The detection step's result on a total image, shared by every filter measurement.
+
+    Attributes
+    ----------
+    total_image : CatalogImage
+    total_parameters : ProductParameters
+    phot_mode : str
+    background : BackgroundModel
+    point_sources : astropy.table.Table or None
+        DAOStarFinder sources (None when point catalogs are not requested).
+    segments : SegmentationResult or None
+        Segmentation map, detection catalog and kernel (None when not requested).
+    timings : dict
+    """
+
+    total_image: CatalogImage
+    total_parameters: object
+    phot_mode: str
+    background: object
+    point_sources: Table | None = None
+    segments: object = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def n_point(self) -> int:
+        return 0 if self.point_sources is None else len(self.point_sources)
+
+    @property
+    def n_segment(self) -> int:
+        return 0 if self.segments is None else len(self.segments.sources)
+
+
+def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="both",
+                   deblend_limits=None) -> SourceDetection:
+    """Background, weight regions, point sources and segments of the total image (§6.2-6.4).
+
+    Parameters
+    ----------
+    total_image : CatalogImage
+    total_parameters : ProductParameters
+    phot_mode : {"aperture", "segment", "both"}, optional
+    deblend_limits : mapping, optional
+        Keyword overrides for :func:`~hapcore.catalog_segment.detect_segments`
+        (``max_deblend_segments``, ``max_deblend_area``, ``deblend_time_budget``).
+
+    Returns
+    -------
+    SourceDetection
+    """
+    if phot_mode not in PHOT_MODES:
+        raise ValueError(f"phot_mode must be one of {PHOT_MODES}, not {phot_mode!r}")
+    cat = total_parameters.catalog
+    clock = time.perf_counter()
+    if total_image.is_blank:
+        log.warning("total image %s is blank (all zero/NaN): empty catalogs",
+                    total_image.filename or "(in memory)")
+    background = _background(total_image, cat)
+    fwhm = cat.tweak_fwhmpsf / total_image.plate_scale
+    regions = make_wht_masks(total_image.weight, total_image.illuminated, scale=cat.scale,
+                             sensitivity=cat.sensitivity, ndrizim=total_image.ndrizim,
+                             rms=background.rms)
+    detection = SourceDetection(total_image, total_parameters, phot_mode, background)
+    timings = detection.timings
+    timings["total_background"] = time.perf_counter() - clock
+    log.info("total image: background %s (median %.4g, rms %.4g), %d weight region(s), kernel "
+             "FWHM %.2f px", background.method, background.median, background.rms_value,
+             len(regions), fwhm)
+    if phot_mode in ("aperture", "both"):
+        clock = time.perf_counter()
+        detection.point_sources = detect_point_sources(total_image, background, regions,
+                                                       fwhm_pixels=fwhm, nsigma=cat.nsigma)
+        timings["point_detection"] = time.perf_counter() - clock
+        log.info("point catalog: %d sources detected on the total image",
+                 len(detection.point_sources))
+    if phot_mode in ("segment", "both"):
+        clock = time.perf_counter()
+        detection.segments = detect_segments(total_image, background, regions, params=cat,
+                                             fwhm_pixels=fwhm, **(deblend_limits or {}))
+        timings["segment_detection"] = time.perf_counter() - clock
+    return detection
+
+
+def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
+    """Set the cosmic-ray bit (16) of rows absent from a covering exposure product.
+
+    ``tables`` is a list of ``(table, x_column, y_column)`` (None tables skipped); the exposure
+    products (CatalogImage or paths, loaded one at a time) are measured once for all of them.
+    Returns the number of rows newly flagged per table (see
+    :mod:`hapcore.catalog_exposure_check`).
+    """
+    counts = [0] * len(tables)
+    used = [(k, t) for k, t in enumerate(tables) if t[0] is not None and len(t[0])]
+    if fcat.exposure_check_nsigma is None or len(exposure_images) < 2 or not used:
+        return counts
+    x = np.concatenate([np.asarray(t[x_col], float) for _, (t, x_col, _) in used])
+    y = np.concatenate([np.asarray(t[y_col], float) for _, (t, _, y_col) in used])
+    images = (CatalogImage.from_fits(i) if isinstance(i, (str, Path)) else i
+              for i in exposure_images)
+    flux, error = exposure_photometry(images, x, y, aperture_2=fcat.aperture_2,
+                                      skyannulus=fcat.skyannulus_arcsec,
+                                      dskyannulus=fcat.dskyannulus_arcsec,
+                                      salgorithm=fcat.salgorithm, n_images=len(exposure_images))
+    start = 0
+    for k, (table, _, _) in used:
+        stop = start + len(table)
+        missing = missing_in_exposure(table["FluxAp2"], flux[:, start:stop],
+                                      error[:, start:stop], nsigma=fcat.exposure_check_nsigma,
+                                      tolerance=fcat.exposure_check_tolerance)
+        flags = np.asarray(table["Flags"], dtype=np.int64)
+        counts[k] = int((missing & ((flags & FLAG_HOT_PIXEL) == 0)).sum())
+        table["Flags"] = np.where(missing, flags | FLAG_HOT_PIXEL, flags)
+        start = stop
+    return counts
+
+
+def measure_filter_catalogs(detection: SourceDetection, name: str, image: CatalogImage, *,
+                            parameters, saturated_xy=None, exposure_images=()) -> FilterCatalogs:
+    """Forced photometry and flags of one filter product at the total's sources (§6.3, §6.4, §6.7).
+
+    Parameters
+    ----------
+    detection : SourceDetection
+    name : str
+        Filter name (the suffix of the total catalog's ``MagAp2_<f>`` columns).
+    image : CatalogImage
+        The filter product, on the total's pixel grid.
+    parameters : ProductParameters
+        Of the filter product.
+    saturated_xy : (m, 2) array, optional
+        Saturated input pixels mapped to product pixels (0-based x, y).
+    exposure_images : sequence of CatalogImage or paths, optional
+        The filter's exposure products (same grid, no cosmic-ray masks): rows absent from one
+        that covers them are cosmic-ray residuals and get flag 16
+        (:mod:`hapcore.catalog_exposure_check`; ``exposure_check_nsigma`` None disables it).
+
+    Returns
+    -------
+    FilterCatalogs
+        With ``point`` / ``segment`` set for the requested types, untrimmed.
+    """
+    fcat, quality = parameters.catalog, parameters.quality
+    entry = FilterCatalogs(name, image, parameters)
+    if image.photflam is None or abs(image.photflam) < 1e-22:
+        log.warning("filter %s: PHOTFLAM missing or zero; magnitudes set to -9999", name)
+    if image.is_blank:
+        log.warning("filter image %s is blank; its measurements are missing", name)
+    total_detector = detection.total_parameters.detector
+    common = dict(plate_scale=image.plate_scale, aperture_2=fcat.aperture_2,
+                  detector=image.detector or total_detector, saturated_xy=saturated_xy,
+                  nexp=image.nexp, data=image.data)
+    points = detection.point_sources
+    if points is not None:
+        clock = time.perf_counter()
+        entry.point = measure_point_photometry(
+            image, points["xcentroid"], points["ycentroid"], ids=points["id"], ra=points["RA"],
+            dec=points["DEC"], aperture_1=fcat.aperture_1, aperture_2=fcat.aperture_2,
+            skyannulus=fcat.skyannulus_arcsec, dskyannulus=fcat.dskyannulus_arcsec,
+            salgorithm=fcat.salgorithm)
+        ci = quality.ci_filter.aperture
+        entry.point["Flags"] = flag_catalog(entry.point, x_column="X-Center", y_column="Y-Center",
+                                            ci_lower=ci.ci_lower_limit,
+                                            ci_upper=ci.ci_upper_limit, bthresh=ci.bthresh,
+                                            **common)
+        entry.timings["point"] = time.perf_counter() - clock
+    seg = detection.segments
+    if seg is not None:
+        clock = time.perf_counter()
+        fbackground = _background(image, fcat) if len(seg.sources) else detection.background
+        entry.segment = measure_segments(image, fbackground, seg, params=fcat)
+        ci = quality.ci_filter.segment
+        entry.segment["Flags"] = flag_catalog(entry.segment, x_column="X-Centroid",
+                                              y_column="Y-Centroid", ci_lower=ci.ci_lower_limit,
+                                              ci_upper=ci.ci_upper_limit, bthresh=ci.bthresh,
+                                              **common)
+        entry.timings["segment"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    counts = _flag_missing_in_exposures([(entry.point, "X-Center", "Y-Center"),
+                                         (entry.segment, "X-Centroid", "Y-Centroid")],
+                                        exposure_images, fcat=fcat)
+    if any(counts):
+        log.info("filter %s: %d point and %d segment source(s) missing from a covering exposure "
+                 "(cosmic-ray residuals) flagged 16", name, *counts)
+    entry.timings["exposure_check"] = time.perf_counter() - clock
+    return entry
+
+
+def _keep_total_rows(table: Table | None, total: Table | None) -> Table | None:
+    """Rows of a filter catalog whose ID survived the total catalog's trimming."""
+    if table is None or total is None:
+        return table
+    return table[np.isin(np.asarray(table["ID"]), np.asarray(total["ID"]))]
+
+
+def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=None,
+                      diagnostic_mode=False) -> CatalogSet:
+    """Total catalogs from the detection and the filter measurements (§6.8).
+
+    Joins ``MagAp2_<f>``, ``CI_<f>``, ``Flags_<f>`` of every filter, trims the total catalogs
+    (rows flagged above ``flag_trim_value`` in every filter), restricts the filter catalogs to
+    the same rows when ``trim_filter_catalogs`` is set (drizzlepac's documented behaviour; its
+    code never trims them, so its filter catalogs keep every cosmic-ray residual and
+    single-coverage edge detection, spec §12.6) and applies the cosmic-ray-dominance test.
+
+    Parameters
+    ----------
+    detection : SourceDetection
+    filters : sequence of FilterCatalogs
+        In output order.
+    filter_exposures : mapping, optional
+        ``{filter name: list of exposure times}`` for the CR-dominance test; default from each
+        filter image's EXPTIME and NUMEXP.
+    diagnostic_mode : bool, optional
+        Disables the CR-dominance rejection (as in drizzlepac).
+
+    Returns
+    -------
+    CatalogSet
+    """
+    total_image = detection.total_image
+    cat = detection.total_parameters.catalog
+    result = CatalogSet(total_image, detection.total_parameters)
+    result.timings.update(detection.timings)
+    if detection.point_sources is not None:
+        result.point = _base_table(detection.point_sources, (
+            ("ID", "id"), ("X-Center", "xcentroid"), ("Y-Center", "ycentroid"), ("RA", "RA"),
+            ("DEC", "DEC")))
+    seg = detection.segments
+    if seg is not None:
+        result.segment = _base_table(seg.sources, (
+            ("ID", "ID"), ("X-Centroid", "X-Centroid"), ("Y-Centroid", "Y-Centroid"),
+            ("RA", "RA"), ("DEC", "DEC")))
+        result.segment_nsigma = seg.nsigma
+        result.is_big_island = seg.is_big_island
+    for entry in filters:
+        if result.point is not None and entry.point is not None:
+            result.point = join_filter_columns(result.point, entry.point, entry.name)
+        if result.segment is not None and entry.segment is not None:
+            result.segment = join_filter_columns(result.segment, entry.segment, entry.name)
+        for kind, seconds in entry.timings.items():
+            result.timings[f"{kind}_{entry.name}"] = seconds
+        result.filters.append(entry)
+
+    totals = {}
+    if result.point is not None:
+        result.point = trim_total_catalog(result.point, flag_trim_value=cat.flag_trim_value)
+        totals["aperture"] = result.point
+    if result.segment is not None:
+        result.segment = trim_total_catalog(result.segment, flag_trim_value=cat.flag_trim_value)
+        totals["segment"] = result.segment
+    for entry in result.filters:
+        if entry.parameters.catalog.trim_filter_catalogs:
+            before = (len(entry.point) if entry.point is not None else 0,
+                      len(entry.segment) if entry.segment is not None else 0)
+            entry.point = _keep_total_rows(entry.point, result.point)
+            entry.segment = _keep_total_rows(entry.segment, result.segment)
+            log.info("filter %s catalogs trimmed to the total catalogs' rows: point %d -> %d, "
+                     "segment %d -> %d", entry.name, before[0],
+                     len(entry.point) if entry.point is not None else 0, before[1],
+                     len(entry.segment) if entry.segment is not None else 0)
+
+    filter_images = {entry.name: entry.image for entry in result.filters}
+    result.rejected = {kind: None for kind in totals}
+    if total_image.is_blank:
+        result.rejected = {kind: "blank total image (all values zero or NaN)" for kind in totals}
+    elif cat.crfactor is not None and not diagnostic_mode and filter_images:
+        if filter_exposures is None:
+            filter_exposures = {
+                name: [img.exptime / max(img.numexp, 1)] * max(img.numexp, 1)
+                for name, img in filter_images.items()}
+        n_pixels = int(np.count_nonzero(total_image.weight > 0))
+        thresholds = {kind: cr_dominance_threshold(
+            filter_exposures, crfactor=getattr(cat.crfactor, kind),
+            detector=total_image.detector or detection.total_parameters.detector,
+            n_pixels=n_pixels)
+            for kind in totals}
+        log.info("cosmic-ray dominance thresholds: %s", {k: round(v, 2) for k, v in thresholds.items()})
+        result.rejected = reject_cr_dominated(totals, thresholds)
+    return result
+
+
 def build_catalogs(total_image: CatalogImage, filter_images, *, total_parameters,
                    filter_parameters, phot_mode="both", saturated_pixels=None,
                    filter_exposures=None, diagnostic_mode=False, deblend_limits=None) -> CatalogSet:
     """Detect on the total image, measure and flag in every filter, assemble total catalogs.
+
+    The three steps (:func:`detect_sources`, :func:`measure_filter_catalogs`,
+    :func:`assemble_catalogs`) in one call; the task layer runs them as separate tasks.
 
     Parameters
     ----------
@@ -118,125 +408,24 @@ def build_catalogs(total_image: CatalogImage, filter_images, *, total_parameters
         ``{filter name: (m, 2) array}`` of saturated input pixels mapped to product pixels
         (0-based x, y), provided by the drizzle/alignment layer.
     filter_exposures : mapping, optional
-        ``{filter name: list of exposure times}`` for the CR-dominance test; default from each
-        filter image's EXPTIME and NUMEXP.
+        See :func:`assemble_catalogs`.
     diagnostic_mode : bool, optional
         Disables the CR-dominance rejection (as in drizzlepac).
     deblend_limits : mapping, optional
-        Keyword overrides for :func:`~hapcore.catalog_segment.detect_segments`
-        (``max_deblend_segments``, ``max_deblend_area``, ``deblend_time_budget``).
+        See :func:`detect_sources`.
 
     Returns
     -------
     CatalogSet
     """
-    if phot_mode not in PHOT_MODES:
-        raise ValueError(f"phot_mode must be one of {PHOT_MODES}, not {phot_mode!r}")
-    do_point = phot_mode in ("aperture", "both")
-    do_segment = phot_mode in ("segment", "both")
-    cat = total_parameters.catalog
-    result = CatalogSet(total_image, total_parameters)
-    timings = result.timings
+    detection = detect_sources(total_image, total_parameters=total_parameters,
+                               phot_mode=phot_mode, deblend_limits=deblend_limits)
     saturated_pixels = saturated_pixels or {}
-
-    clock = time.perf_counter()
-    if total_image.is_blank:
-        log.warning("total image %s is blank (all zero/NaN): empty catalogs",
-                    total_image.filename or "(in memory)")
-    background = _background(total_image, cat)
-    fwhm = cat.tweak_fwhmpsf / total_image.plate_scale
-    regions = make_wht_masks(total_image.weight, total_image.illuminated, scale=cat.scale,
-                             sensitivity=cat.sensitivity, ndrizim=total_image.ndrizim,
-                             rms=background.rms)
-    timings["total_background"] = time.perf_counter() - clock
-    log.info("total image: background %s (median %.4g, rms %.4g), %d weight region(s), kernel "
-             "FWHM %.2f px", background.method, background.median, background.rms_value,
-             len(regions), fwhm)
-
-    point_sources = seg = None
-    if do_point:
-        clock = time.perf_counter()
-        point_sources = detect_point_sources(total_image, background, regions, fwhm_pixels=fwhm,
-                                             nsigma=cat.nsigma)
-        timings["point_detection"] = time.perf_counter() - clock
-        log.info("point catalog: %d sources detected on the total image", len(point_sources))
-        result.point = _base_table(point_sources, (("ID", "id"), ("X-Center", "xcentroid"),
-                                                   ("Y-Center", "ycentroid"), ("RA", "RA"),
-                                                   ("DEC", "DEC")))
-    if do_segment:
-        clock = time.perf_counter()
-        seg = detect_segments(total_image, background, regions, params=cat, fwhm_pixels=fwhm,
-                              **(deblend_limits or {}))
-        timings["segment_detection"] = time.perf_counter() - clock
-        result.segment = _base_table(seg.sources, (("ID", "ID"), ("X-Centroid", "X-Centroid"),
-                                                   ("Y-Centroid", "Y-Centroid"), ("RA", "RA"),
-                                                   ("DEC", "DEC")))
-        result.segment_nsigma = seg.nsigma
-        result.is_big_island = seg.is_big_island
-
-    for name, image in filter_images.items():
-        params = filter_parameters[name]
-        fcat, quality = params.catalog, params.quality
-        entry = FilterCatalogs(name, image, params)
-        if image.photflam is None or abs(image.photflam) < 1e-22:
-            log.warning("filter %s: PHOTFLAM missing or zero; magnitudes set to -9999", name)
-        if image.is_blank:
-            log.warning("filter image %s is blank; its measurements are missing", name)
-        clock = time.perf_counter()
-        common = dict(plate_scale=image.plate_scale, aperture_2=fcat.aperture_2,
-                      detector=image.detector or total_parameters.detector,
-                      saturated_xy=saturated_pixels.get(name), nexp=image.nexp, data=image.data)
-        if do_point:
-            entry.point = measure_point_photometry(
-                image, point_sources["xcentroid"], point_sources["ycentroid"],
-                ids=point_sources["id"], ra=point_sources["RA"], dec=point_sources["DEC"],
-                aperture_1=fcat.aperture_1, aperture_2=fcat.aperture_2,
-                skyannulus=fcat.skyannulus_arcsec, dskyannulus=fcat.dskyannulus_arcsec,
-                salgorithm=fcat.salgorithm)
-            ci = quality.ci_filter.aperture
-            entry.point["Flags"] = flag_catalog(entry.point, x_column="X-Center",
-                                                y_column="Y-Center", ci_lower=ci.ci_lower_limit,
-                                                ci_upper=ci.ci_upper_limit, bthresh=ci.bthresh,
-                                                **common)
-            result.point = join_filter_columns(result.point, entry.point, name)
-        timings[f"point_{name}"] = time.perf_counter() - clock
-        if do_segment:
-            clock = time.perf_counter()
-            fbackground = _background(image, fcat) if len(seg.sources) else background
-            entry.segment = measure_segments(image, fbackground, seg, params=fcat)
-            ci = quality.ci_filter.segment
-            entry.segment["Flags"] = flag_catalog(entry.segment, x_column="X-Centroid",
-                                                  y_column="Y-Centroid", ci_lower=ci.ci_lower_limit,
-                                                  ci_upper=ci.ci_upper_limit, bthresh=ci.bthresh,
-                                                  **common)
-            result.segment = join_filter_columns(result.segment, entry.segment, name)
-            timings[f"segment_{name}"] = time.perf_counter() - clock
-        result.filters.append(entry)
-
-    totals = {}
-    if result.point is not None:
-        result.point = trim_total_catalog(result.point, flag_trim_value=cat.flag_trim_value)
-        totals["aperture"] = result.point
-    if result.segment is not None:
-        result.segment = trim_total_catalog(result.segment, flag_trim_value=cat.flag_trim_value)
-        totals["segment"] = result.segment
-
-    result.rejected = {kind: None for kind in totals}
-    if total_image.is_blank:
-        result.rejected = {kind: "blank total image (all values zero or NaN)" for kind in totals}
-    elif cat.crfactor is not None and not diagnostic_mode and filter_images:
-        if filter_exposures is None:
-            filter_exposures = {
-                name: [img.exptime / max(img.numexp, 1)] * max(img.numexp, 1)
-                for name, img in filter_images.items()}
-        n_pixels = int(np.count_nonzero(total_image.weight > 0))
-        thresholds = {kind: cr_dominance_threshold(
-            filter_exposures, crfactor=getattr(cat.crfactor, kind),
-            detector=total_image.detector or total_parameters.detector, n_pixels=n_pixels)
-            for kind in totals}
-        log.info("cosmic-ray dominance thresholds: %s", {k: round(v, 2) for k, v in thresholds.items()})
-        result.rejected = reject_cr_dominated(totals, thresholds)
-    return result
+    filters = [measure_filter_catalogs(detection, name, image, parameters=filter_parameters[name],
+                                       saturated_xy=saturated_pixels.get(name))
+               for name, image in filter_images.items()]
+    return assemble_catalogs(detection, filters, filter_exposures=filter_exposures,
+                             diagnostic_mode=diagnostic_mode)
 
 
 def _aperture_correction_record(image) -> dict:
@@ -326,12 +515,89 @@ def _write_regions(table, path, attr):
     return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
+def _filter_exposure_times(total) -> dict | None:
+    """``{filter: [EXPTIME, ...]}`` from the product tree, or None if any filter lacks them
+    (then the product headers are used for every filter)."""
+    exposures = {}
+    for fdp in total.fdp_list:
+        times = [float(e.exptime) for e in fdp.edp_list if e.exptime > 0]
+        if times:
+            exposures[fdp.filters] = times
+    return exposures if len(exposures) == len(total.fdp_list) else None
+
+
+def load_total_detection(total, *, output_dir, phot_mode="both",
+                         deblend_limits=None) -> SourceDetection:
+    """Read a total product from ``output_dir`` and run :func:`detect_sources` on it."""
+    if total.parameters is None:
+        raise ValueError(f"{total.product_basename}: parameters are not set")
+    image = CatalogImage.from_fits(Path(output_dir) / total.drizzle_filename)
+    return detect_sources(image, total_parameters=total.parameters, phot_mode=phot_mode,
+                          deblend_limits=deblend_limits)
+
+
+def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
+                           saturated_xy=None) -> FilterCatalogs:
+    """Read a filter product, its exposure products and (except for IR) the saturated pixels
+    of its SVM copies, and run :func:`measure_filter_catalogs` on them.
+
+    ``saturated_xy`` (0-based product x, y) replaces the saturation lookup when given.
+    """
+    output_dir = Path(output_dir)
+    if fdp.parameters is None:
+        raise ValueError(f"{fdp.product_basename}: parameters are not set")
+    image = CatalogImage.from_fits(output_dir / fdp.drizzle_filename)
+    if saturated_xy is None and fdp.detector != "ir":
+        # the IR detector's saturation is not flagged (spec §6.7.2)
+        from hapcore.catalog_saturation import saturated_product_pixels
+
+        copies = [output_dir / e.full_filename for e in fdp.edp_list
+                  if (output_dir / e.full_filename).exists()]
+        saturated_xy = saturated_product_pixels(copies, image.wcs)
+    # paths: each exposure product is read only while it is measured
+    exposure_images = [p for p in (output_dir / e.drizzle_filename for e in fdp.edp_list)
+                       if p.exists()]
+    return measure_filter_catalogs(detection, fdp.filters, image, parameters=fdp.parameters,
+                                   saturated_xy=saturated_xy, exposure_images=exposure_images)
+
+
+def write_detector_catalogs(total, detection: SourceDetection, filters, *, output_dir,
+                            diagnostic_mode=False) -> list[Path]:
+    """Assemble (:func:`assemble_catalogs`) and write every catalog of a detector (§2.1 names).
+
+    Parameters
+    ----------
+    total : hap_models.products.TotalProduct
+    detection : SourceDetection
+    filters : sequence of FilterCatalogs
+        One per filter product of ``total``, in its order.
+    output_dir : path-like
+    diagnostic_mode : bool, optional
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    output_dir = Path(output_dir)
+    catalogs = assemble_catalogs(detection, filters, filter_exposures=_filter_exposure_times(total),
+                                 diagnostic_mode=diagnostic_mode)
+    paths = {fdp.filters: {"aperture": output_dir / fdp.point_cat_filename,
+                           "segment": output_dir / fdp.segment_cat_filename}
+             for fdp in total.fdp_list}
+    return write_catalog_set(
+        catalogs, total_paths={"aperture": output_dir / total.point_cat_filename,
+                               "segment": output_dir / total.segment_cat_filename},
+        filter_paths=paths, diagnostic_mode=diagnostic_mode)
+
+
 def create_catalog_products(total, *, output_dir, phot_mode="both", diagnostic_mode=False,
                             saturated_pixels=None, deblend_limits=None) -> list[Path]:
     """Create the point and segmentation catalogs of a total product and its filter products.
 
     Reads ``output_dir / <product>.drizzle_filename`` of the total and of every filter product
-    and writes ``point_cat_filename`` / ``segment_cat_filename`` of each into ``output_dir``.
+    and writes ``point_cat_filename`` / ``segment_cat_filename`` of each into ``output_dir``
+    (:func:`load_total_detection`, :func:`measure_filter_product` per filter,
+    :func:`write_detector_catalogs`).
 
     Parameters
     ----------
@@ -344,45 +610,18 @@ def create_catalog_products(total, *, output_dir, phot_mode="both", diagnostic_m
     saturated_pixels : mapping, optional
         ``{filter name: (m, 2) array of 0-based product (x, y)}`` of saturated input pixels.
     deblend_limits : mapping, optional
-        Deblending bounds (see :func:`build_catalogs`).
+        Deblending bounds (see :func:`detect_sources`).
 
     Returns
     -------
     list of pathlib.Path
         Files written.
     """
-    output_dir = Path(output_dir)
-    if total.parameters is None:
-        raise ValueError(f"{total.product_basename}: parameters are not set")
-    total_image = CatalogImage.from_fits(output_dir / total.drizzle_filename)
-    filter_images, filter_params, exposures, paths = {}, {}, {}, {}
-    for fdp in total.fdp_list:
-        if fdp.parameters is None:
-            raise ValueError(f"{fdp.product_basename}: parameters are not set")
-        filter_images[fdp.filters] = CatalogImage.from_fits(output_dir / fdp.drizzle_filename)
-        filter_params[fdp.filters] = fdp.parameters
-        times = [float(e.exptime) for e in fdp.edp_list if e.exptime > 0]
-        if times:
-            exposures[fdp.filters] = times
-        paths[fdp.filters] = {"aperture": output_dir / fdp.point_cat_filename,
-                              "segment": output_dir / fdp.segment_cat_filename}
-    if len(exposures) != len(filter_images):
-        exposures = None  # fall back to the product headers for every filter
-    if saturated_pixels is None and total.detector != "ir":
-        # the IR detector's saturation is not flagged (spec §6.7.2)
-        from hapcore.catalog_saturation import saturated_product_pixels
-
-        saturated_pixels = {}
-        for fdp in total.fdp_list:
-            copies = [output_dir / e.full_filename for e in fdp.edp_list
-                      if (output_dir / e.full_filename).exists()]
-            saturated_pixels[fdp.filters] = saturated_product_pixels(
-                copies, filter_images[fdp.filters].wcs)
-    catalogs = build_catalogs(total_image, filter_images, total_parameters=total.parameters,
-                              filter_parameters=filter_params, phot_mode=phot_mode,
-                              saturated_pixels=saturated_pixels, filter_exposures=exposures,
-                              diagnostic_mode=diagnostic_mode, deblend_limits=deblend_limits)
-    return write_catalog_set(
-        catalogs, total_paths={"aperture": output_dir / total.point_cat_filename,
-                               "segment": output_dir / total.segment_cat_filename},
-        filter_paths=paths, diagnostic_mode=diagnostic_mode)
+    detection = load_total_detection(total, output_dir=output_dir, phot_mode=phot_mode,
+                                     deblend_limits=deblend_limits)
+    saturated_pixels = saturated_pixels or {}
+    filters = [measure_filter_product(fdp, detection, output_dir=output_dir,
+                                      saturated_xy=saturated_pixels.get(fdp.filters))
+               for fdp in total.fdp_list]
+    return write_detector_catalogs(total, detection, filters, output_dir=output_dir,
+                                   diagnostic_mode=diagnostic_mode)

@@ -34,8 +34,11 @@ logger = logging.getLogger("hapsvm")
 
 _PACKAGES = ("hap_models", "hapcore", "tasks")
 
-#: Task inputs that describe the run, not the work: they never change a cache key.
-NOT_IN_KEY = frozenset({"force", "stage_timings", "timestamp"})
+#: Task inputs that never change a cache key: those that describe the run, not the work, and
+#: ``measured`` -- results of upstream cached tasks whose own keys are made of the consuming
+#: task's other inputs (so they add nothing), and whose pickled form (astropy tables) is not
+#: byte-stable across a cache round trip.
+NOT_IN_KEY = frozenset({"force", "stage_timings", "timestamp", "measured"})
 
 
 @lru_cache(maxsize=1)

@@ -1,27 +1,108 @@
-"""Task of the catalog stage: point and segment catalogs of one detector's total and filters."""
+"""Tasks of the catalog stage: one per catalog product, each cached.
+
+* :func:`measure_filter_catalogs_task` -- one per filter product: forced photometry and flags at
+  the total product's sources (its point and segment measurements);
+* :func:`write_catalogs_task` -- the total catalogs: joins the filter measurements, trims, runs
+  the cosmic-ray-dominance test and writes every catalog file of the detector (the filter
+  catalogs can only be written once every filter has been measured: the trimming and the
+  rejection depend on all of them).
+
+The detection on the total image is shared by these tasks through a process-local registry
+(:func:`total_detection`); a task that finds no detection (a resumed run whose earlier tasks were
+cached) recomputes it from the total product.
+"""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from prefect import task
 
-from hap_models.products import TotalProduct
+from hap_models.products import FilterProduct, TotalProduct
 from hap_models.stage import StageResult
-from hapcore.catalog_stage import create_catalog_products
+from hapcore.catalog_stage import (
+    SourceDetection,
+    load_total_detection,
+    measure_filter_product,
+    write_detector_catalogs,
+)
+from hapcore.digests import file_digest
 from tasks.caching import FILE_STAGE, run_stage
 
-__all__ = ["create_catalogs_task"]
+__all__ = ["total_detection", "release_detections", "measure_filter_catalogs_task",
+           "write_catalogs_task"]
+
+_DETECTIONS: dict[tuple, SourceDetection] = {}
+_LOCK = threading.Lock()
 
 
-@task(name="create-catalogs", task_run_name="catalogs-{total.detector}", cache_policy=FILE_STAGE)
-def create_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageResult,
-                         phot_mode: str = "both", diagnostic_mode: bool = False) -> StageResult:
-    """Catalogs of one detector (:func:`hapcore.catalog_stage.create_catalog_products`).
+def _detection_key(total: TotalProduct, output_dir: Path, phot_mode: str) -> tuple:
+    product = Path(output_dir) / total.drizzle_filename
+    return (str(Path(output_dir).resolve()), total.detector, phot_mode, file_digest(product))
+
+
+def total_detection(total: TotalProduct, output_dir: Path, phot_mode: str) -> SourceDetection:
+    """The detection of ``total`` in this process, computed on first use (keyed by the total
+    product's content, so a re-made total product is detected again)."""
+    key = _detection_key(total, output_dir, phot_mode)
+    with _LOCK:
+        detection = _DETECTIONS.get(key)
+        if detection is None:
+            detection = load_total_detection(total, output_dir=output_dir, phot_mode=phot_mode)
+            _DETECTIONS[key] = detection
+        return detection
+
+
+def release_detections(output_dir: Path) -> None:
+    """Forget this process's detections of an output directory (they hold full-size arrays)."""
+    root = str(Path(output_dir).resolve())
+    with _LOCK:
+        for key in [k for k in _DETECTIONS if k[0] == root]:
+            del _DETECTIONS[key]
+
+
+@task(name="measure-filter-catalogs", task_run_name="catalogs-{fdp.filters}",
+      cache_policy=FILE_STAGE)
+def measure_filter_catalogs_task(fdp: FilterProduct, total: TotalProduct, output_dir: Path,
+                                 drizzled: StageResult, phot_mode: str = "both") -> StageResult:
+    """Point and segment measurements of one filter product (payload: its FilterCatalogs
+    tables, untrimmed; the files are written by :func:`write_catalogs_task`).
 
     ``drizzled`` (the drizzle stage's result, with the digests of the products) is an input so
-    that new drizzled products invalidate the cached catalogs.
+    that new drizzled products invalidate the cached measurements.
     """
-    return run_stage("catalogs", create_catalog_products, total, output_dir=output_dir,
-                     phot_mode=phot_mode, diagnostic_mode=diagnostic_mode,
-                     outputs=lambda paths: list(paths))
+    def measure():
+        detection = total_detection(total, output_dir, phot_mode)
+        entry = measure_filter_product(fdp, detection, output_dir=output_dir)
+        # the image arrays are re-read when needed; the cached result keeps the tables only
+        return {"point": entry.point, "segment": entry.segment, "timings": entry.timings}
+
+    return run_stage("measure-filter-catalogs", measure, outputs=lambda payload: [])
+
+
+@task(name="write-catalogs", task_run_name="catalogs-total-{total.detector}",
+      cache_policy=FILE_STAGE)
+def write_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageResult,
+                        measured: list[StageResult], phot_mode: str = "both",
+                        diagnostic_mode: bool = False) -> StageResult:
+    """The total catalogs, and every catalog file of the detector (payload: the paths)."""
+    from hapcore.catalog_image import CatalogImage
+    from hapcore.catalog_stage import FilterCatalogs
+
+    def write():
+        detection = total_detection(total, output_dir, phot_mode)
+        filters = []
+        for fdp, result in zip(total.fdp_list, measured):
+            image = CatalogImage.from_fits(Path(output_dir) / fdp.drizzle_filename)
+            payload = result.payload
+            filters.append(FilterCatalogs(fdp.filters, image, fdp.parameters,
+                                          point=payload["point"], segment=payload["segment"],
+                                          timings=payload["timings"]))
+        try:
+            return write_detector_catalogs(total, detection, filters, output_dir=output_dir,
+                                           diagnostic_mode=diagnostic_mode)
+        finally:
+            release_detections(output_dir)
+
+    return run_stage("catalogs", write, outputs=lambda paths: list(paths))

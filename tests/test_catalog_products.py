@@ -35,8 +35,11 @@ def _params(kind, name, n):
                                     n_exposures=n, first_expstart_mjd=MJD)
 
 
-def _run(visit, **kwargs):
+def _run(visit, trim_filter_catalogs=True, **kwargs):
     fparams = {f: _params("filter", f, 2) for f in visit.filters}
+    if not trim_filter_catalogs:
+        fparams = {f: p.model_copy(update={"catalog": p.catalog.model_copy(
+            update={"trim_filter_catalogs": False})}) for f, p in fparams.items()}
     return build_catalogs(visit.total, visit.filters, total_parameters=_params("total", None, 4),
                           filter_parameters=fparams, **kwargs)
 
@@ -185,7 +188,8 @@ def test_flags_are_set():
     star_xy = np.column_stack([truth["x"], truth["y"]])[np.asarray(truth["type"]) == "star"]
     sat_star = star_xy[np.argmin(np.hypot(*(star_xy - 150).T))]
     saturated = {"f606w": np.array([sat_star + [0.4, -0.3], sat_star + [1.0, 0.0]])}
-    cats = _run(visit, saturated_pixels=saturated)
+    # untrimmed: rows flagged above flag_trim_value in every filter are checked too
+    cats = _run(visit, saturated_pixels=saturated, trim_filter_catalogs=False)
     point = cats.filters[0].point  # f606w
     xy = np.column_stack([point["X-Center"], point["Y-Center"]])
 
@@ -207,6 +211,27 @@ def test_flags_are_set():
     assert inner_star["Flags"] == 0
     seg = cats.filters[0].segment
     assert np.any(seg["Flags"] & 1) and np.any(seg["Flags"] & 64)
+
+
+def test_filter_catalogs_trimmed_to_total_rows():
+    """By default a filter catalog keeps exactly the rows (IDs) of the trimmed total catalog, so
+    the hot pixel (flag 16 in both filters) and the single-coverage edge detections (64) are
+    gone; with ``trim_filter_catalogs`` off every detection stays (drizzlepac's files)."""
+    visit = _flag_scene()
+    trimmed = _run(visit)
+    untrimmed = _run(visit, trim_filter_catalogs=False)
+    for kind in ("point", "segment"):
+        total_ids = set(np.asarray(getattr(trimmed, kind)["ID"]))
+        for entry, raw in zip(trimmed.filters, untrimmed.filters):
+            table, full = getattr(entry, kind), getattr(raw, kind)
+            assert set(np.asarray(table["ID"])) == total_ids
+            assert len(table) < len(full)
+            flags = np.column_stack([np.asarray(getattr(r, kind)["Flags"])
+                                     for r in untrimmed.filters])
+            dropped = ~np.isin(np.asarray(full["ID"]), list(total_ids))
+            assert np.all(np.all(flags[dropped] > 5, axis=1))
+    xy = np.column_stack([trimmed.filters[0].point["X-Center"], trimmed.filters[0].point["Y-Center"]])
+    assert np.min(np.hypot(*(xy - [150, 200]).T)) > 1.5      # the hot pixel is not a source
 
 
 # ------------------------------------------------------------------------------ files
