@@ -4,7 +4,9 @@
    versus the interpolated map (default step 64), with the maximum difference.
 2. The whole drizzle stage (`hapcore.drizzle_products.drizzle_detector`) of a full-frame
    4-exposure WFC3/UVIS hapsim visit (1 filter: 1 filter + 4 exposure + 1 total product), wall
-   time and peak memory (this process plus the largest worker, from ``getrusage``).
+   time, CPU time (this process and its workers, user + system, from ``getrusage``; on a shared
+   machine the wall time is noisy, the CPU time much less), load averages around the stage, and
+   peak memory (this process plus the largest worker, from ``getrusage``).
 
 Usage::
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sys
@@ -74,12 +77,19 @@ def main(argv=None) -> dict:
     out = workdir / "out"
     _copies_with_input_wcs(total, out)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    cpu0 = _cpu_s()
     t0 = time.perf_counter()
     paths = drizzle_detector(total, output_dir=out, n_workers=args.workers)
     stage = time.perf_counter() - t0
+    cpu1 = _cpu_s()
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result["stage"] = {"products": len(paths), "wall_s": round(stage, 1),
+                       "cpu_main_s": round(cpu1[0] - cpu0[0], 1),
+                       "cpu_workers_s": round(cpu1[1] - cpu0[1], 1),
+                       "loadavg_before": load_before,
+                       "loadavg_after": [round(v, 2) for v in os.getloadavg()],
                        "grid_shape": list(
                            __import__("hapcore.drizzle_grid", fromlist=["x"])
                            .build_detector_grid(total, out).shape),
@@ -92,6 +102,13 @@ def main(argv=None) -> dict:
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return result
+
+
+def _cpu_s() -> tuple[float, float]:
+    """User + system CPU seconds of this process and of its finished (pool) children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":

@@ -7,6 +7,15 @@ The driz_cr test follows AstroDrizzle's ``drizCR``: a pixel differs from the blo
 more than ``scale * derivative + snr * noise``; pixels that fail the strict first pair
 (``driz_cr_snr[0]``, ``driz_cr_scale[0]``) mark their 3x3 neighbourhood, inside which the looser
 second pair decides; the result is grown by ``driz_cr_grow``.
+
+Two additions to AstroDrizzle, both for stars, whose undersampled PSF the drizzle-then-blot
+model gets wrong by a fraction of the signal:
+
+* minmed does not take a partially covered pixel (a bad column, a masked pixel) as the
+  minimum unless its difference also exceeds its resampling error (`combine_images`);
+* driz_cr's optional *excess test* flags a positive difference larger than a fraction of the
+  blot, measured per chip, which catches cosmic rays on stars that the derivative term lets
+  through (`detect_cosmic_rays`, `calibrate_excess_fraction`).
 """
 
 from __future__ import annotations
@@ -22,17 +31,48 @@ __all__ = [
     "combine_images",
     "quick_derivative",
     "detect_cosmic_rays",
+    "calibrate_excess_fraction",
     "grow_mask",
 ]
 
 log = logging.getLogger("hapsvm")
+
+#: A blot pixel at or above this fraction of its 3x3 maximum counts as a peak for the excess
+#: test of `detect_cosmic_rays` (its own, larger tolerance).
+_PEAK_LEVEL = 0.7
+#: Box (pixels) of the flux test at peaks.
+_BOX = 5
+_CHUNK = 65536
+# calibration of the excess test (`calibrate_excess_fraction`)
+_CALIBRATION_SNR = 30.0
+_CALIBRATION_MIN_PIXELS = 300
+_CALIBRATION_FACTOR = 3.5
+_SLOPE_FRACTION_RANGE = (0.2, 1.0)
+_PEAK_FACTOR = 2.0
+_BOX_FRACTION = 0.15
 
 
 def grow_mask(mask: np.ndarray, grow: int) -> np.ndarray:
     """Grow a boolean mask by a ``grow x grow`` box (``grow`` <= 1: unchanged)."""
     if grow <= 1:
         return mask
-    return ndimage.binary_dilation(mask, structure=np.ones((grow, grow), bool))
+    mask = np.asarray(mask, bool)
+    ys, xs = np.nonzero(mask)
+    if ys.size * grow * grow > mask.size // 4:
+        if grow % 2 == 0:
+            return ndimage.binary_dilation(mask, structure=np.ones((grow, grow), bool))
+        # an odd square dilation is a (separable, faster) maximum filter
+        return ndimage.maximum_filter(mask.view(np.uint8), size=grow, mode="constant",
+                                      cval=0).view(bool)
+    # sparse mask (bad pixels, saturated stars): set the boxes directly (same offsets as
+    # binary_dilation, also for an even box)
+    out = np.zeros_like(mask)
+    lo = grow // 2
+    for dy in range(-lo, grow - lo):
+        yy = np.clip(ys + dy, 0, mask.shape[0] - 1)
+        for dx in range(-lo, grow - lo):
+            out[yy, np.clip(xs + dx, 0, mask.shape[1] - 1)] = True
+    return out
 
 
 def static_mask(chips: Sequence[np.ndarray], *, static_sig: float = 4.0) -> np.ndarray:
@@ -66,7 +106,8 @@ def combine_images(images: Sequence[np.ndarray], weights: Sequence[np.ndarray], 
                    maskpt: float = 0.3, nsigma: tuple[float, float] = (4.0, 3.0),
                    grow: int = 1, lthresh: float | None = None, hthresh: float | None = None,
                    noise_electrons: tuple[float, float, float] | None = None,
-                   weight_medians: Sequence[float] | None = None) -> np.ndarray:
+                   weight_medians: Sequence[float] | None = None,
+                   valid_weights: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """Combine separately drizzled images into the median (or minmed) image.
 
     Parameters
@@ -87,17 +128,35 @@ def combine_images(images: Sequence[np.ndarray], weights: Sequence[np.ndarray], 
         Values outside are invalid.
     noise_electrons : tuple, optional
         ``(exptime, readnoise, sky_rate)`` of the noise model used by minmed.
+    valid_weights : sequence of 2-D arrays, optional
+        Weights the ``maskpt`` test is applied to instead of ``weights`` (a pixel must still
+        have ``weights > 0``). The second driz_cr pass gives the weights drizzled *without*
+        the first pass's CR masks: a grid pixel that only lost part of its weight to a masked
+        cosmic ray keeps its (clean) value in the median instead of leaving the other
+        exposure, which may hold a CR at the same place, alone in it.
 
     Returns
     -------
     ndarray, float32
         The combined image; 0 where no image is valid.
+
+    Notes
+    -----
+    minmed: a partially covered pixel (weight below its image's median weight: a masked input
+    pixel, a bad column) is the average of only part of the output pixel's area, so near a
+    star its value can be off by up to about the pixel-to-pixel variation there. Such a
+    pixel is used as the minimum only when the difference also exceeds that resampling
+    error, ``(1 - w / median_weight) * qderiv``, added in quadrature to its noise: otherwise
+    a bad column on a star core in one exposure makes the median too low there and driz_cr
+    flags the other exposures' real peak.
     """
     stack = np.stack([np.asarray(a, np.float32) for a in images])
     wstack = np.stack([np.asarray(w, np.float32) for w in weights])
     if weight_medians is None:
         weight_medians = [float(np.median(w[w > 0])) if np.any(w > 0) else 0.0 for w in wstack]
-    valid = np.stack([w > maskpt * m for w, m in zip(wstack, weight_medians)])
+    vstack = wstack if valid_weights is None else \
+        np.stack([np.asarray(w, np.float32) for w in valid_weights])
+    valid = np.stack([w > maskpt * m for w, m in zip(vstack, weight_medians)])
     valid &= wstack > 0
     if lthresh is not None:
         valid &= stack >= lthresh
@@ -128,11 +187,157 @@ def combine_images(images: Sequence[np.ndarray], weights: Sequence[np.ndarray], 
         # noise of the minimum image, in e-/s
         sigma = np.sqrt(np.abs(minimum + sky) * exptime + readnoise**2) / max(exptime, 1e-9)
         diff = combined - minimum
+        sigma = _add_resampling_error(sigma, diff > nsigma[1] * sigma, stack, wstack, valid,
+                                      weight_medians)
         strong = (diff > nsigma[0] * sigma) & (nvalid > 1)
         near = grow_mask(strong, max(3, 2 * grow + 1)) if grow > 0 else strong
         use_min = strong | (near & (diff > nsigma[1] * sigma) & (nvalid > 1))
         combined = np.where(use_min, minimum, combined).astype(np.float32)
     return combined
+
+
+def _add_resampling_error(sigma: np.ndarray, candidates: np.ndarray, stack: np.ndarray,
+                          wstack: np.ndarray, valid: np.ndarray,
+                          weight_medians: Sequence[float]) -> np.ndarray:
+    """``sigma`` with the resampling error of a partially covered minimum added (minmed).
+
+    Evaluated only at ``candidates`` (pixels where the minimum may be used), so the cost is
+    negligible: the error is ``(1 - coverage) * qderiv`` of the image that holds the minimum.
+    """
+    ys, xs = np.nonzero(candidates)
+    if ys.size == 0:
+        return sigma
+    values = np.where(valid[:, ys, xs], stack[:, ys, xs], np.inf)
+    which = np.argmin(values, axis=0)
+    medians = np.asarray(weight_medians, np.float32)
+    coverage = wstack[which, ys, xs] / np.maximum(medians[which], 1e-30)
+    partial = coverage < 0.999
+    if not partial.any():
+        return sigma
+    ys, xs, which, coverage = ys[partial], xs[partial], which[partial], coverage[partial]
+    ny, nx = stack.shape[1:]
+    centre = stack[which, ys, xs]
+
+    def step(dy, dx):
+        return np.abs(centre - stack[which, np.clip(ys + dy, 0, ny - 1),
+                                     np.clip(xs + dx, 0, nx - 1)])
+
+    deriv = np.hypot(np.maximum(step(0, -1), step(0, 1)), np.maximum(step(-1, 0), step(1, 0)))
+    sigma = np.array(sigma, np.float32, copy=True)
+    sigma[ys, xs] = np.hypot(sigma[ys, xs], (1.0 - coverage) * deriv)
+    return sigma
+
+
+def _box(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: int) -> np.ndarray:
+    """``image`` values in the ``size x size`` box around each (ys, xs): shape (n, size**2);
+    NaN outside the image."""
+    half = size // 2
+    dy, dx = np.mgrid[-half:half + 1, -half:half + 1]
+    yy = ys[:, None] + dy.ravel()[None, :]
+    xx = xs[:, None] + dx.ravel()[None, :]
+    inside = (yy >= 0) & (yy < image.shape[0]) & (xx >= 0) & (xx < image.shape[1])
+    values = image[np.clip(yy, 0, image.shape[0] - 1), np.clip(xx, 0, image.shape[1] - 1)]
+    return np.where(inside, values, np.nan)
+
+
+def _at_peak(level: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """True where ``level`` is at least ``_PEAK_LEVEL`` of the maximum of its 3x3 box."""
+    return level[ys, xs] >= _PEAK_LEVEL * np.nanmax(_box(level, ys, xs, 3), axis=1)
+
+
+def _calibrated_fraction(signed: np.ndarray, level: np.ndarray, noise: np.ndarray,
+                         usable: np.ndarray | None) -> tuple[float, float, float] | None:
+    """Excess-test fractions measured on one chip (see `calibrate_excess_fraction`)."""
+    bright = level > _CALIBRATION_SNR * noise
+    if usable is not None:
+        bright &= usable
+    ys, xs = np.nonzero(bright)
+    slope = ~_at_peak(level, ys, xs)
+    ys, xs = ys[slope], xs[slope]
+    if ys.size < _CALIBRATION_MIN_PIXELS:
+        log.debug("driz_cr excess test off: %d bright slope pixels (< %d)", ys.size,
+                  _CALIBRATION_MIN_PIXELS)
+        return None
+    q95 = float(np.percentile(signed[ys, xs] / level[ys, xs], 95.0))
+    fraction = float(np.clip(_CALIBRATION_FACTOR * q95, *_SLOPE_FRACTION_RANGE))
+    log.debug("driz_cr excess test: slope fraction %.3f (q95 %.3f of %d pixels)", fraction,
+              q95, ys.size)
+    return fraction, _PEAK_FACTOR * fraction, _BOX_FRACTION
+
+
+def _excess_test(signed, blot, noise, strict, loose, *, snr, scale, fraction, usable,
+                 valid) -> None:
+    """Add the excess test's failures to ``strict`` and ``loose`` (in place).
+
+    Evaluated at candidate pixels only (positive differences above the loosest threshold):
+    a few percent of a chip, so the 3x3 peak and 5x5 flux boxes cost little.
+    """
+    level = np.clip(blot, 0.0, None).astype(np.float32)
+    if valid is not None:
+        usable = valid if usable is None else (usable & valid)
+    if isinstance(fraction, str):
+        fraction = _calibrated_fraction(signed, level, noise, usable)
+        if fraction is None:
+            return
+    slope, peak, box_fraction = (float(v) for v in fraction)
+    loose_scale = scale[1] / scale[0] if scale[0] > 0 else 1.0
+    lowest = loose_scale * min(slope, peak)
+    candidates = signed > lowest * level + min(snr) * noise
+    if usable is not None:
+        candidates &= usable
+    ys, xs = np.nonzero(candidates)
+    if ys.size == 0:
+        return
+    at_peak = _at_peak(level, ys, xs)
+    value, lev, sigma = signed[ys, xs], level[ys, xs], noise[ys, xs]
+    tolerance = np.where(at_peak, peak, slope) * lev
+    # at a peak the pixel must also add flux to its 5x5 box: resampling only moves flux
+    # between the peak and its wings, a cosmic ray brings its own
+    ok = ~at_peak
+    peaks = np.flatnonzero(at_peak)
+    for start in range(0, peaks.size, _CHUNK):  # bounded memory on crowded chips
+        index = peaks[start:start + _CHUNK]
+        py, px = ys[index], xs[index]
+        excess = np.nansum(_box(signed, py, px, _BOX), axis=1)
+        flux = np.nansum(_box(level, py, px, _BOX), axis=1)
+        box_noise = np.sqrt(np.nansum(_box(noise, py, px, _BOX) ** 2, axis=1))
+        ok[index] = excess > box_fraction * flux + 2.0 * box_noise
+    strict[ys, xs] |= ok & (value > tolerance + snr[0] * sigma)
+    loose[ys, xs] |= ok & (value > loose_scale * tolerance + snr[1] * sigma)
+
+
+def calibrate_excess_fraction(sci_electrons: np.ndarray, blot_electrons: np.ndarray, *,
+                              sky_electrons: float = 0.0, readnoise: float = 0.0,
+                              usable: np.ndarray | None = None
+                              ) -> tuple[float, float, float] | None:
+    """Fractions of the excess test of `detect_cosmic_rays`, measured on one chip.
+
+    The resampling error of the blot is a fraction of the signal that depends on how
+    undersampled the PSF is (larger for ACS/WFC than for WFC3/UVIS). It is measured where the
+    blot is bright (> 30 sigma) on slopes of the blot: the slope fraction is
+    ``3.5 x`` the 95th percentile of ``(sci - blot) / blot`` there (cosmic rays, ~1-2% of the
+    pixels, barely move it; on hapsim stars this lands just above the largest clean excess),
+    clipped to [0.2, 1]; the peak fraction is twice it; the box fraction is 0.15.
+
+    Parameters
+    ----------
+    sci_electrons, blot_electrons : 2-D arrays
+        Sky-subtracted chip and its blotted median, electrons.
+    sky_electrons, readnoise : float
+        Noise model, as in `detect_cosmic_rays`.
+    usable : ndarray of bool, optional
+        Pixels that may be measured (see ``regular`` of `detect_cosmic_rays`).
+
+    Returns
+    -------
+    tuple of float or None
+        ``(slope, peak, box)``; None when fewer than 300 bright slope pixels (no stars to
+        measure on: the excess test is then left off).
+    """
+    level = np.clip(blot_electrons, 0.0, None).astype(np.float32)
+    noise = np.sqrt(np.abs(blot_electrons + sky_electrons) + readnoise**2).astype(np.float32)
+    signed = np.asarray(sci_electrons, np.float32) - np.asarray(blot_electrons, np.float32)
+    return _calibrated_fraction(signed, level, noise, usable)
 
 
 def quick_derivative(image: np.ndarray) -> np.ndarray:
@@ -149,7 +354,9 @@ def detect_cosmic_rays(sci_electrons: np.ndarray, blot_electrons: np.ndarray, *,
                        sky_electrons: float = 0.0, readnoise: float = 0.0,
                        snr: tuple[float, float] = (5.0, 4.0),
                        scale: tuple[float, float] = (3.0, 2.4), grow: int = 1,
-                       valid: np.ndarray | None = None) -> np.ndarray:
+                       valid: np.ndarray | None = None, regular: np.ndarray | None = None,
+                       excess_fraction: tuple[float, float, float] | str | None = None
+                       ) -> np.ndarray:
     """Cosmic-ray mask of one chip against its blotted median (driz_cr).
 
     Parameters
@@ -168,20 +375,49 @@ def detect_cosmic_rays(sci_electrons: np.ndarray, blot_electrons: np.ndarray, *,
         ``driz_cr_grow`` box size.
     valid : ndarray of bool, optional
         Where the blot is meaningful (covered by the median); elsewhere no CR is flagged.
+    regular : ndarray of bool, optional
+        Where the excess test may be applied (see Notes): pixels whose value and blot can be
+        trusted to a fraction of the signal (not saturated, not next to a masked pixel).
+    excess_fraction : (float, float, float) or 'auto', optional
+        Enables the excess test (see Notes): ``(slope, peak, box)`` fractions of the blot a
+        pixel on a slope of the blot / at a local maximum of it may exceed it by, and the
+        fraction of its 5x5 box flux a peak pixel's box must gain. 'auto': measured on this
+        chip (`calibrate_excess_fraction`); if too few bright pixels, no excess test. None
+        (default): AstroDrizzle's test only.
 
     Returns
     -------
     ndarray of bool
         True at cosmic-ray pixels.
+
+    Notes
+    -----
+    The derivative term ``scale * qderiv(blot)`` tolerates a difference of the order of the
+    pixel-to-pixel variation of the blot, so on stars (and on their steep wings, where the
+    variation is of the order of the value itself) cosmic rays survive it. The excess test
+    adds a second way to fail: a *positive* difference above ``snr * noise`` plus a fraction
+    of the blot itself. Resampling (drizzle, then blot) of an undersampled PSF errs by a
+    fraction of the signal: peaks of the blot come out too low by up to ~60% while a pixel on
+    a slope is rarely more than ~20% (UVIS) to ~40% (ACS/WFC) above its blot, so a slope
+    pixel (``blot < 0.7 * max`` of its 3x3 neighbourhood) gets the ``slope`` fraction and a
+    peak the larger ``peak`` fraction, and a peak must also add flux to its 5x5 box (more
+    than ``box`` times the box flux): resampling only moves flux between a peak and its
+    wings, a cosmic ray brings its own. The test is positive-only: negative differences are
+    resampling errors or a CR in another exposure. ``regular`` keeps it away from saturated
+    and dropped pixels, whose neighbourhoods the blot does not represent to a fraction.
     """
     noise = np.sqrt(np.abs(blot_electrons + sky_electrons) + readnoise**2)
     deriv = quick_derivative(blot_electrons)
-    diff = np.abs(sci_electrons - blot_electrons)
+    signed = np.asarray(sci_electrons, np.float32) - np.asarray(blot_electrons, np.float32)
+    diff = np.abs(signed)
     strict = diff > scale[0] * deriv + snr[0] * noise
+    loose = diff > scale[1] * deriv + snr[1] * noise
+    if excess_fraction is not None:
+        _excess_test(signed, blot_electrons, noise, strict, loose, snr=snr, scale=scale,
+                     fraction=excess_fraction, usable=regular, valid=valid)
     # good unless a neighbour (or itself) failed the strict test
     neighbours_clean = ndimage.convolve(strict.astype(np.uint8), np.ones((3, 3), np.uint8),
                                         mode="constant") == 0
-    loose = diff > scale[1] * deriv + snr[1] * noise
     cr = ~neighbours_clean & loose
     if valid is not None:
         cr &= valid

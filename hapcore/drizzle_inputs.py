@@ -82,11 +82,13 @@ def _find_ext(hdul: fits.HDUList, extname: str, extver: int):
     return None
 
 
-def read_chip(path: str | os.PathLike, extver: int) -> ChipData:
+def read_chip(path: str | os.PathLike, extver: int, *, err: bool = True) -> ChipData:
     """Read ``path[SCI, extver]`` (with ERR and DQ) as count rates.
 
     Electrons (or counts) are divided by EXPTIME; rates (``BUNIT`` ending in ``/S``) are kept.
+    ``err=False`` skips the ERR array (``ChipData.err`` is None), for callers that never use it.
     """
+    want_err = err
     with fits.open(path, mode="readonly", memmap=False) as hdul:
         primary = hdul[0].header
         sci_hdu = _find_ext(hdul, "SCI", extver)
@@ -97,12 +99,18 @@ def read_chip(path: str | os.PathLike, extver: int) -> ChipData:
         bunit = str(header.get("BUNIT", primary.get("BUNIT", "ELECTRONS"))).strip().upper()
         is_rate = bunit.endswith("/S")
         sci = np.array(sci_hdu.data, dtype=np.float32)
-        err_hdu = _find_ext(hdul, "ERR", extver)
+        err_hdu = _find_ext(hdul, "ERR", extver) if want_err else None
         err = np.array(err_hdu.data, dtype=np.float32) if err_hdu is not None and \
             err_hdu.data is not None else None
         dq_hdu = _find_ext(hdul, "DQ", extver)
         if dq_hdu is not None and dq_hdu.data is not None:
-            dq = np.asarray(dq_hdu.data).astype(np.int64).astype(np.uint32) & 0xFFFF
+            dq = np.asarray(dq_hdu.data)
+            if dq.dtype.kind in "iu":
+                # integer casts wrap like C: the same bits as through int64, one copy fewer
+                dq = dq.astype(np.uint32)
+            else:
+                dq = dq.astype(np.int64).astype(np.uint32)
+            dq &= np.uint32(0xFFFF)
         else:
             dq = np.zeros(sci.shape, np.uint32)
         gain = _mean_of_keys((primary, header), _GAIN_KEYS,
@@ -119,7 +127,7 @@ def read_chip(path: str | os.PathLike, extver: int) -> ChipData:
             err /= np.float32(exptime)
     if err is not None:
         err[~np.isfinite(err)] = 0.0
-    return ChipData(sci=sci, err=err, dq=dq.astype(np.uint32), finite=finite, exptime=exptime,
+    return ChipData(sci=sci, err=err, dq=dq, finite=finite, exptime=exptime,
                     gain=gain, readnoise=readnoise, extver=int(extver))
 
 

@@ -39,9 +39,11 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +52,7 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from hapcore.atomic import atomic_output
-from hapcore.drizzle_cr import combine_images, detect_cosmic_rays, static_mask
+from hapcore.drizzle_cr import combine_images, detect_cosmic_rays, grow_mask, static_mask
 from hapcore.drizzle_grid import OutputGrid, build_detector_grid, chip_plate_scale
 from hapcore.drizzle_headers import hdrtab, product_headers
 from hapcore.drizzle_inputs import exposure_keywords, good_pixel_mask, read_chip
@@ -70,11 +72,27 @@ __all__ = [
     "drizzle_detector",
     "filter_cr_mask_files",
     "open_detector_workspace",
+    "start_exposure_products",
     "total_inputs",
     "write_drizzle_product",
 ]
 
 log = logging.getLogger("hapsvm")
+
+# driz_cr excess test of the first CR pass (`hapcore.drizzle_cr.detect_cosmic_rays`), its
+# fractions measured on each chip (`hapcore.drizzle_cr.calibrate_excess_fraction`). The test is
+# kept away from pixels whose blot is not good to a fraction of the signal (`_blot_cr`):
+_CR_EXCESS_FRACTION = "auto"
+# DQ flag of full-well saturation (WFC3, ACS, WFC3/IR): "good" for drizzling, but clipped
+_SATURATED_BIT = 256
+# a pixel above this fraction of the chip's saturation level counts as saturated: a star that
+# bright here may saturate in a better-centred exposure, whose median is then clipped
+_NEAR_SATURATION = 0.5
+# boxes (pixels) around a saturated pixel and around a dropped (DQ-bad) pixel, chip side
+_SUSPECT_GROW = 7
+_DROPPED_GROW = 3
+# box (grid pixels) around a hole or partial pixel of a separate image (`_damaged_rows`)
+_DAMAGE_GROW = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,14 +143,16 @@ class _BlotCRJob:
     snr: tuple
     scale: tuple
     grow: int
+    good_bits: int
     out_stem: Path
+    excess_fraction: tuple | str | None = None
 
 
 def _chip_stats(job: _ChipStatsJob) -> dict:
     """Sky statistic and (optionally) the low-pixel mask of every chip of one exposure."""
     result = {"sky": {}, "low": {}, "empty": []}
     for extver in read_chip_wcs(job.path):
-        chip = read_chip(job.path, extver)
+        chip = read_chip(job.path, extver, err=False)
         if chip.is_empty:
             result["empty"].append(extver)
             result["sky"][extver] = float("nan")
@@ -150,18 +170,21 @@ def _chip_stats(job: _ChipStatsJob) -> dict:
 
 
 def _drizzle_partial(job: _PartialJob) -> dict:
-    """Drizzle every chip of one exposure onto the grid; save ``sci``/``wht`` in scratch.
+    """Drizzle every chip of one exposure onto the grid, into ``sci``/``wht`` files in scratch.
 
-    The accumulation covers only the bounding box of the exposure's footprint on the grid
-    (``box`` in the result): a full-frame UVIS exposure fills about a third of a 4-exposure
-    mosaic grid, and allocating, saving and combining the empty rest cost more than drizzling.
+    The files are full-grid ``.npy`` memory maps that the kernel drizzles into directly: only
+    the pages drizzled onto are ever written (the files are sparse), nothing is copied or
+    saved afterwards, and the chips' maps are used as they are (shifting each into a cropped
+    accumulator cost a 134 MB float64 copy per UVIS chip). Readers take the bounding box of
+    the exposure's footprint (``box`` in the result; a full-frame UVIS exposure covers about a
+    third of a 4-exposure mosaic grid) and nothing outside it.
     """
     grid = job.grid
     used, skipped = [], []
     grid_scale = grid.pixel_scale_arcsec
     chips = []
     for extver, chip_wcs in read_chip_wcs(job.path).items():
-        chip = read_chip(job.path, extver)
+        chip = read_chip(job.path, extver, err=job.wht_type == "ERR")
         if chip.is_empty:
             log.warning("%s[SCI,%d]: no valid pixels (all zero or NaN); chip skipped",
                         job.path.name, extver)
@@ -176,7 +199,12 @@ def _drizzle_partial(job: _PartialJob) -> dict:
         chips.append((extver, chip_wcs, chip, pixmap))
     box = _footprint_box([c[3] for c in chips], grid.shape, margin=2)
     y0, y1, x0, x1 = box
-    acc = new_accumulator((max(y1 - y0, 1), max(x1 - x0, 1)), kernel=job.kernel)
+    sci_file = Path(f"{job.out_stem}-sci.npy")
+    wht_file = Path(f"{job.out_stem}-wht.npy")
+    out = {name: np.lib.format.open_memmap(file, mode="w+", dtype=np.float32, shape=grid.shape)
+           for name, file in (("sci", sci_file), ("wht", wht_file))}
+    acc = new_accumulator(grid.shape, kernel=job.kernel, out_img=out["sci"],
+                          out_wht=out["wht"])
     for extver, chip_wcs, chip, pixmap in chips:
         good = good_pixel_mask(chip.dq, job.good_bits) & chip.finite
         if extver in job.static_files:
@@ -185,19 +213,18 @@ def _drizzle_partial(job: _PartialJob) -> dict:
             good &= ~load_mask(job.cr_files[extver])
         weight = _weight_map(chip, job.wht_type, job.sky) * good
         ratio = grid_scale / chip_plate_scale(chip_wcs)
-        # integer shifts are exact in float64: same result as on the full grid
-        drizzle_chip(acc, chip.sci - np.float32(job.sky), _shifted(pixmap, x0, y0),
+        drizzle_chip(acc, chip.sci - np.float32(job.sky), pixmap,
                      weight=weight, exptime=chip.exptime, pixfrac=job.pixfrac,
                      iscale=ratio**2, pixel_scale_ratio=ratio)
         used.append(extver)
-    sci_file = Path(f"{job.out_stem}-sci.npy")
-    wht_file = Path(f"{job.out_stem}-wht.npy")
-    wht = acc.out_wht[: y1 - y0, : x1 - x0]
-    sci = np.where(wht > 0, acc.out_img[: y1 - y0, : x1 - x0], 0.0).astype(np.float32)
-    np.save(sci_file, sci)
-    np.save(wht_file, wht.astype(np.float32))
+    # readers see the box only (what fell outside it, nothing with the kernel's reach inside
+    # the margin, is dropped); zero where nothing landed. No flush: the pages are shared with
+    # the page cache, so other processes read them at once, and msync would wait for the disk.
+    sci = out["sci"][y0:y1, x0:x1]
+    sci[~(out["wht"][y0:y1, x0:x1] > 0)] = 0.0
+    del acc, out, sci
     return {"sci": sci_file, "wht": wht_file, "box": box, "shape": grid.shape, "used": used,
-            "skipped": skipped}
+            "skipped": skipped, "layout": "grid"}
 
 
 def _footprint_box(pixmaps, shape: tuple[int, int], *, margin: int) -> tuple[int, int, int, int]:
@@ -230,22 +257,47 @@ def _footprint_box(pixmaps, shape: tuple[int, int], *, margin: int) -> tuple[int
 
 
 def _shifted(pixmap: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """The map relative to grid pixel ``(x0, y0)`` (a new float64 array; exact)."""
     if x0 == 0 and y0 == 0:
         return pixmap
-    out = np.array(pixmap, dtype=np.float64)
-    out[..., 0] -= x0
-    out[..., 1] -= y0
-    return out
+    # One pass over the map, as rows of interleaved (x, y) pairs minus a tiled offset row:
+    # copy-then-subtract per axis walks it three times, and broadcasting over the length-2
+    # axis runs numpy's inner loop two elements at a time (both ~2x slower).
+    ny, nx = pixmap.shape[:2]
+    offsets = np.tile(np.array([x0, y0], np.float64), nx)
+    rows = np.ascontiguousarray(pixmap).reshape(ny, nx * 2)
+    return np.subtract(rows, offsets, dtype=np.float64).reshape(ny, nx, 2)
 
 
 class _CroppedImage:
-    """A partial stored over its bounding box, read as full-width grid rows (zeros outside)."""
+    """A partial over its bounding box, read as full-width grid rows (zeros outside the box).
 
-    def __init__(self, file: Path, box: tuple[int, int, int, int], shape: tuple[int, int]):
-        self.data = np.load(file, mmap_mode="r")
+    The file holds the whole grid (``full=True``, what `_drizzle_partial` writes) or only the
+    box. It is memory-mapped anew for every read and unmapped after it: pages of a mapping stay
+    in the process's resident set while it lives, and a product reads ~1 GB of partials.
+    """
+
+    def __init__(self, file: Path, box: tuple[int, int, int, int], shape: tuple[int, int], *,
+                 full: bool = False):
+        self.file = Path(file)
         self.box = tuple(int(v) for v in box)
         self.shape = tuple(int(v) for v in shape)
+        self.full = bool(full)
         self.dtype = np.dtype(np.float32)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The box (a read-only memory map)."""
+        mapped = np.load(self.file, mmap_mode="r")
+        if not self.full:
+            return mapped
+        y0, y1, x0, x1 = self.box
+        return mapped[y0:y1, x0:x1]
+
+    @property
+    def cropped(self) -> _BoxRows:
+        """Row access to the box only (box coordinates), as `combine_partials` reads."""
+        return _BoxRows(self)
 
     def __getitem__(self, rows):
         if not isinstance(rows, slice) or rows.step not in (None, 1):
@@ -265,8 +317,19 @@ class _CroppedImage:
         return float(np.median(sample)) if sample.size else 0.0
 
 
+class _BoxRows:
+    """``[a:b]`` gives rows ``a:b`` of a partial's box as a new array (mapped only meanwhile)."""
+
+    def __init__(self, image: _CroppedImage):
+        self.image = image
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return np.array(self.image.data[rows])
+
+
 def _load_partial(partial: dict, kind: str) -> _CroppedImage:
-    return _CroppedImage(partial[kind], partial["box"], partial["shape"])
+    return _CroppedImage(partial[kind], partial["box"], partial["shape"],
+                         full=partial.get("layout") == "grid")
 
 
 def _blot_cr(job: _BlotCRJob) -> dict:
@@ -289,11 +352,24 @@ def _blot_cr(job: _BlotCRJob) -> dict:
         local = _shifted(pixmap, x0, y0)
         blot = blot_chip(np.array(median[y0:y1, x0:x1]), local, interp=job.interp,
                          sinscl=job.sinscl, iscale=1.0 / ratio**2)
-        covered = blot_chip(np.array(coverage[y0:y1, x0:x1]), local, interp="nearest") > 0.5
+        cover = blot_chip(np.array(coverage[y0:y1, x0:x1]), local, interp="nearest")
+        covered = cover > 0.5
         t = chip.exptime
+        regular = None
+        if job.excess_fraction is not None:
+            # the excess test needs values and blot good to a fraction of the signal: not near
+            # a pixel the separate drizzles dropped (holes bend the blot) or a saturated one
+            dropped = ~good_pixel_mask(chip.dq, job.good_bits) | ~chip.finite
+            saturated = (chip.dq & _SATURATED_BIT) != 0
+            if saturated.any():
+                full_well = float(np.percentile(chip.sci[saturated], 5.0))
+                saturated |= chip.sci >= _NEAR_SATURATION * full_well
+            regular = ~grow_mask(saturated, _SUSPECT_GROW) & \
+                ~grow_mask(dropped, _DROPPED_GROW) & (cover > 1.5)
         cr = detect_cosmic_rays((chip.sci - np.float32(job.sky)) * t, blot * t,
                                 sky_electrons=job.sky * t, readnoise=chip.readnoise,
-                                snr=job.snr, scale=job.scale, grow=job.grow, valid=covered)
+                                snr=job.snr, scale=job.scale, grow=job.grow, valid=covered,
+                                regular=regular, excess_fraction=job.excess_fraction)
         file = Path(f"{job.out_stem}-cr{extver}.npy")
         np.save(file, cr)
         files[extver] = file
@@ -322,6 +398,14 @@ def _weight_map(chip, wht_type: str, sky: float) -> np.ndarray:
     t = max(chip.exptime, 1e-9)
     variance = (abs(sky) * t + chip.readnoise**2) / t**2
     return np.full(chip.shape, 1.0 / max(variance, 1e-30), np.float32)
+
+
+def _emit_records(value, records):
+    """Re-emit a worker's log records here; returns ``value``."""
+    for record in records:
+        if log.isEnabledFor(record.levelno):
+            log.handle(record)
+    return value
 
 
 def _run_captured(fn, job):
@@ -404,6 +488,13 @@ class DrizzleWorkspace:
         self._partials: dict[str, dict] = {}
         self._stats: dict[tuple, dict] = {}
         self._pool: ProcessPoolExecutor | None = None
+        # background jobs (`submit_background`): queued here, handed to the pool only while it
+        # has an idle worker; _inflight counts every job the pool holds
+        self._lock = threading.RLock()
+        self._background: deque = deque()
+        self._inflight = 0
+        #: exposure products started by `start_exposure_products`, by exposure file name
+        self.exposure_jobs: dict[str, Future] = {}
 
     def cr_mask_file(self, edp, extver: int) -> Path:
         """Where the CR mask of ``edp``'s chip ``extver`` is kept.
@@ -434,28 +525,100 @@ class DrizzleWorkspace:
         self.close()
 
     def close(self) -> None:
+        with self._lock:
+            for future, _, _ in self._background:
+                future.cancel()
+            self._background.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def map(self, fn, jobs: list) -> list:
-        """Run ``fn`` over ``jobs`` in the worker pool (or inline), re-emitting worker logs."""
-        if self.n_workers <= 1 or len(jobs) <= 1:
-            return [fn(job) for job in jobs]
+    def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the caller may be running Prefect threads
             ctx = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(max_workers=self.n_workers, mp_context=ctx)
-        futures = [self._pool.submit(_run_captured, fn, job) for job in jobs]
-        results = []
-        for future in futures:
-            value, records = future.result()
-            for record in records:
-                if log.isEnabledFor(record.levelno):
-                    log.handle(record)
-            results.append(value)
-        return results
+        return self._pool
+
+    def map(self, fn, jobs: list) -> list:
+        """Run ``fn`` over ``jobs`` in the worker pool (or inline), re-emitting worker logs.
+
+        Background jobs already running finish first (at most one per worker); queued ones
+        wait until these jobs are done.
+        """
+        if self.n_workers <= 1 or len(jobs) <= 1:
+            return [fn(job) for job in jobs]
+        pool = self._get_pool()
+        with self._lock:
+            self._inflight += len(jobs)
+        futures = []
+        for job in jobs:
+            future = pool.submit(_run_captured, fn, job)
+            future.add_done_callback(self._job_done)
+            futures.append(future)
+        return [_emit_records(*future.result()) for future in futures]
+
+    def submit_background(self, fn, job) -> Future:
+        """Run ``fn(job)`` in a worker whenever one would otherwise be idle.
+
+        Work of this process (medians, writing products) leaves the workers idle; background
+        jobs fill those gaps without delaying `map` by more than one job per worker. Collect
+        the result with `background_result` (which re-emits the job's log records). With one
+        worker the job runs in this process, at collection.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Resolves to ``(result, log records)``.
+        """
+        future: Future = Future()
+        with self._lock:
+            self._background.append((future, fn, job))
+        if self.n_workers > 1:
+            self._feed()
+        return future
+
+    def background_result(self, future: Future):
+        """The result of a `submit_background` job (waits for it; runs it here if still
+        queued with no pool), its worker's log records re-emitted here."""
+        if not future.done():
+            with self._lock:
+                queued = [item for item in self._background if item[0] is future]
+                if queued and self.n_workers <= 1:
+                    self._background.remove(queued[0])
+            if queued and self.n_workers <= 1:
+                _, fn, job = queued[0]
+                return fn(job)
+        return _emit_records(*future.result())
+
+    def _feed(self) -> None:
+        """Hand queued background jobs to idle workers (called after every job completes)."""
+        with self._lock:
+            while self._background and self._inflight < self.n_workers:
+                future, fn, job = self._background.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue
+                self._inflight += 1
+                inner = self._get_pool().submit(_run_captured, fn, job)
+                inner.add_done_callback(lambda done, outer=future: self._background_done(
+                    done, outer))
+
+    def _job_done(self, _future) -> None:
+        with self._lock:
+            self._inflight -= 1
+        self._feed()
+
+    def _background_done(self, inner: Future, outer: Future) -> None:
+        with self._lock:
+            self._inflight -= 1
+        if inner.cancelled():
+            outer.cancel()
+        elif inner.exception() is not None:
+            outer.set_exception(inner.exception())
+        else:
+            outer.set_result(inner.result())
+        self._feed()
 
     def svm_path(self, edp) -> Path:
         return self.output_dir / edp.full_filename
@@ -554,8 +717,10 @@ def _write(ws: DrizzleWorkspace, product, edps, partials, pars, *, level: str,
            t0: float | None = None) -> Path:
     """Combine partials, write the product file with its headers, then its trailer."""
     fill = 0.0 if pars.final_fillval is None else float(pars.final_fillval)
-    sci, wht, ctx = combine_partials([(_load_partial(p, "sci"), _load_partial(p, "wht"))
-                                      for p in partials], fillval=fill)
+    # only the partials' boxes are read and combined (the rest of the grid has no weight)
+    sci, wht, ctx = combine_partials(
+        [(_load_partial(p, "sci").cropped, _load_partial(p, "wht").cropped) for p in partials],
+        fillval=fill, boxes=[p["box"] for p in partials], shape=ws.grid.shape)
     inputs = []
     for edp in edps:
         keywords = exposure_keywords(ws.svm_path(edp))
@@ -630,15 +795,75 @@ def _final_jobs(ws, edps, pars, skies, *, static_files=None, use_cr: bool) -> li
 def drizzle_exposure_product(edp, *, workspace: DrizzleWorkspace) -> Path:
     """Drizzle one exposure (HAPLEVEL 1) onto the detector grid with its own parameters.
 
-    Uses the exposure's ``final_*`` parameters (``resetbits`` 0: no CR masks applied).
+    Uses the exposure's ``final_*`` parameters (``resetbits`` 0: no CR masks applied). If
+    `start_exposure_products` started it in the background, waits for that.
     """
     ws = workspace
+    future = ws.exposure_jobs.pop(edp.full_filename, None)
+    if future is not None:
+        return ws.background_result(future)
     pars = edp.parameters.drizzle
     skies, _ = _sky_levels(ws, [edp], pars, static=False)
     t0 = time.perf_counter()
     partials = ws.partials(_final_jobs(ws, [edp], pars, skies, use_cr=False))
     return _write(ws, edp, [edp], partials, pars, level="exposure", skies=skies,
-                  cr_lines=["none (exposure products are drizzled without CR masks)"], t0=t0)
+                  cr_lines=[_EXPOSURE_CR_LINE], t0=t0)
+
+
+_EXPOSURE_CR_LINE = "none (exposure products are drizzled without CR masks)"
+
+
+@dataclass(frozen=True)
+class _WriteContext:
+    """What `_write` uses of a workspace, picklable for a worker."""
+
+    grid: OutputGrid
+    output_dir: Path
+
+    def svm_path(self, edp) -> Path:
+        return self.output_dir / edp.full_filename
+
+
+@dataclass(frozen=True)
+class _ExposureProductJob:
+    edp: object
+    partial: _PartialJob
+    context: _WriteContext
+    skies: dict
+
+
+def _exposure_product(job: _ExposureProductJob) -> Path:
+    """A whole exposure product in a worker: its partial drizzle, then `_write` (as
+    `drizzle_exposure_product` does in-process); the partial is deleted after (no other
+    product uses the exposure products' settings without CR masks)."""
+    t0 = time.perf_counter()
+    partial = _drizzle_partial(job.partial)
+    try:
+        return _write(job.context, job.edp, [job.edp], [partial], job.edp.parameters.drizzle,
+                      level="exposure", skies=job.skies, cr_lines=[_EXPOSURE_CR_LINE], t0=t0)
+    finally:
+        for kind in ("sci", "wht"):
+            Path(partial[kind]).unlink(missing_ok=True)
+
+
+def start_exposure_products(edps, *, workspace: DrizzleWorkspace) -> None:
+    """Start exposure products as background jobs (`DrizzleWorkspace.submit_background`).
+
+    They need nothing from the other products, so workers make them while this process works
+    alone (medians, writing filter and total products); `drizzle_exposure_product` then only
+    collects them. Products already started are not started again.
+    """
+    ws = workspace
+    context = _WriteContext(ws.grid, ws.output_dir)
+    for edp in edps:
+        if edp.full_filename in ws.exposure_jobs:
+            continue
+        pars = edp.parameters.drizzle
+        skies, _ = _sky_levels(ws, [edp], pars, static=False)
+        (job,) = _final_jobs(ws, [edp], pars, skies, use_cr=False)
+        job = _replace(job, out_stem=ws.scratch / f"exposure-{edp.product_basename}")
+        ws.exposure_jobs[edp.full_filename] = ws.submit_background(
+            _exposure_product, _ExposureProductJob(edp, job, context, skies))
 
 
 def drizzle_filter_product(fdp, *, workspace: DrizzleWorkspace) -> Path:
@@ -700,10 +925,21 @@ def _find_cosmic_rays(ws, fdp, edps, pars, skies, static_files) -> None:
     the median/minmed there holds CR charge from both, the blot carries it back and the pixel
     survives driz_cr. The second pass re-drizzles the separate images without the first pass's
     CR pixels, so the median at those places comes from the clean neighbours, and runs driz_cr
-    again; the final mask is the union of both passes.
+    again; the final mask is the union of both passes. The second median applies ``maskpt``
+    to the first pass's weights: a grid pixel that lost part of its weight to a masked CR
+    keeps its clean partial value instead of leaving the other exposure alone in the median.
+
+    The first pass adds an excess test to driz_cr (a positive difference larger than a
+    fraction of the blot, measured per chip: `hapcore.drizzle_cr.detect_cosmic_rays`), which
+    catches CRs on stars that the derivative term protects. The second pass keeps
+    AstroDrizzle's test only: its median next to a first-pass flag on a star is built from
+    partially covered pixels, off by a fraction of the signal (measured on hapsim visits: the
+    excess test there too found 0.05% more CR pixels and cost up to 0.025% more star flux).
     """
-    first = _cr_pass(ws, fdp, edps, pars, skies, static_files, cr_files={}, tag="p1")
-    second = _cr_pass(ws, fdp, edps, pars, skies, static_files, cr_files=first, tag="p2")
+    first, seps = _cr_pass(ws, fdp, edps, pars, skies, static_files, cr_files={}, tag="p1",
+                           excess_fraction=_CR_EXCESS_FRACTION)
+    second, _ = _cr_pass(ws, fdp, edps, pars, skies, static_files, cr_files=first, tag="p2",
+                         validity=seps)
     for edp in edps:
         counts = {}
         for extver in sorted(set(first.get(edp.full_filename, {})) |
@@ -724,9 +960,15 @@ def _find_cosmic_rays(ws, fdp, edps, pars, skies, static_files) -> None:
                  ", ".join(f"SCI,{k}: {a}, {b}" for k, (a, b) in sorted(counts.items())))
 
 
-def _cr_pass(ws, fdp, edps, pars, skies, static_files, *, cr_files: dict,
-             tag: str) -> dict[str, dict[int, Path]]:
-    """One separate-drizzle / median / blot / driz_cr pass; returns the per-chip mask files."""
+def _cr_pass(ws, fdp, edps, pars, skies, static_files, *, cr_files: dict, tag: str,
+             validity: list[dict] | None = None,
+             excess_fraction=None) -> tuple[dict[str, dict[int, Path]], list]:
+    """One separate-drizzle / median / blot / driz_cr pass.
+
+    Returns the per-chip mask files and the separate drizzles (``validity`` of a later pass:
+    the partials whose weights decide ``maskpt``, see `combine_images`). ``excess_fraction``
+    enables driz_cr's excess test (`detect_cosmic_rays`).
+    """
     sep_jobs = [_PartialJob(
         path=ws.svm_path(e), grid=ws.grid, cache=ws.pixmap_cache, kernel=pars.driz_sep_kernel,
         pixfrac=pars.driz_sep_pixfrac, good_bits=pars.driz_sep_bits, wht_type="EXP",
@@ -742,7 +984,8 @@ def _cr_pass(ws, fdp, edps, pars, skies, static_files, *, cr_files: dict,
                                          shape=(ny, nx))
     images = [_load_partial(p, "sci") for p in seps]
     weights = [_load_partial(p, "wht") for p in seps]
-    weight_medians = [w.covered_median() for w in weights]
+    valid_weights = [_load_partial(p, "wht") for p in validity] if validity else None
+    weight_medians = [w.covered_median() for w in (valid_weights or weights)]
     exptime = float(np.mean([e.exptime or 1.0 for e in edps]))
     readnoise = _mean_readnoise(ws, edps)
     sky_mean = float(np.mean(list(skies.values())))
@@ -753,25 +996,53 @@ def _cr_pass(ws, fdp, edps, pars, skies, static_files, *, cr_files: dict,
             combine_type=pars.combine_type, nlow=pars.combine_nlow, nhigh=pars.combine_nhigh,
             maskpt=pars.combine_maskpt, nsigma=pars.combine_nsigma, grow=pars.combine_grow,
             lthresh=pars.combine_lthresh, hthresh=pars.combine_hthresh,
-            noise_electrons=(exptime, readnoise, sky_mean), weight_medians=weight_medians)
-        # CRs are only detectable where at least two exposures overlap
-        n_cover = sum((np.asarray(w[start:stop]) > 0).astype(np.int8) for w in weights)
-        coverage[start:stop] = (n_cover >= 2).astype(np.float32)
+            noise_electrons=(exptime, readnoise, sky_mean), weight_medians=weight_medians,
+            valid_weights=[w[start:stop] for w in valid_weights] if valid_weights else None)
+        # CRs are only detectable where at least two exposures overlap (coverage >= 1); 2
+        # where, besides, no separate image has a hole or partial pixel nearby (the excess
+        # test of driz_cr needs a blot without their resampling errors)
+        n_cover = sum((np.asarray(w[start:stop]) > 0).astype(np.int8)
+                      for w in (valid_weights or weights))
+        damaged = False if excess_fraction is None else \
+            _damaged_rows(weights, weight_medians, start, stop)
+        coverage[start:stop] = np.where(n_cover >= 2, np.where(damaged, 1.0, 2.0), 0.0)
     median.flush()
     coverage.flush()
-    del median, coverage, images, weights
+    del median, coverage, images, weights, valid_weights
     cr_jobs = [_BlotCRJob(
         path=ws.svm_path(e), grid=ws.grid, cache=ws.pixmap_cache,
         median_file=median_file, coverage_file=coverage_file,
         sky=float(skies[e.full_filename]), interp=pars.blot_interp, sinscl=pars.blot_sinscl,
         snr=tuple(pars.driz_cr_snr), scale=tuple(pars.driz_cr_scale), grow=pars.driz_cr_grow,
+        good_bits=pars.driz_sep_bits,
+        excess_fraction=excess_fraction,
         out_stem=ws.scratch / f"crmask-{e.product_basename}-{tag}") for e in edps]
     masks: dict[str, dict[int, Path]] = {}
     for edp, result in zip(edps, ws.map(_blot_cr, cr_jobs)):
         masks[edp.full_filename] = dict(result["files"])
     median_file.unlink(missing_ok=True)
     coverage_file.unlink(missing_ok=True)
-    return masks
+    return masks, seps
+
+
+def _damaged_rows(weights, weight_medians, start: int, stop: int) -> np.ndarray:
+    """Grid rows ``start:stop``: True within ``_DAMAGE_GROW // 2`` px of a pixel where one
+    separate image has less than 90% of its median weight while another has its full weight.
+
+    That is a hole or a partially covered pixel of the first image (a dropped bad or
+    saturated pixel, a bad column) or the edge of its footprint inside another's; the median
+    there rests on fewer or resampled values.
+    """
+    halo = _DAMAGE_GROW // 2
+    lo, hi = max(0, start - halo), min(int(weights[0].shape[0]), stop + halo)
+    any_low = any_full = None
+    for w, m in zip(weights, weight_medians):
+        block = np.asarray(w[lo:hi])
+        low, full = block < 0.9 * m, block >= 0.9 * m
+        any_low = low if any_low is None else (any_low | low)
+        any_full = full if any_full is None else (any_full | full)
+    damaged = grow_mask(any_low & any_full, _DAMAGE_GROW)
+    return damaged[start - lo:start - lo + (stop - start)]
 
 
 def _mean_readnoise(ws, edps) -> float:
@@ -793,7 +1064,7 @@ def total_inputs(total) -> list:
         list(total.edp_list)
 
 
-def drizzle_total_product(total, *, workspace: DrizzleWorkspace) -> Path:
+def drizzle_total_product(total, *, workspace: DrizzleWorkspace, background: bool = False):
     """Drizzle the total (detection) product; CR pixels found by the filter products are
     excluded.
 
@@ -801,6 +1072,10 @@ def drizzle_total_product(total, *, workspace: DrizzleWorkspace) -> Path:
     drizzled by an earlier workspace on the same ``work_dir`` (`open_detector_workspace`), from
     disk; which is logged. A filter that should have masks but has none is warned about (its
     cosmic rays reach the total).
+
+    Returns the product's path or, with ``background=True``, a future of its writing in a
+    worker (`DrizzleWorkspace.background_result` gives the path; the partial drizzles are done
+    when this returns).
     """
     ws = workspace
     t0 = time.perf_counter()
@@ -830,8 +1105,28 @@ def drizzle_total_product(total, *, workspace: DrizzleWorkspace) -> Path:
     log.info("%s: %d inputs, %d chip CR masks applied (%d from this workspace, %d from disk)",
              total.drizzle_filename, len(edps), in_memory + from_disk, in_memory, from_disk)
     partials = ws.partials(_final_jobs(ws, edps, pars, skies, use_cr=True))
-    return _write(ws, total, edps, partials, pars, level="total", skies=skies,
-                  cr_lines=_cr_lines(ws, edps, computed=False), t0=t0)
+    write = _TotalWriteJob(_WriteContext(ws.grid, ws.output_dir), total, edps, partials, pars,
+                           skies, _cr_lines(ws, edps, computed=False), t0)
+    if background:
+        return ws.submit_background(_write_total, write)
+    return _write_total(write)
+
+
+@dataclass(frozen=True)
+class _TotalWriteJob:
+    context: _WriteContext
+    total: object
+    edps: list
+    partials: list
+    pars: object
+    skies: dict
+    cr_lines: list
+    t0: float
+
+
+def _write_total(job: _TotalWriteJob) -> Path:
+    return _write(job.context, job.total, job.edps, job.partials, job.pars, level="total",
+                  skies=job.skies, cr_lines=job.cr_lines, t0=job.t0)
 
 
 def open_detector_workspace(total, *, output_dir: str | os.PathLike, n_workers: int = 2,
@@ -904,15 +1199,21 @@ def drizzle_detector(total, *, output_dir: str | os.PathLike, n_workers: int = 2
         # every chip's pixmap once, in parallel, before anything needs it
         _ = ws.map(_prepare_pixmaps, [(ws.svm_path(e), grid, ws.pixmap_cache)
                                       for e in total.edp_list])
+        # Exposure products depend on nothing else: workers make them whenever this process
+        # works alone (medians, writing), and the total is written in a worker while the last
+        # ones finish. Products are listed in spec order whatever order they finish in.
+        start_exposure_products([e for f in total.fdp_list for e in f.edp_list], workspace=ws)
         for fdp in total.fdp_list:
             written.append(drizzle_filter_product(fdp, workspace=ws))
-            # all exposure drizzles of the filter in one parallel batch
-            ws.partials([job for edp in fdp.edp_list
-                         for job in _final_jobs(ws, [edp], edp.parameters.drizzle,
-                                                {}, use_cr=False)])
+            written.extend([None] * len(fdp.edp_list))
+        total_future = drizzle_total_product(total, workspace=ws, background=True)
+        at = 0
+        for fdp in total.fdp_list:
+            at += 1
             for edp in fdp.edp_list:
-                written.append(drizzle_exposure_product(edp, workspace=ws))
-        written.append(drizzle_total_product(total, workspace=ws))
+                written[at] = drizzle_exposure_product(edp, workspace=ws)
+                at += 1
+        written.append(ws.background_result(total_future))
     log.info("%s: %d drizzled products in %.1f s", total.product_basename, len(written),
              time.perf_counter() - t0)
     return written

@@ -22,6 +22,7 @@ from hapcore.drizzle_products import (
     drizzle_total_product,
     filter_cr_mask_files,
     open_detector_workspace,
+    start_exposure_products,
 )
 from tasks.caching import FILE_STAGE, run_stage
 
@@ -74,6 +75,13 @@ def drizzle_filter_task(fdp: FilterProduct, total: TotalProduct, output_dir: Pat
     product needs them)."""
     def drizzle():
         ws = detector_workspace(total, output_dir, n_workers)
+        # Exposure products need nothing from the filter products: workers make them in the
+        # gaps of this task (medians, writing), and their tasks collect them. Only products
+        # whose file is missing are started -- those tasks cannot be cache hits, so nothing
+        # cached is ever recomputed.
+        start_exposure_products([e for f in total.fdp_list for e in f.edp_list
+                                 if not (Path(output_dir) / e.drizzle_filename).exists()],
+                                workspace=ws)
         product = drizzle_filter_product(fdp, workspace=ws)
         return [product, output_dir / fdp.trl_filename, *filter_cr_mask_files(fdp, workspace=ws)]
 

@@ -17,7 +17,12 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 import hapsim
-from hapcore.drizzle_cr import combine_images, detect_cosmic_rays
+from hapcore.drizzle_cr import (
+    calibrate_excess_fraction,
+    combine_images,
+    detect_cosmic_rays,
+    grow_mask,
+)
 from hapcore.drizzle_grid import GridTooLargeError, make_output_grid
 from hapcore.drizzle_pixmap import PixmapCache, exact_pixmap, interpolated_pixmap
 from hapcore.drizzle_products import (
@@ -262,18 +267,25 @@ def cr_stats(visit):
 
 
 def test_cr_rejection_keeps_star_flux(cr_stats):
-    # measured 0.095% with the two-pass driz_cr (limit 0.1%)
+    # measured 0.095% with the two-pass driz_cr, almost all of it one star whose core a bad
+    # column of the other exposure made minmed take too low; 0.005% since minmed weighs the
+    # resampling error of partially covered pixels (limit 0.1%)
     assert cr_stats["star_lost"] / cr_stats["star_total"] <= 0.001, \
         cr_stats["star_lost"] / cr_stats["star_total"]
 
 
 # Cause of the misses (diagnosed with the simulator's true CR charge): CR pixels on stars, where
 # driz_cr's derivative term (driz_cr_scale 1.5 x the blot's derivative) tolerates differences
-# of the order of the star's own peak (~17% of on-star CR pixels missed, AstroDrizzle's
-# algorithm), and CRs whose position in the other exposure also holds a CR (both images
-# contaminated: the two-pass rejection raised these from 66% to 80%). Isolated sky CRs: 99.5%.
-@pytest.mark.xfail(reason="97.3% of >5-sigma CR pixels masked (target 99%): CRs on star cores "
-                          "are protected by the driz_cr derivative term", strict=False)
+# of the order of the star's own peak (AstroDrizzle's algorithm), and CRs whose position in the
+# other exposure also holds a CR (both images contaminated: the two-pass rejection raised these
+# from 66% to 80%). Isolated sky CRs: 99.5%. The excess test of the first pass (a positive
+# difference above a per-chip fraction of the blot) raised the total from 97.3% to 98.7%; of
+# the ~100 pixels left, ~30 are within 3 px of saturated stars (where the test is off), ~35 on
+# star slopes where the blot is too high by more than the CR's charge, ~15 on a bad column of
+# the other exposure (a single exposure in the median) and ~15 CR-on-CR.
+@pytest.mark.xfail(reason="98.7% of >5-sigma CR pixels masked (target 99%): CRs on stars whose "
+                          "blot is off by more than their charge, and next to saturated stars",
+                   strict=False)
 def test_cosmic_rays_removed(cr_stats):
     strong, found, missed = cr_stats["strong"], cr_stats["found"], cr_stats["missed"]
     assert strong > 100
@@ -372,3 +384,128 @@ def test_combine_and_driz_cr_units():
     sci = b * 500
     cr = detect_cosmic_rays(sci, med * 500.0, readnoise=3.0)
     assert cr[20, 20] and cr.sum() <= 9
+
+
+def _star_field(rng, shape=(120, 120), n=25, peak=20000.0, sigma=1.0):
+    """Undersampled Gaussian stars (pixel-integrated), electrons; returns image and positions."""
+    yy, xx = np.indices(shape, dtype=float)
+    image = np.zeros(shape)
+    pos = []
+    for i in range(n):
+        y0, x0 = 10 + 20 * (i // 5) + rng.uniform(-0.5, 0.5), 10 + 20 * (i % 5) + \
+            rng.uniform(-0.5, 0.5)
+        star = np.zeros(shape)
+        for dy in (-0.25, 0.25):  # 2x2 sub-samples per pixel: pixel integration
+            for dx in (-0.25, 0.25):
+                star += np.exp(-((xx + dx - x0) ** 2 + (yy + dy - y0) ** 2) / (2 * sigma**2))
+        image += peak * star / star.max()
+        pos.append((int(round(y0)), int(round(x0))))
+    return image, pos
+
+
+def _resampled(image):
+    """A blot-like model: the image smoothed (drizzle + blot): peaks ~20% low, wings high."""
+    from scipy import ndimage
+    k = np.array([0.15, 0.7, 0.15])
+    return ndimage.convolve1d(ndimage.convolve1d(image, k, axis=0), k, axis=1)
+
+
+def test_minmed_partial_pixel_on_star_not_used_as_minimum():
+    # B has a bad column through the star core: its partially covered pixels there sample only
+    # the neighbouring column, so they are far too low; A is complete.
+    rng = np.random.default_rng(3)
+    star, _ = _star_field(rng, shape=(40, 40), n=1, peak=30000.0)
+    sky = 50.0
+    a = (star + sky) / 600.0
+    b = a.copy()
+    wa = np.full(a.shape, 600.0, np.float32)
+    wb = wa.copy()
+    b[:, 10] = 0.6 * a[:, 10]
+    wb[:, 10] = 240.0  # 40% coverage, above maskpt
+    med = combine_images([a, b], [wa, wb], combine_type="minmed", nhigh=1,
+                         noise_electrons=(600.0, 3.0, sky / 600.0))
+    assert med[10, 10] > 0.75 * a[10, 10]  # not the biased partial value
+    # on the sky the partial pixel still serves as the minimum against A's cosmic ray
+    a2 = a.copy()
+    a2[30, 10] += 2.0
+    med = combine_images([a2, b], [wa, wb], combine_type="minmed", nhigh=1,
+                         noise_electrons=(600.0, 3.0, sky / 600.0))
+    assert abs(med[30, 10] - b[30, 10]) < 1e-6
+
+
+def test_minmed_valid_weights_keep_cr_masked_neighbour():
+    # second pass: B lost most of a pixel's weight to its own masked CR, A has a CR there too
+    rng = np.random.default_rng(4)
+    a = rng.normal(0.1, 0.005, (30, 30)).astype(np.float32)
+    b = rng.normal(0.1, 0.005, (30, 30)).astype(np.float32)
+    w = np.full(a.shape, 600.0, np.float32)
+    wb = w.copy()
+    wb[15, 15] = 60.0  # 10%: below maskpt
+    a[15, 15] += 1.5
+    kw = dict(combine_type="minmed", nhigh=1, noise_electrons=(600.0, 3.0, 0.1))
+    assert combine_images([a, b], [w, wb], **kw)[15, 15] == pytest.approx(a[15, 15])
+    med = combine_images([a, b], [w, wb], valid_weights=[w, w], **kw)
+    assert med[15, 15] == pytest.approx(b[15, 15])
+
+
+def test_driz_cr_excess_test_flags_cr_on_star_not_resampling():
+    rng = np.random.default_rng(5)
+    star, pos = _star_field(rng)
+    sky, rn = 60.0, 3.0
+    truth = star + sky
+    sci = rng.poisson(truth).astype(float) + rng.normal(0, rn, truth.shape) - sky
+    blot = _resampled(star)  # peaks ~20% low, wings high: no cosmic ray anywhere
+    # snr 5: no pure-noise flags among 14400 pixels
+    kw = dict(sky_electrons=sky, readnoise=rn, snr=(5.0, 4.0), scale=(1.5, 1.2))
+    fraction = calibrate_excess_fraction(sci, blot, sky_electrons=sky, readnoise=rn)
+    assert fraction is not None and 0.2 <= fraction[0] <= 1.0
+    assert fraction[1] == pytest.approx(2 * fraction[0])
+    for excess in (None, "auto", (0.25, 0.5, 0.15)):
+        assert not detect_cosmic_rays(sci, blot, excess_fraction=excess, **kw).any(), excess
+    # a cosmic ray on a star's slope (two pixels off the peak) and one on a faint star's peak
+    hit = sci.copy()
+    y, x = pos[7]
+    x += 1
+    hit[y, x + 1] += 0.8 * blot[y, x + 1]
+    y2, x2 = pos[12]
+    box = (slice(y2 - 5, y2 + 6), slice(x2 - 5, x2 + 6))
+    hit[box] -= 0.97 * star[box]  # a star 3% as bright
+    blot2 = blot.copy()
+    blot2[box] *= 0.03
+    hit[y2, x2] += blot2[y2, x2] + 150.0
+    plain = detect_cosmic_rays(hit, blot2, **kw)
+    assert not plain[y, x + 1]  # AstroDrizzle's test: protected by the derivative term
+    cr = detect_cosmic_rays(hit, blot2, excess_fraction="auto", **kw)
+    assert cr[y, x + 1] and cr[y2, x2]
+    # the rest of the field stays clean
+    cr[y - 1:y + 2, x:x + 3] = False
+    cr[y2 - 1:y2 + 2, x2 - 1:x2 + 2] = False
+    assert not cr.any()
+    # not where the caller marks the pixel irregular (saturated, next to a dropped pixel)
+    regular = np.ones(sci.shape, bool)
+    regular[y - 2:y + 3, x - 2:x + 4] = False
+    assert not detect_cosmic_rays(hit, blot2, excess_fraction="auto", regular=regular,
+                                  **kw)[y, x + 1]
+
+
+def test_calibrate_excess_fraction_needs_stars():
+    rng = np.random.default_rng(6)
+    sky = rng.normal(0, 8, (100, 100))
+    assert calibrate_excess_fraction(sky, np.zeros_like(sky), sky_electrons=60.0,
+                                     readnoise=3.0) is None
+    # without calibration pixels 'auto' leaves only AstroDrizzle's test
+    sky[50, 50] += 500
+    cr = detect_cosmic_rays(sky, np.zeros_like(sky), sky_electrons=60.0, readnoise=3.0,
+                            excess_fraction="auto")
+    assert cr[50, 50] and cr.sum() == 1
+
+
+@pytest.mark.parametrize("fraction", [1e-4, 0.2])
+def test_grow_mask_is_square_dilation(fraction):
+    from scipy import ndimage
+    mask = np.random.default_rng(7).random((97, 83)) < fraction
+    mask[0, 3] = mask[-1, -1] = True
+    for grow in (1, 2, 3, 4, 7):
+        expected = mask if grow == 1 else ndimage.binary_dilation(mask, np.ones((grow, grow)))
+        np.testing.assert_array_equal(grow_mask(mask, grow), expected)
+

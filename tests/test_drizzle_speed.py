@@ -1,0 +1,198 @@
+"""Unit tests of the drizzle stage's speed helpers: each must give what the plain computation
+gives (issue #5: faster, same products)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from astropy.wcs import WCS
+
+from hapcore.drizzle_headers import _hull, _row_extremes, footprint_keywords, s_region_from_weight
+from hapcore.drizzle_kernel import _unmapped, blot_chip, combine_partials, drizzle_chip, \
+    new_accumulator
+from hapcore.drizzle_products import DrizzleWorkspace, _CroppedImage, _shifted
+
+
+def _plain_combine(partials, fillval):
+    """The full-grid float64 weighted mean (the definition `combine_partials` must match)."""
+    num = sum(np.where(w > 0, s.astype(np.float64) * w, 0.0) for s, w in partials)
+    den = sum(w.astype(np.float64) for _, w in partials)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sci = np.where(den > 0, num / den, fillval).astype(np.float32)
+    ctx = np.zeros(den.shape, np.int64)
+    for k, (_, w) in enumerate(partials):
+        ctx |= (w > 0).astype(np.int64) << k
+    return sci, den.astype(np.float32), ctx.astype(np.int32)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("fillval", [0.0, np.nan])
+def test_combine_partials_boxes_equal_full_grid(n, fillval):
+    rng = np.random.default_rng(n)
+    shape = (300, 410)
+    full, cropped, boxes = [], [], []
+    for _ in range(n):
+        y0, x0 = int(rng.integers(0, 150)), int(rng.integers(0, 200))
+        y1, x1 = y0 + int(rng.integers(1, 150)), x0 + int(rng.integers(1, 200))
+        w = (rng.random((y1 - y0, x1 - x0)) * (rng.random((y1 - y0, x1 - x0)) > 0.2))
+        w = w.astype(np.float32)
+        s = (rng.normal(size=w.shape) * (w > 0)).astype(np.float32)
+        grid_s, grid_w = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        grid_s[y0:y1, x0:x1], grid_w[y0:y1, x0:x1] = s, w
+        full.append((grid_s, grid_w))
+        cropped.append((s, w))
+        boxes.append((y0, y1, x0, x1))
+    expected = _plain_combine(full, fillval)
+    by_box = combine_partials(cropped, boxes=boxes, shape=shape, fillval=fillval,
+                              rows_per_block=64)
+    whole = combine_partials(full, fillval=fillval, rows_per_block=64)
+    for got in (by_box, whole):
+        for e, g in zip(expected, got):
+            assert e.dtype == g.dtype
+            np.testing.assert_array_equal(e, g)
+
+
+def test_combine_partials_empty_box_and_missing_shape():
+    s = np.ones((0, 0), np.float32)
+    sci, wht, ctx = combine_partials([(s, s)], boxes=[(0, 0, 0, 0)], shape=(4, 5), fillval=2.0)
+    assert (sci == 2.0).all() and not wht.any() and not ctx.any()
+    with pytest.raises(ValueError):
+        combine_partials([(s, s)], boxes=[(0, 0, 0, 0)])
+
+
+def test_unmapped_only_when_needed():
+    pm = np.zeros((4, 5, 2))
+    assert _unmapped(pm) is None
+    pm[1, 2, 0] = np.nan
+    pm[3, 0, 1] = np.inf
+    bad = _unmapped(pm)
+    assert bad.sum() == 2 and bad[1, 2] and bad[3, 0]
+
+
+def test_lazy_accumulator_and_unmapped_pixels_match_drizzle_default():
+    rng = np.random.default_rng(3)
+    data = rng.random((40, 50)).astype(np.float32)
+    yy, xx = np.mgrid[0:40, 0:50].astype(np.float64)
+    pm = np.dstack([xx * 1.1 + 3.3, yy * 0.9 + 5.7])
+    pm[5, 7] = np.nan
+    results = []
+    for lazy in (False, True):
+        shape = (60, 70)
+        arrays = {"out_img": np.zeros(shape, np.float32),
+                  "out_wht": np.zeros(shape, np.float32)} if lazy else {}
+        acc = new_accumulator(shape, **arrays)
+        drizzle_chip(acc, data, pm, weight=np.ones_like(data), exptime=1.0)
+        wht = acc.out_wht.copy()
+        results.append((np.where(wht > 0, acc.out_img, 0.0), wht))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    blotted = blot_chip(results[0][0].astype(np.float32), pm, interp="linear")
+    assert blotted[5, 7] == 0.0 and np.isfinite(blotted).all()
+    with pytest.raises(ValueError):
+        new_accumulator((3, 3), out_img=np.zeros((3, 3), np.float32))
+
+
+def test_shifted_is_exact():
+    pm = np.random.default_rng(0).random((30, 40, 2)) * 5000
+    got = _shifted(pm, 123, 45)
+    np.testing.assert_array_equal(got[..., 0], pm[..., 0] - 123)
+    np.testing.assert_array_equal(got[..., 1], pm[..., 1] - 45)
+    assert _shifted(pm, 0, 0) is pm
+
+
+def _plain_footprint(ctx, wht, exptimes):
+    """The per-pixel computation `footprint_keywords` replaced with a histogram."""
+    nexp = np.zeros(ctx.shape, np.int32)
+    expt = np.zeros(ctx.shape, np.float64)
+    for k, t in enumerate(exptimes):
+        bit = (ctx >> k) & 1
+        nexp += bit
+        expt += bit * float(t)
+    cov = nexp > 0
+    return {"NPIXFRAC": float(cov.mean()), "MEANEXPT": float(expt[cov].mean()),
+            "MEDEXPT": float(np.median(expt[cov])), "MEANNEXP": float(nexp[cov].mean()),
+            "MEDNEXP": float(np.median(nexp[cov])), "MEANWHT": float(wht[cov].mean()),
+            "MEDWHT": float(np.median(wht[cov]))}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_footprint_keywords_histogram_matches_per_pixel(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 7))
+    exptimes = list(rng.choice([30.0, 347.3, 600.0, 1.5e-3], n))
+    ctx = rng.integers(0, 1 << n, size=(300, 200)).astype(np.int32)
+    if seed % 2:
+        ctx[:150] = 0  # uncovered half
+    wht = (rng.random(ctx.shape) * (ctx > 0)).astype(np.float32)
+    got = footprint_keywords(ctx, wht, exptimes)
+    expected = _plain_footprint(ctx, wht, exptimes)
+    for key, value in expected.items():
+        if key == "MEANEXPT":  # summed in another order: float64 rounding only
+            assert got[key] == pytest.approx(value, rel=1e-14)
+        else:
+            assert got[key] == value, key
+
+
+def test_footprint_keywords_ignores_bits_of_no_input_and_empty():
+    ctx = np.array([[0, 4, 5]], np.int32)  # bit 2: no third input
+    wht = np.array([[0, 1, 2]], np.float32)
+    got = footprint_keywords(ctx, wht, [10.0, 20.0])
+    assert got["NPIXFRAC"] == pytest.approx(1 / 3) and got["MEANWHT"] == 2.0
+    empty = footprint_keywords(np.zeros((3, 3), np.int32), np.zeros((3, 3), np.float32), [1.0])
+    assert set(empty.values()) == {0.0}
+
+
+def test_row_extremes_give_the_same_hull():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        mask = np.zeros((40, 60), bool)
+        for _ in range(int(rng.integers(1, 4))):
+            y0, x0 = rng.integers(0, 35), rng.integers(0, 55)
+            mask[y0:y0 + rng.integers(1, 20), x0:x0 + rng.integers(1, 30)] = True
+        yy, xx = np.nonzero(mask)
+        full = np.column_stack([np.r_[xx, xx + 1, xx, xx + 1], np.r_[yy, yy, yy + 1, yy + 1]])
+        ry, rx = _row_extremes(mask)
+        reduced = np.column_stack([np.r_[rx, rx + 1, rx, rx + 1], np.r_[ry, ry, ry + 1, ry + 1]])
+        np.testing.assert_array_equal(_hull(full.astype(float)), _hull(reduced.astype(float)))
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.cdelt = [-1e-5, 1e-5]
+    wcs.wcs.crval = [10.0, 20.0]
+    wht = np.zeros((100, 120), np.float32)
+    wht[10:60, 5:50] = 1
+    assert s_region_from_weight(wht, wcs, bin_size=8).startswith("POLYGON ICRS")
+
+
+def test_cropped_image_grid_layout(tmp_path):
+    shape = (20, 30)
+    full = np.zeros(shape, np.float32)
+    full[5:12, 7:20] = np.arange(7 * 13, dtype=np.float32).reshape(7, 13) + 1
+    grid_file, box_file = tmp_path / "grid.npy", tmp_path / "box.npy"
+    np.save(grid_file, full)
+    np.save(box_file, full[5:12, 7:20])
+    box = (5, 12, 7, 20)
+    a = _CroppedImage(grid_file, box, shape, full=True)
+    b = _CroppedImage(box_file, box, shape)
+    np.testing.assert_array_equal(a[0:20], full)
+    np.testing.assert_array_equal(b[3:15], full[3:15])
+    np.testing.assert_array_equal(a.cropped[1:4], full[6:9, 7:20])
+    assert a.covered_median() == b.covered_median()
+
+
+def _square(x):
+    time.sleep(0.05)
+    return x * x
+
+
+def test_background_jobs(tmp_path):
+    grid = None  # the pool machinery needs no grid
+    for workers in (1, 2):
+        with DrizzleWorkspace(grid, output_dir=tmp_path / f"w{workers}",
+                              n_workers=workers) as ws:
+            futures = [ws.submit_background(_square, k) for k in range(5)]
+            # foreground work is not starved by the queued background jobs
+            assert ws.map(_square, [10, 11, 12]) == [100, 121, 144]
+            assert [ws.background_result(f) for f in futures] == [0, 1, 4, 9, 16]
+            assert ws._inflight == 0
