@@ -48,6 +48,9 @@ _FOOTPRINT_EROSION = 10
 _WHT_FILTER_SIZE = 11
 
 
+_POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.int16)
+
+
 def nexp_from_context(context) -> np.ndarray:
     """Number of contributing inputs per pixel from a drizzle context (CTX) image.
 
@@ -59,9 +62,12 @@ def nexp_from_context(context) -> np.ndarray:
         ctx = ctx[None]
     planes = ctx.astype(np.uint32, copy=False)
     count = np.zeros(planes.shape[1:], dtype=np.int16)
+    # a byte-wise popcount table: unpacking bits would need a 32-byte temporary per pixel
+    # (1 GB for a full-frame UVIS mosaic)
     for plane in planes:
         as_bytes = plane.view(np.uint8).reshape(plane.shape + (4,))
-        count += np.unpackbits(as_bytes, axis=-1).sum(axis=-1, dtype=np.int16)
+        for k in range(4):
+            count += _POPCOUNT[as_bytes[..., k]]
     return count
 
 
@@ -136,8 +142,12 @@ class CatalogImage:
                    filename=filename)
 
     @classmethod
-    def from_fits(cls, path):
-        """Read a drizzled product (primary, ``SCI``, ``WHT``, optional ``CTX``)."""
+    def from_fits(cls, path, *, context=True):
+        """Read a drizzled product (primary, ``SCI``, ``WHT``, optional ``CTX``).
+
+        ``context=False`` skips CTX (exposure counts then follow the weight): enough for
+        photometry, and a quarter less memory.
+        """
         path = Path(path)
         with fits.open(path, memmap=False) as hdul:
             primary = hdul[0].header.copy()
@@ -145,7 +155,7 @@ class CatalogImage:
             sci_header = sci_hdu.header.copy()
             data = np.asarray(sci_hdu.data, dtype=np.float32)
             weight = np.asarray(hdul["WHT"].data, dtype=np.float32) if "WHT" in hdul else None
-            nexp = nexp_from_context(hdul["CTX"].data) if "CTX" in hdul else None
+            nexp = nexp_from_context(hdul["CTX"].data) if context and "CTX" in hdul else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(sci_header).celestial

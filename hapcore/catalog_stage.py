@@ -202,7 +202,7 @@ def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
         return counts
     x = np.concatenate([np.asarray(t[x_col], float) for _, (t, x_col, _) in used])
     y = np.concatenate([np.asarray(t[y_col], float) for _, (t, _, y_col) in used])
-    images = (CatalogImage.from_fits(i) if isinstance(i, (str, Path)) else i
+    images = (CatalogImage.from_fits(i, context=False) if isinstance(i, (str, Path)) else i
               for i in exposure_images)
     flux, error = exposure_photometry(images, x, y, aperture_2=fcat.aperture_2,
                                       skyannulus=fcat.skyannulus_arcsec,

@@ -94,7 +94,7 @@ def write_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageRe
         detection = total_detection(total, output_dir, phot_mode)
         filters = []
         for fdp, result in zip(total.fdp_list, measured):
-            image = CatalogImage.from_fits(Path(output_dir) / fdp.drizzle_filename)
+            image = CatalogImage.from_fits(Path(output_dir) / fdp.drizzle_filename, context=False)
             payload = result.payload
             filters.append(FilterCatalogs(fdp.filters, image, fdp.parameters,
                                           point=payload["point"], segment=payload["segment"],
