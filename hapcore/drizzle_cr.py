@@ -101,6 +101,28 @@ def static_mask(chips: Sequence[np.ndarray], *, static_sig: float = 4.0) -> np.n
     return bad
 
 
+#: Compare-exchange networks that sort 2, 3 and 4 values (Knuth, TAOCP 5.3.4).
+_NETWORKS = {2: ((0, 1),), 3: ((0, 1), (1, 2), (0, 1)),
+             4: ((0, 1), (2, 3), (0, 2), (1, 3), (1, 2))}
+
+
+def _sort_stack(data: np.ndarray) -> None:
+    """Sort a stack of images along axis 0 in place.
+
+    The few-image stacks of a visit (2-4 exposures per filter) are sorted with an element-wise
+    min/max network, several times faster than ``ndarray.sort`` along the outer axis; the
+    result is identical.
+    """
+    network = _NETWORKS.get(data.shape[0])
+    if network is None:
+        data.sort(axis=0)
+        return
+    for i, j in network:
+        low = np.minimum(data[i], data[j])
+        np.maximum(data[i], data[j], out=data[j])
+        data[i] = low
+
+
 def combine_images(images: Sequence[np.ndarray], weights: Sequence[np.ndarray], *,
                    combine_type: str = "median", nlow: int = 0, nhigh: int = 0,
                    maskpt: float = 0.3, nsigma: tuple[float, float] = (4.0, 3.0),
@@ -157,7 +179,7 @@ def combine_images(images: Sequence[np.ndarray], weights: Sequence[np.ndarray], 
     vstack = wstack if valid_weights is None else \
         np.stack([np.asarray(w, np.float32) for w in valid_weights])
     valid = np.stack([w > maskpt * m for w, m in zip(vstack, weight_medians)])
-    valid &= wstack > 0
+    valid &= (wstack > 0) & ~np.isnan(stack)
     if lthresh is not None:
         valid &= stack >= lthresh
     if hthresh is not None:
@@ -165,7 +187,7 @@ def combine_images(images: Sequence[np.ndarray], weights: Sequence[np.ndarray], 
     nvalid = valid.sum(axis=0)
     kind = combine_type.lstrip("i")
     data = np.where(valid, stack, np.inf)
-    data.sort(axis=0)  # invalid (inf) last
+    _sort_stack(data)  # invalid (inf) last
     reject = nvalid > (nlow + nhigh + 1)
     lo = np.where(reject, nlow, 0)
     hi = np.where(reject, nvalid - nhigh, nvalid)

@@ -196,3 +196,15 @@ def test_background_jobs(tmp_path):
             assert ws.map(_square, [10, 11, 12]) == [100, 121, 144]
             assert [ws.background_result(f) for f in futures] == [0, 1, 4, 9, 16]
             assert ws._inflight == 0
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 6])
+def test_sort_stack_matches_numpy_sort(n):
+    from hapcore.drizzle_cr import _sort_stack
+
+    rng = np.random.default_rng(n)
+    data = rng.normal(size=(n, 37, 41)).astype(np.float32)
+    data[data > 1.2] = np.inf          # invalid values are +inf in combine_images
+    expected = np.sort(data, axis=0)
+    _sort_stack(data)
+    assert np.array_equal(data, expected)
