@@ -72,6 +72,7 @@ __all__ = [
     "drizzle_detector",
     "filter_cr_mask_files",
     "open_detector_workspace",
+    "prepare_pixel_maps",
     "start_exposure_products",
     "total_inputs",
     "write_drizzle_product",
@@ -1196,9 +1197,7 @@ def drizzle_detector(total, *, output_dir: str | os.PathLike, n_workers: int = 2
     written = []
     with open_detector_workspace(total, output_dir=output_dir, n_workers=n_workers,
                                  grid=grid) as ws:
-        # every chip's pixmap once, in parallel, before anything needs it
-        _ = ws.map(_prepare_pixmaps, [(ws.svm_path(e), grid, ws.pixmap_cache)
-                                      for e in total.edp_list])
+        prepare_pixel_maps(total.edp_list, workspace=ws)
         # Exposure products depend on nothing else: workers make them whenever this process
         # works alone (medians, writing), and the total is written in a worker while the last
         # ones finish. Products are listed in spec order whatever order they finish in.
@@ -1217,6 +1216,17 @@ def drizzle_detector(total, *, output_dir: str | os.PathLike, n_workers: int = 2
     log.info("%s: %d drizzled products in %.1f s", total.product_basename, len(written),
              time.perf_counter() - t0)
     return written
+
+
+def prepare_pixel_maps(edps, *, workspace: DrizzleWorkspace) -> None:
+    """Every chip's pixel map once, in parallel, before anything needs it.
+
+    Done before background jobs are queued: otherwise two exposure products take both workers
+    first and the filter product's cosmic-ray passes (the critical path) wait for them.
+    Maps already in the workspace's cache are only looked up.
+    """
+    ws = workspace
+    ws.map(_prepare_pixmaps, [(ws.svm_path(e), ws.grid, ws.pixmap_cache) for e in edps])
 
 
 def _prepare_pixmaps(args) -> int:

@@ -22,6 +22,7 @@ from hapcore.drizzle_products import (
     drizzle_total_product,
     filter_cr_mask_files,
     open_detector_workspace,
+    prepare_pixel_maps,
     start_exposure_products,
 )
 from tasks.caching import FILE_STAGE, run_stage
@@ -75,6 +76,7 @@ def drizzle_filter_task(fdp: FilterProduct, total: TotalProduct, output_dir: Pat
     product needs them)."""
     def drizzle():
         ws = detector_workspace(total, output_dir, n_workers)
+        prepare_pixel_maps(total.edp_list, workspace=ws)
         # Exposure products need nothing from the filter products: workers make them in the
         # gaps of this task (medians, writing), and their tasks collect them. Only products
         # whose file is missing are started -- those tasks cannot be cache hits, so nothing
