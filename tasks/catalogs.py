@@ -14,7 +14,6 @@ cached) recomputes it from the total product.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from prefect import task
@@ -29,37 +28,26 @@ from hapcore.catalog_stage import (
 )
 from hapcore.digests import file_digest
 from tasks.caching import FILE_STAGE, run_stage
+from tasks.registry import ProcessRegistry
 
 __all__ = ["total_detection", "release_detections", "measure_filter_catalogs_task",
            "write_catalogs_task"]
 
-_DETECTIONS: dict[tuple, SourceDetection] = {}
-_LOCK = threading.Lock()
-
-
-def _detection_key(total: TotalProduct, output_dir: Path, phot_mode: str) -> tuple:
-    product = Path(output_dir) / total.drizzle_filename
-    return (str(Path(output_dir).resolve()), total.detector, phot_mode, file_digest(product))
+_DETECTIONS = ProcessRegistry()
 
 
 def total_detection(total: TotalProduct, output_dir: Path, phot_mode: str) -> SourceDetection:
     """The detection of ``total`` in this process, computed on first use (keyed by the total
     product's content, so a re-made total product is detected again)."""
-    key = _detection_key(total, output_dir, phot_mode)
-    with _LOCK:
-        detection = _DETECTIONS.get(key)
-        if detection is None:
-            detection = load_total_detection(total, output_dir=output_dir, phot_mode=phot_mode)
-            _DETECTIONS[key] = detection
-        return detection
+    product = Path(output_dir) / total.drizzle_filename
+    key = (ProcessRegistry.root(output_dir), total.detector, phot_mode, file_digest(product))
+    return _DETECTIONS.get(key, lambda: load_total_detection(total, output_dir=output_dir,
+                                                             phot_mode=phot_mode))
 
 
 def release_detections(output_dir: Path) -> None:
     """Forget this process's detections of an output directory (they hold full-size arrays)."""
-    root = str(Path(output_dir).resolve())
-    with _LOCK:
-        for key in [k for k in _DETECTIONS if k[0] == root]:
-            del _DETECTIONS[key]
+    _DETECTIONS.release(output_dir)
 
 
 @task(name="measure-filter-catalogs", task_run_name="catalogs-{fdp.filters}",

@@ -8,7 +8,6 @@ unfinished products), kept open across this process's tasks by :func:`detector_w
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from prefect import task
@@ -26,31 +25,24 @@ from hapcore.drizzle_products import (
     start_exposure_products,
 )
 from tasks.caching import FILE_STAGE, run_stage
+from tasks.registry import ProcessRegistry
 
 __all__ = ["detector_workspace", "close_workspaces", "remove_work_files",
            "drizzle_filter_task", "drizzle_exposure_task", "drizzle_total_task"]
 
-_WORKSPACES: dict[tuple[str, str], DrizzleWorkspace] = {}
-_LOCK = threading.Lock()
+_WORKSPACES = ProcessRegistry()
 
 
 def detector_workspace(total: TotalProduct, output_dir: Path, n_workers: int) -> DrizzleWorkspace:
     """The open workspace of a detector (created on first use in this process)."""
-    key = (str(Path(output_dir).resolve()), total.detector)
-    with _LOCK:
-        ws = _WORKSPACES.get(key)
-        if ws is None:
-            ws = open_detector_workspace(total, output_dir=output_dir, n_workers=n_workers)
-            _WORKSPACES[key] = ws
-        return ws
+    return _WORKSPACES.get((ProcessRegistry.root(output_dir), total.detector),
+                           lambda: open_detector_workspace(total, output_dir=output_dir,
+                                                           n_workers=n_workers))
 
 
 def close_workspaces(output_dir: Path) -> None:
     """Close this process's workspaces of an output directory (worker pools, scratch files)."""
-    root = str(Path(output_dir).resolve())
-    with _LOCK:
-        for key in [k for k in _WORKSPACES if k[0] == root]:
-            _WORKSPACES.pop(key).close()
+    _WORKSPACES.release(output_dir, close=lambda ws: ws.close())
 
 
 def remove_work_files(output_dir: Path) -> None:
