@@ -27,6 +27,8 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy import ndimage
 
 __all__ = [
+    "ProductKeywords",
+    "ProductHeaders",
     "CatalogImage",
     "BackgroundModel",
     "WeightRegion",
@@ -86,90 +88,16 @@ def _header_value(headers, key, default=None):
     return default
 
 
-@dataclass(eq=False)
-class CatalogImage:
-    """A drizzled product prepared for source catalogs.
+class ProductKeywords:
+    """Keywords of a drizzled product derived from its headers and WCS (spec §6.2).
 
-    Parameters
-    ----------
-    data : 2-D ndarray
-        Science image in electrons/s (NaN allowed).
-    wcs : astropy.wcs.WCS
-        Celestial WCS of ``data``.
-    primary_header, sci_header : astropy.io.fits.Header
-        Keywords of §6.2 are read from the primary header first, then ``SCI,1``.
-    weight : 2-D ndarray, optional
-        WHT image (exposure-time weights). Default: 1 where ``data`` is finite and non-zero.
-    nexp : 2-D ndarray, optional
-        Number of contributing exposures/chips per pixel (e.g. from CTX). Default: 1 where
-        ``weight`` > 0.
-    filename : str, optional
-        Product file name (metadata "Image File Name").
+    Shared by :class:`CatalogImage` and :class:`ProductHeaders`; a subclass provides
+    ``primary_header``, ``sci_header``, ``wcs`` and ``filename``.
     """
 
-    data: np.ndarray
-    wcs: WCS
-    primary_header: fits.Header = field(default_factory=fits.Header)
-    sci_header: fits.Header = field(default_factory=fits.Header)
-    weight: np.ndarray | None = None
-    nexp: np.ndarray | None = None
-    filename: str = ""
-
-    def __post_init__(self):
-        self.data = np.asarray(self.data, dtype=np.float32)
-        if self.data.ndim != 2:
-            raise ValueError(f"science image must be 2-D, got shape {self.data.shape}")
-        valid = np.isfinite(self.data) & (self.data != 0)
-        if self.weight is None:
-            self.weight = valid.astype(np.float32)
-        else:
-            self.weight = np.nan_to_num(np.asarray(self.weight, dtype=np.float32), nan=0.0)
-        if self.nexp is None:
-            self.nexp = (self.weight > 0).astype(np.int16)
-        for name in ("weight", "nexp"):
-            if getattr(self, name).shape != self.data.shape:
-                raise ValueError(f"{name} shape {getattr(self, name).shape} differs from the "
-                                 f"science shape {self.data.shape}")
-        self._footprint = None
-
-    # ---------------------------------------------------------------- construction
-    @classmethod
-    def from_arrays(cls, data, *, wcs, primary_header=None, sci_header=None, weight=None,
-                    nexp=None, filename=""):
-        """Build from in-memory arrays (pure; see the class parameters)."""
-        return cls(data=data, wcs=wcs, primary_header=primary_header or fits.Header(),
-                   sci_header=sci_header or fits.Header(), weight=weight, nexp=nexp,
-                   filename=filename)
-
-    @classmethod
-    def from_fits(cls, path, *, context=True):
-        """Read a drizzled product (primary, ``SCI``, ``WHT``, optional ``CTX``).
-
-        ``context=False`` skips CTX (exposure counts then follow the weight): enough for
-        photometry, and a quarter less memory.
-        """
-        path = Path(path)
-        with fits.open(path, memmap=False) as hdul:
-            primary = hdul[0].header.copy()
-            sci_hdu = hdul["SCI", 1] if ("SCI", 1) in hdul else hdul[0]
-            sci_header = sci_hdu.header.copy()
-            data = np.asarray(sci_hdu.data, dtype=np.float32)
-            weight = np.asarray(hdul["WHT"].data, dtype=np.float32) if "WHT" in hdul else None
-            nexp = nexp_from_context(hdul["CTX"].data) if context and "CTX" in hdul else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(sci_header).celestial
-        return cls(data=data, wcs=wcs, primary_header=primary, sci_header=sci_header,
-                   weight=weight, nexp=nexp, filename=path.name)
-
-    # ---------------------------------------------------------------- keywords
     def keyword(self, key, default=None):
         """Value of ``key`` from the primary header, else ``SCI,1``, else ``default``."""
         return _header_value((self.primary_header, self.sci_header), key, default)
-
-    @property
-    def shape(self):
-        return self.data.shape
 
     @property
     def instrument(self) -> str:
@@ -178,14 +106,6 @@ class CatalogImage:
     @property
     def detector(self) -> str:
         return str(self.keyword("DETECTOR", "")).strip().upper()
-
-    @property
-    def is_blank(self) -> bool:
-        """True when every science value is 0 or NaN (spec §6.2), or when no pixel survives the
-        footprint erosion (a product smaller than the erosion has nothing to measure)."""
-        if not bool(np.any(np.isfinite(self.data) & (self.data != 0))):
-            return True
-        return not bool(np.any(self.footprint))
 
     @property
     def plate_scale(self) -> float:
@@ -268,6 +188,121 @@ class CatalogImage:
         if self.keyword("FILTER1") is not None or self.keyword("FILTER2") is not None:
             return (str(self.keyword("FILTER1", "")), str(self.keyword("FILTER2", "")))
         return (str(self.keyword("FILTER", "")), "")
+
+
+
+@dataclass(eq=False)
+class ProductHeaders(ProductKeywords):
+    """The headers and WCS of a product without its pixels: what catalog metadata and the
+    cosmic-ray-dominance test read, at the cost of a header read
+    (:meth:`from_fits`)."""
+
+    wcs: WCS
+    primary_header: fits.Header = field(default_factory=fits.Header)
+    sci_header: fits.Header = field(default_factory=fits.Header)
+    filename: str = ""
+
+    @classmethod
+    def from_fits(cls, path):
+        """Read the primary and ``SCI,1`` headers of a product file."""
+        path = Path(path)
+        with fits.open(path, memmap=True) as hdul:
+            primary = hdul[0].header.copy()
+            sci_header = (hdul["SCI", 1] if ("SCI", 1) in hdul else hdul[0]).header.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(sci_header).celestial
+        return cls(wcs=wcs, primary_header=primary, sci_header=sci_header, filename=path.name)
+
+
+@dataclass(eq=False)
+class CatalogImage(ProductKeywords):
+    """A drizzled product prepared for source catalogs.
+
+    Parameters
+    ----------
+    data : 2-D ndarray
+        Science image in electrons/s (NaN allowed).
+    wcs : astropy.wcs.WCS
+        Celestial WCS of ``data``.
+    primary_header, sci_header : astropy.io.fits.Header
+        Keywords of §6.2 are read from the primary header first, then ``SCI,1``.
+    weight : 2-D ndarray, optional
+        WHT image (exposure-time weights). Default: 1 where ``data`` is finite and non-zero.
+    nexp : 2-D ndarray, optional
+        Number of contributing exposures/chips per pixel (e.g. from CTX). Default: 1 where
+        ``weight`` > 0.
+    filename : str, optional
+        Product file name (metadata "Image File Name").
+    """
+
+    data: np.ndarray
+    wcs: WCS
+    primary_header: fits.Header = field(default_factory=fits.Header)
+    sci_header: fits.Header = field(default_factory=fits.Header)
+    weight: np.ndarray | None = None
+    nexp: np.ndarray | None = None
+    filename: str = ""
+
+    def __post_init__(self):
+        self.data = np.asarray(self.data, dtype=np.float32)
+        if self.data.ndim != 2:
+            raise ValueError(f"science image must be 2-D, got shape {self.data.shape}")
+        valid = np.isfinite(self.data) & (self.data != 0)
+        if self.weight is None:
+            self.weight = valid.astype(np.float32)
+        else:
+            self.weight = np.nan_to_num(np.asarray(self.weight, dtype=np.float32), nan=0.0)
+        if self.nexp is None:
+            self.nexp = (self.weight > 0).astype(np.int16)
+        for name in ("weight", "nexp"):
+            if getattr(self, name).shape != self.data.shape:
+                raise ValueError(f"{name} shape {getattr(self, name).shape} differs from the "
+                                 f"science shape {self.data.shape}")
+        self._footprint = None
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_arrays(cls, data, *, wcs, primary_header=None, sci_header=None, weight=None,
+                    nexp=None, filename=""):
+        """Build from in-memory arrays (pure; see the class parameters)."""
+        return cls(data=data, wcs=wcs, primary_header=primary_header or fits.Header(),
+                   sci_header=sci_header or fits.Header(), weight=weight, nexp=nexp,
+                   filename=filename)
+
+    @classmethod
+    def from_fits(cls, path, *, context=True):
+        """Read a drizzled product (primary, ``SCI``, ``WHT``, optional ``CTX``).
+
+        ``context=False`` skips CTX (exposure counts then follow the weight): enough for
+        photometry, and a quarter less memory.
+        """
+        path = Path(path)
+        with fits.open(path, memmap=False) as hdul:
+            primary = hdul[0].header.copy()
+            sci_hdu = hdul["SCI", 1] if ("SCI", 1) in hdul else hdul[0]
+            sci_header = sci_hdu.header.copy()
+            data = np.asarray(sci_hdu.data, dtype=np.float32)
+            weight = np.asarray(hdul["WHT"].data, dtype=np.float32) if "WHT" in hdul else None
+            nexp = nexp_from_context(hdul["CTX"].data) if context and "CTX" in hdul else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(sci_header).celestial
+        return cls(data=data, wcs=wcs, primary_header=primary, sci_header=sci_header,
+                   weight=weight, nexp=nexp, filename=path.name)
+
+    # ---------------------------------------------------------------- data
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def is_blank(self) -> bool:
+        """True when every science value is 0 or NaN (spec §6.2), or when no pixel survives the
+        footprint erosion (a product smaller than the erosion has nothing to measure)."""
+        if not bool(np.any(np.isfinite(self.data) & (self.data != 0))):
+            return True
+        return not bool(np.any(self.footprint))
 
     # ---------------------------------------------------------------- masks
     @property

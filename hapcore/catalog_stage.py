@@ -48,7 +48,8 @@ PHOT_MODES: tuple[str, ...] = ("aperture", "segment", "both")
 
 @dataclass(eq=False)
 class FilterCatalogs:
-    """Catalogs of one filter product."""
+    """Catalogs of one filter product (``image``: the product, or only its
+    :class:`~hapcore.catalog_image.ProductHeaders` once measured)."""
 
     name: str
     image: CatalogImage

@@ -75,14 +75,15 @@ def write_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageRe
                         measured: list[StageResult], phot_mode: str = "both",
                         diagnostic_mode: bool = False) -> StageResult:
     """The total catalogs, and every catalog file of the detector (payload: the paths)."""
-    from hapcore.catalog_image import CatalogImage
+    from hapcore.catalog_image import ProductHeaders
     from hapcore.catalog_stage import FilterCatalogs
 
     def write():
         detection = total_detection(total, output_dir, phot_mode)
         filters = []
         for fdp, result in zip(total.fdp_list, measured):
-            image = CatalogImage.from_fits(Path(output_dir) / fdp.drizzle_filename, context=False)
+            # metadata and the CR-dominance test read the headers only: no pixels re-read
+            image = ProductHeaders.from_fits(Path(output_dir) / fdp.drizzle_filename)
             payload = result.payload
             filters.append(FilterCatalogs(fdp.filters, image, fdp.parameters,
                                           point=payload["point"], segment=payload["segment"],

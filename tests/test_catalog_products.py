@@ -336,3 +336,19 @@ def test_crowded_field_deblending_is_bounded(caplog):
     assert elapsed < 60
     assert "only the 10 largest are deblended" in caplog.text
     assert len(cats.segment) > 100
+
+
+def test_product_headers_give_the_same_metadata_as_the_image(tmp_path):
+    """The total-catalog task reads filter products' headers only; the metadata must not change."""
+    from hapcore.catalog_image import CatalogImage, ProductHeaders
+    from hapcore.catalog_writer import catalog_metadata
+
+    visit = make_visit((120, 120), filters=(("f606w", 400.0, 2),), n_stars=5, n_galaxies=1, seed=3)
+    total = _products(tmp_path, visit)
+    path = tmp_path / total.fdp_list[0].drizzle_filename
+    image, headers = CatalogImage.from_fits(path), ProductHeaders.from_fits(path)
+    kwargs = dict(kind="aperture", aperture_1=0.05, aperture_2=0.15, threshold_sigma=5.0,
+                  ci_lower=0.9, ci_upper=1.2, n_sources=3)
+    assert catalog_metadata(headers, **kwargs) == catalog_metadata(image, **kwargs)
+    assert (headers.exptime, headers.numexp, headers.plate_scale) == \
+        (image.exptime, image.numexp, image.plate_scale)
