@@ -372,6 +372,19 @@ def quick_derivative(image: np.ndarray) -> np.ndarray:
     return np.sqrt(dx * dx + dy * dy)
 
 
+def _quick_derivative_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """`quick_derivative` of ``image`` at pixels ``(ys, xs)`` only (same values)."""
+    ny, nx = image.shape
+    centre = image[ys, xs]
+
+    def step(dy, dx):
+        return np.abs(centre - image[np.clip(ys + dy, 0, ny - 1), np.clip(xs + dx, 0, nx - 1)])
+
+    dx = np.maximum(step(0, -1), step(0, 1))
+    dy = np.maximum(step(-1, 0), step(1, 0))
+    return np.sqrt(dx * dx + dy * dy)
+
+
 def detect_cosmic_rays(sci_electrons: np.ndarray, blot_electrons: np.ndarray, *,
                        sky_electrons: float = 0.0, readnoise: float = 0.0,
                        snr: tuple[float, float] = (5.0, 4.0),
@@ -429,11 +442,17 @@ def detect_cosmic_rays(sci_electrons: np.ndarray, blot_electrons: np.ndarray, *,
     and dropped pixels, whose neighbourhoods the blot does not represent to a fraction.
     """
     noise = np.sqrt(np.abs(blot_electrons + sky_electrons) + readnoise**2)
-    deriv = quick_derivative(blot_electrons)
     signed = np.asarray(sci_electrons, np.float32) - np.asarray(blot_electrons, np.float32)
     diff = np.abs(signed)
-    strict = diff > scale[0] * deriv + snr[0] * noise
-    loose = diff > scale[1] * deriv + snr[1] * noise
+    # the derivative term only raises the thresholds: evaluated where a pixel passes the
+    # lower noise threshold (a few percent of a chip), it costs ~0.2 s less per chip
+    ys, xs = np.nonzero(diff > min(snr) * noise)
+    deriv = _quick_derivative_at(np.asarray(blot_electrons, np.float32), ys, xs)
+    strict = np.zeros(diff.shape, bool)
+    loose = np.zeros(diff.shape, bool)
+    d, n = diff[ys, xs], noise[ys, xs]
+    strict[ys, xs] = d > scale[0] * deriv + snr[0] * n
+    loose[ys, xs] = d > scale[1] * deriv + snr[1] * n
     if excess_fraction is not None:
         _excess_test(signed, blot_electrons, noise, strict, loose, snr=snr, scale=scale,
                      fraction=excess_fraction, usable=regular, valid=valid)

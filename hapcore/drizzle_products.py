@@ -93,6 +93,8 @@ _SATURATED_BIT = 256
 # saturated pixels only, 99.04-99.28%, star flux lost 0.02-0.05% (3 px: 0.15-0.19%)
 _SUSPECT_GROW = 5
 _DROPPED_GROW = 3
+# filters with more exposures than this get one CR pass, not two (`_find_cosmic_rays`)
+_CR_SECOND_PASS_MAX_EXPOSURES = 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -928,6 +930,12 @@ def _find_cosmic_rays(ws, fdp, edps, pars, skies, static_files) -> None:
     to the first pass's weights: a grid pixel that lost part of its weight to a masked CR
     keeps its clean partial value instead of leaving the other exposure alone in the median.
 
+    The second pass runs for filters of at most ``_CR_SECOND_PASS_MAX_EXPOSURES`` (3)
+    exposures. Measured on hapsim UVIS visits (two seeds, >5-sigma CR pixels masked): with 2
+    exposures it adds 0.4-0.8%, with 3 0.1-0.2%, with 4 0.06% (99.23 -> 99.29%, 99.27 ->
+    99.33%): a median of 4 rarely holds CR charge, and the pass costs ~13 s of a 4-exposure
+    full-frame UVIS visit's ~67 s drizzle stage.
+
     The first pass adds an excess test to driz_cr (a positive difference larger than a
     fraction of the blot, measured per chip: `hapcore.drizzle_cr.detect_cosmic_rays`), which
     catches CRs on stars that the derivative term protects. The second pass keeps
@@ -937,8 +945,12 @@ def _find_cosmic_rays(ws, fdp, edps, pars, skies, static_files) -> None:
     """
     first, seps = _cr_pass(ws, fdp, edps, pars, skies, static_files, cr_files={}, tag="p1",
                            excess_fraction=_CR_EXCESS_FRACTION)
-    second, _ = _cr_pass(ws, fdp, edps, pars, skies, static_files, cr_files=first, tag="p2",
-                         validity=seps)
+    second = {}
+    if len(edps) <= _CR_SECOND_PASS_MAX_EXPOSURES:
+        second, _ = _cr_pass(ws, fdp, edps, pars, skies, static_files, cr_files=first,
+                             tag="p2", validity=seps)
+    else:
+        log.debug("%s: %d exposures, one cosmic-ray pass", fdp.product_basename, len(edps))
     for edp in edps:
         counts = {}
         for extver in sorted(set(first.get(edp.full_filename, {})) |
