@@ -500,6 +500,14 @@ class CatalogParameters(_StrictModel):
     # tolerance x the flux is a cosmic-ray residual (flag 16). None: no check (drizzlepac).
     exposure_check_nsigma: PositiveFloat | None = 4.0
     exposure_check_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.1
+    # Cross-filter check (hapcore.catalog_filter_consistency), read from the total product's
+    # parameters: a row whose aperture-2 S/N reaches filter_consistency_snr in exactly one of
+    # >= 2 covering filters, stays below filter_consistency_max_snr there, and that filter has
+    # at most filter_consistency_max_exposures exposures, is a cosmic-ray residual (flag 16 in
+    # that filter). None: no check (drizzlepac).
+    filter_consistency_snr: PositiveFloat | None = 2.5
+    filter_consistency_max_snr: PositiveFloat = 15.0
+    filter_consistency_max_exposures: Annotated[int, Field(ge=1)] = 2
 
     @model_validator(mode="after")
     def _check_ordering(self) -> CatalogParameters:

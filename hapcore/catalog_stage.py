@@ -24,6 +24,7 @@ from hap_models.catalogs import (
 )
 from hap_models.catalogs import FLAG_HOT_PIXEL
 from hapcore.catalog_exposure_check import exposure_photometry, missing_in_exposure
+from hapcore.catalog_filter_consistency import flag_single_filter_detections
 from hapcore.catalog_flags import flag_catalog
 from hapcore.catalog_image import CatalogImage, compute_background, make_wht_masks
 from hapcore.catalog_point import detect_point_sources, measure_point_photometry
@@ -305,7 +306,8 @@ def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=N
     """Total catalogs from the detection and the filter measurements (§6.8).
 
     Joins ``MagAp2_<f>``, ``CI_<f>``, ``Flags_<f>`` of every filter, trims the total catalogs
-    (rows flagged above ``flag_trim_value`` in every filter), restricts the filter catalogs to
+    (rows flagged above ``flag_trim_value`` in every filter; before that, point sources seen
+    in one filter only get flag 16 there, :mod:`hapcore.catalog_filter_consistency`), restricts the filter catalogs to
     the same rows when ``trim_filter_catalogs`` is set (drizzlepac's documented behaviour; its
     code never trims them, so its filter catalogs keep every cosmic-ray residual and
     single-coverage edge detection, spec §12.6) and applies the cosmic-ray-dominance test.
@@ -340,6 +342,13 @@ def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=N
             ("RA", "RA"), ("DEC", "DEC")))
         result.segment_nsigma = seg.nsigma
         result.is_big_island = seg.is_big_island
+    filters = list(filters)
+    if cat.filter_consistency_snr is not None and result.point is not None:
+        flag_single_filter_detections(
+            {entry.name: entry.point for entry in filters},
+            {entry.name: max(int(entry.image.numexp or 1), 1) for entry in filters},
+            snr=cat.filter_consistency_snr, max_snr=cat.filter_consistency_max_snr,
+            max_exposures=cat.filter_consistency_max_exposures)
     for entry in filters:
         if result.point is not None and entry.point is not None:
             result.point = join_filter_columns(result.point, entry.point, entry.name)
