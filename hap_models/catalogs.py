@@ -61,7 +61,7 @@ FLAG_BITS: dict[int, str] = {
     FLAG_SATURATION: "multi-pixel saturation",
     FLAG_FAINT: "faint detection limit",
     FLAG_HOT_PIXEL: "hot pixels / cosmic ray (low CI)",
-    FLAG_SWARM: "swarm detection (not evaluated)",
+    FLAG_SWARM: "swarm detection (a feature of a brighter neighbour)",
     FLAG_LOW_COVERAGE: "low exposure coverage / image edge",
     FLAG_BLEEDING: "bleeding / cosmic rays (deprecated)",
 }

@@ -508,6 +508,13 @@ class CatalogParameters(_StrictModel):
     filter_consistency_snr: PositiveFloat | None = 2.5
     filter_consistency_max_snr: PositiveFloat = 15.0
     filter_consistency_max_exposures: Annotated[int, Field(ge=1)] = 2
+    # Swarm filter (hapcore.catalog_swarm): a point source within swarm_radius_arcsec of a
+    # neighbour swarm_min_ratio times brighter whose aperture-2 sum exceeds the neighbour's
+    # azimuthal median at the same distance by less than swarm_nsigma sigma is a feature of
+    # that neighbour's profile (flag 32). None: no filter (drizzlepac never sets flag 32).
+    swarm_nsigma: PositiveFloat | None = 3.0
+    swarm_radius_arcsec: PositiveFloat = 1.0
+    swarm_min_ratio: PositiveFloat = 10.0
 
     @model_validator(mode="after")
     def _check_ordering(self) -> CatalogParameters:

@@ -22,13 +22,14 @@ from hap_models.catalogs import (
     total_point_columns,
     total_segment_columns,
 )
-from hap_models.catalogs import FLAG_HOT_PIXEL
+from hap_models.catalogs import FLAG_HOT_PIXEL, FLAG_SWARM
 from hapcore.catalog_exposure_check import exposure_photometry, missing_in_exposure
 from hapcore.catalog_filter_consistency import flag_single_filter_detections
 from hapcore.catalog_flags import flag_catalog
 from hapcore.catalog_image import CatalogImage, compute_background, make_wht_masks
 from hapcore.catalog_point import detect_point_sources, measure_point_photometry
 from hapcore.catalog_segment import detect_segments, measure_segments
+from hapcore.catalog_swarm import swarm_members
 from hapcore.catalog_total import (
     cr_dominance_threshold,
     join_filter_columns,
@@ -130,6 +131,9 @@ class SourceDetection:
     point_sources: Table | None = None
     segments: object = None
     timings: dict = field(default_factory=dict)
+    #: point sources that are features of a brighter neighbour's profile (flag 32 in every
+    #: filter, :mod:`hapcore.catalog_swarm`); None when not evaluated
+    point_swarm: np.ndarray | None = None
 
     @property
     def n_point(self) -> int:
@@ -179,15 +183,29 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
         clock = time.perf_counter()
         detection.point_sources = detect_point_sources(total_image, background, regions,
                                                        fwhm_pixels=fwhm, nsigma=cat.nsigma)
+        detection.point_swarm = _swarm(total_image, background, detection.point_sources, cat)
         timings["point_detection"] = time.perf_counter() - clock
-        log.info("point catalog: %d sources detected on the total image",
-                 len(detection.point_sources))
+        log.info("point catalog: %d sources detected on the total image (%d swarm members, "
+                 "flag 32)", len(detection.point_sources),
+                 int(detection.point_swarm.sum()) if detection.point_swarm is not None else 0)
     if phot_mode in ("segment", "both"):
         clock = time.perf_counter()
         detection.segments = detect_segments(total_image, background, regions, params=cat,
                                              fwhm_pixels=fwhm, **(deblend_limits or {}))
         timings["segment_detection"] = time.perf_counter() - clock
     return detection
+
+
+def _swarm(image: CatalogImage, background, sources: Table, cat) -> np.ndarray | None:
+    """Swarm members among the point sources (:func:`hapcore.catalog_swarm.swarm_members`)."""
+    if cat.swarm_nsigma is None or sources is None or len(sources) < 2:
+        return None
+    data = np.asarray(image.data, np.float32) - np.asarray(background.background, np.float32)
+    return swarm_members(data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
+                         aperture_radius=cat.aperture_2 / image.plate_scale,
+                         max_distance=cat.swarm_radius_arcsec / image.plate_scale,
+                         min_ratio=cat.swarm_min_ratio, nsigma=cat.swarm_nsigma,
+                         background_rms=background.rms)
 
 
 def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
@@ -271,6 +289,10 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
                                             ci_lower=ci.ci_lower_limit,
                                             ci_upper=ci.ci_upper_limit, bthresh=ci.bthresh,
                                             **common)
+        if detection.point_swarm is not None:
+            entry.point["Flags"] = np.where(detection.point_swarm,
+                                            np.asarray(entry.point["Flags"]) | FLAG_SWARM,
+                                            entry.point["Flags"])
         entry.timings["point"] = time.perf_counter() - clock
     seg = detection.segments
     if seg is not None:
