@@ -505,9 +505,12 @@ class CatalogParameters(_StrictModel):
     # >= 2 covering filters, stays below filter_consistency_max_snr there, and that filter has
     # at most filter_consistency_max_exposures exposures, is a cosmic-ray residual (flag 16 in
     # that filter). None: no check (drizzlepac).
+    # A row whose highest-S/N filter flags it 16 while no other covering filter sees it at
+    # filter_consistency_support_snr or above gets 16 in every filter (also off with None).
     filter_consistency_snr: PositiveFloat | None = 2.5
-    filter_consistency_max_snr: PositiveFloat = 15.0
+    filter_consistency_max_snr: PositiveFloat = 50.0
     filter_consistency_max_exposures: Annotated[int, Field(ge=1)] = 2
+    filter_consistency_support_snr: PositiveFloat = 8.0
     # Swarm filter (hapcore.catalog_swarm): a point source within swarm_radius_arcsec of a
     # neighbour swarm_min_ratio times brighter whose aperture-2 sum exceeds the neighbour's
     # azimuthal median at the same distance by less than swarm_nsigma sigma is a feature of

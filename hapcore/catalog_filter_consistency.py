@@ -34,13 +34,13 @@ import numpy as np
 
 from hap_models.catalogs import FLAG_HOT_PIXEL
 
-__all__ = ["flag_single_filter_detections", "single_filter_detections"]
+__all__ = ["cr_dominated_rows", "flag_single_filter_detections", "single_filter_detections"]
 
 log = logging.getLogger("hapsvm")
 
 
 def single_filter_detections(flux: np.ndarray, error: np.ndarray, n_exposures: Sequence[int], *,
-                             snr: float = 2.5, max_snr: float = 15.0,
+                             snr: float = 2.5, max_snr: float = 50.0,
                              max_exposures: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Rows detected in one filter only.
 
@@ -91,14 +91,56 @@ def single_filter_detections(flux: np.ndarray, error: np.ndarray, n_exposures: S
     return flagged, which
 
 
+def cr_dominated_rows(flux: np.ndarray, error: np.ndarray, flags: np.ndarray, *,
+                      support_snr: float = 8.0, bit: int = FLAG_HOT_PIXEL) -> np.ndarray:
+    """Rows whose strongest filter calls them a cosmic ray and no other filter backs them.
+
+    The highest-S/N covering filter of the row has ``bit`` (hot pixel / cosmic ray, from the
+    CI test or the exposure check) set, and no other covering filter sees the row at
+    ``support_snr`` or above. Such a row survives drizzlepac's trimming whenever another
+    filter's forced measurement at the cosmic ray's place happens to carry a low flag (the
+    CI of a noise measurement often passes as "extended", flag 1).
+
+    Parameters
+    ----------
+    flux, error : ndarray, shape (n_filters, n_rows)
+        As in `single_filter_detections`.
+    flags : ndarray of int, shape (n_filters, n_rows)
+    support_snr : float, optional
+    bit : int, optional
+
+    Returns
+    -------
+    ndarray of bool, shape (n_rows,)
+    """
+    flux = np.atleast_2d(np.asarray(flux, dtype=float))
+    error = np.atleast_2d(np.asarray(error, dtype=float))
+    flags = np.atleast_2d(np.asarray(flags))
+    n_filters, n_rows = flux.shape
+    if n_filters < 2 or n_rows == 0:
+        return np.zeros(n_rows, bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        covered = np.isfinite(flux) & np.isfinite(error) & (error > 0)
+        ratio = np.where(covered, flux / np.where(covered, error, 1.0), -np.inf)
+    strongest = np.argmax(ratio, axis=0)
+    cols = np.arange(n_rows)
+    others = ratio.copy()
+    others[strongest, cols] = -np.inf
+    return ((covered.sum(axis=0) >= 2) & np.isfinite(ratio[strongest, cols]) &
+            ((flags[strongest, cols] & bit) != 0) & (others.max(axis=0) < support_snr))
+
+
 def flag_single_filter_detections(tables: Mapping[str, object], n_exposures: Mapping[str, int], *,
                                   snr: float, max_snr: float, max_exposures: int,
+                                  support_snr: float | None = None,
                                   bit: int = FLAG_HOT_PIXEL) -> int:
     """Set ``bit`` in the ``Flags`` of the filter that alone sees a row (in place).
 
     ``tables``: ``{filter name: point catalog}`` (astropy tables with ``ID``, ``FluxAp2``,
     ``FluxErrAp2``, ``Flags``). Rows are matched by ``ID``; a filter without a row for an ID
-    does not cover it. Returns the number of rows flagged.
+    does not cover it. With ``support_snr``, rows that `cr_dominated_rows` finds (after the
+    single-filter flags are set) get ``bit`` in every filter that covers them. Returns the
+    number of rows flagged.
     """
     names = [name for name, table in tables.items() if table is not None and len(table)]
     if len(names) < 2:
@@ -106,6 +148,7 @@ def flag_single_filter_detections(tables: Mapping[str, object], n_exposures: Map
     ids = np.unique(np.concatenate([np.asarray(tables[n]["ID"]) for n in names]))
     flux = np.full((len(names), ids.size), np.nan)
     error = np.full((len(names), ids.size), np.nan)
+    flags = np.zeros((len(names), ids.size), np.int64)
     rows = []
     for k, name in enumerate(names):
         table = tables[name]
@@ -117,16 +160,25 @@ def flag_single_filter_detections(tables: Mapping[str, object], n_exposures: Map
         e = np.where(e <= -9999.0, np.nan, e)
         flux[k, pos] = f
         error[k, pos] = e
+        flags[k, pos] = np.asarray(table["Flags"])
         rows.append(pos)
     flagged, which = single_filter_detections(
         flux, error, [int(n_exposures.get(n, 1)) for n in names], snr=snr, max_snr=max_snr,
         max_exposures=max_exposures)
+    for k in range(len(names)):
+        flags[k, flagged & (which == k)] |= bit
+    dominated = np.zeros(ids.size, bool)
+    if support_snr is not None:
+        dominated = cr_dominated_rows(flux, error, flags, support_snr=support_snr, bit=bit) & \
+            ~flagged
+        covered = np.isfinite(flux) & np.isfinite(error) & (error > 0)
+        flags[:, dominated] |= np.where(covered[:, dominated], bit, 0)
     for k, name in enumerate(names):
         table = tables[name]
-        hit = flagged[rows[k]] & (which[rows[k]] == k)
-        if hit.any():
-            table["Flags"][hit] = np.asarray(table["Flags"])[hit] | bit
-    n = int(flagged.sum())
-    log.info("cross-filter check: %d of %d sources seen in one filter only (S/N >= %.1f there, "
-             "< %.1f elsewhere; flag %d)", n, ids.size, snr, snr, bit)
+        table["Flags"] = flags[k, rows[k]].astype(np.asarray(table["Flags"]).dtype)
+    n = int(flagged.sum()) + int(dominated.sum())
+    log.info("cross-filter check: of %d sources, %d seen in one filter only (S/N >= %.1f there, "
+             "< %.1f elsewhere) and %d called a cosmic ray by their strongest filter without "
+             "S/N >= %s support elsewhere; flag %d", ids.size, int(flagged.sum()), snr, snr,
+             int(dominated.sum()), support_snr, bit)
     return n

@@ -205,7 +205,7 @@ def _swarm(image: CatalogImage, background, sources: Table, cat) -> np.ndarray |
                          aperture_radius=cat.aperture_2 / image.plate_scale,
                          max_distance=cat.swarm_radius_arcsec / image.plate_scale,
                          min_ratio=cat.swarm_min_ratio, nsigma=cat.swarm_nsigma,
-                         background_rms=background.rms)
+                         background_rms=background.rms, exptime=image.exptime)
 
 
 def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
@@ -370,7 +370,8 @@ def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=N
             {entry.name: entry.point for entry in filters},
             {entry.name: max(int(entry.image.numexp or 1), 1) for entry in filters},
             snr=cat.filter_consistency_snr, max_snr=cat.filter_consistency_max_snr,
-            max_exposures=cat.filter_consistency_max_exposures)
+            max_exposures=cat.filter_consistency_max_exposures,
+            support_snr=cat.filter_consistency_support_snr)
     for entry in filters:
         if result.point is not None and entry.point is not None:
             result.point = join_filter_columns(result.point, entry.point, entry.name)
