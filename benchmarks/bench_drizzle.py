@@ -10,7 +10,10 @@
 
 Usage::
 
-    python benchmarks/bench_drizzle.py [--workdir DIR] [--workers 2]
+    python benchmarks/bench_drizzle.py [--workdir DIR] [--workers 2] [--poller FILE]
+
+``--poller`` drizzles an existing visit instead of simulating one (for example the reference
+``uvis`` visit of ``run_benchmarks.py``: ``--poller /tmp/hapsvm-bench/uvis/visit/wfc3_xp1_01_input.out``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--poller", type=Path, default=None,
+                        help="drizzle this visit's exposures instead of simulating a visit")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -52,11 +57,24 @@ def main(argv=None) -> dict:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_drizzle_"))
     result: dict = {"workers": args.workers}
     t0 = time.perf_counter()
-    sim = hapsim.simulate_visit(workdir / "in", detector="wfc3/uvis", filters={"f606w": 4},
-                                seed=7, overwrite=True)
-    result["simulate_s"] = round(time.perf_counter() - t0, 2)
+    if args.poller is None:
+        sim = hapsim.simulate_visit(workdir / "in", detector="wfc3/uvis", filters={"f606w": 4},
+                                    seed=7, overwrite=True)
+        result["simulate_s"] = round(time.perf_counter() - t0, 2)
+        poller, first_exposure = sim.poller, sim.exposures[0]
+    else:
+        poller = args.poller.resolve()
+        result["poller"] = str(poller)
+        cwd = os.getcwd()
+        os.chdir(poller.parent)  # poller rows name files relative to the visit folder
+        try:
+            (probe,) = assign_product_parameters(parse_obset_tree(interpret_obset_input(
+                str(poller))))
+        finally:
+            os.chdir(cwd)
+        first_exposure = probe.edp_list[0].input_path
 
-    chip = read_chip_wcs(sim.exposures[0])[1]
+    chip = read_chip_wcs(first_exposure)[1]
     grid = make_output_grid([chip])
     t0 = time.perf_counter()
     exact = exact_pixmap(chip, grid.wcs)
@@ -72,7 +90,12 @@ def main(argv=None) -> dict:
                         "max_error_px": float(np.abs(approx - exact).max())}
     del exact, approx
 
-    totals = assign_product_parameters(parse_obset_tree(interpret_obset_input(sim.poller)))
+    cwd = os.getcwd()
+    os.chdir(Path(poller).parent)
+    try:
+        totals = assign_product_parameters(parse_obset_tree(interpret_obset_input(str(poller))))
+    finally:
+        os.chdir(cwd)
     total = totals[0]
     out = workdir / "out"
     _copies_with_input_wcs(total, out)
