@@ -518,6 +518,10 @@ class CatalogParameters(_StrictModel):
     swarm_nsigma: PositiveFloat | None = 3.0
     swarm_radius_arcsec: PositiveFloat = 1.0
     swarm_min_ratio: PositiveFloat = 10.0
+    # Sharpness test (hapcore.catalog_sharpness): a point source whose DAOStarFinder sharpness
+    # is more than sharpness_nsigma robust sigma above the locus of the catalog's good point
+    # sources (S/N 20-500, unsaturated) is a cosmic ray or hot pixel (flag 16). None: no test.
+    sharpness_nsigma: PositiveFloat | None = 3.0
 
     @model_validator(mode="after")
     def _check_ordering(self) -> CatalogParameters:

@@ -29,6 +29,7 @@ from hapcore.catalog_flags import flag_catalog
 from hapcore.catalog_image import CatalogImage, compute_background, make_wht_masks
 from hapcore.catalog_point import detect_point_sources, measure_point_photometry
 from hapcore.catalog_segment import detect_segments, measure_segments
+from hapcore.catalog_sharpness import flag_sharp_detections
 from hapcore.catalog_swarm import swarm_members
 from hapcore.catalog_total import (
     cr_dominance_threshold,
@@ -329,7 +330,8 @@ def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=N
 
     Joins ``MagAp2_<f>``, ``CI_<f>``, ``Flags_<f>`` of every filter, trims the total catalogs
     (rows flagged above ``flag_trim_value`` in every filter; before that, point sources seen
-    in one filter only get flag 16 there, :mod:`hapcore.catalog_filter_consistency`), restricts the filter catalogs to
+    in one filter only get flag 16 there, :mod:`hapcore.catalog_filter_consistency`, and so do
+    point sources sharper than the image's stars, :mod:`hapcore.catalog_sharpness`), restricts the filter catalogs to
     the same rows when ``trim_filter_catalogs`` is set (drizzlepac's documented behaviour; its
     code never trims them, so its filter catalogs keep every cosmic-ray residual and
     single-coverage edge detection, spec §12.6) and applies the cosmic-ray-dominance test.
@@ -372,6 +374,13 @@ def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=N
             snr=cat.filter_consistency_snr, max_snr=cat.filter_consistency_max_snr,
             max_exposures=cat.filter_consistency_max_exposures,
             support_snr=cat.filter_consistency_support_snr)
+    if cat.sharpness_nsigma is not None and detection.point_sources is not None and \
+            "sharpness" in detection.point_sources.colnames:
+        flag_sharp_detections(
+            {entry.name: entry.point for entry in filters},
+            dict(zip((int(i) for i in detection.point_sources["id"]),
+                     np.asarray(detection.point_sources["sharpness"], dtype=float))),
+            nsigma=cat.sharpness_nsigma, flag_trim_value=cat.flag_trim_value)
     for entry in filters:
         if result.point is not None and entry.point is not None:
             result.point = join_filter_columns(result.point, entry.point, entry.name)
