@@ -61,18 +61,18 @@ def main(argv=None) -> dict:
         sim = hapsim.simulate_visit(workdir / "in", detector="wfc3/uvis", filters={"f606w": 4},
                                     seed=7, overwrite=True)
         result["simulate_s"] = round(time.perf_counter() - t0, 2)
-        poller, first_exposure = sim.poller, sim.exposures[0]
+        poller = Path(sim.poller)
     else:
         poller = args.poller.resolve()
         result["poller"] = str(poller)
-        cwd = os.getcwd()
-        os.chdir(poller.parent)  # poller rows name files relative to the visit folder
-        try:
-            (probe,) = assign_product_parameters(parse_obset_tree(interpret_obset_input(
-                str(poller))))
-        finally:
-            os.chdir(cwd)
-        first_exposure = probe.edp_list[0].input_path
+    cwd = os.getcwd()
+    os.chdir(poller.parent)  # poller rows name files relative to the visit folder
+    try:
+        total = assign_product_parameters(parse_obset_tree(interpret_obset_input(
+            str(poller))))[0]
+    finally:
+        os.chdir(cwd)
+    first_exposure = total.edp_list[0].input_path
 
     chip = read_chip_wcs(first_exposure)[1]
     grid = make_output_grid([chip])
@@ -90,13 +90,6 @@ def main(argv=None) -> dict:
                         "max_error_px": float(np.abs(approx - exact).max())}
     del exact, approx
 
-    cwd = os.getcwd()
-    os.chdir(Path(poller).parent)
-    try:
-        totals = assign_product_parameters(parse_obset_tree(interpret_obset_input(str(poller))))
-    finally:
-        os.chdir(cwd)
-    total = totals[0]
     out = workdir / "out"
     _copies_with_input_wcs(total, out)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

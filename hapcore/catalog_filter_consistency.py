@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from hap_models.catalogs import FLAG_HOT_PIXEL
+from hapcore.catalog_rows import FilterRows
 
 __all__ = ["cr_dominated_rows", "flag_single_filter_detections", "single_filter_detections"]
 
@@ -142,43 +143,23 @@ def flag_single_filter_detections(tables: Mapping[str, object], n_exposures: Map
     single-filter flags are set) get ``bit`` in every filter that covers them. Returns the
     number of rows flagged.
     """
-    names = [name for name, table in tables.items() if table is not None and len(table)]
-    if len(names) < 2:
+    stack = FilterRows.from_tables(tables)
+    if len(stack.names) < 2:
         return 0
-    ids = np.unique(np.concatenate([np.asarray(tables[n]["ID"]) for n in names]))
-    flux = np.full((len(names), ids.size), np.nan)
-    error = np.full((len(names), ids.size), np.nan)
-    flags = np.zeros((len(names), ids.size), np.int64)
-    rows = []
-    for k, name in enumerate(names):
-        table = tables[name]
-        pos = np.searchsorted(ids, np.asarray(table["ID"]))
-        f = np.asarray(table["FluxAp2"], dtype=float)
-        e = np.asarray(table["FluxErrAp2"], dtype=float)
-        # -9999 and masked values mean "not measured"
-        f = np.where(f <= -9999.0, np.nan, f)
-        e = np.where(e <= -9999.0, np.nan, e)
-        flux[k, pos] = f
-        error[k, pos] = e
-        flags[k, pos] = np.asarray(table["Flags"])
-        rows.append(pos)
     flagged, which = single_filter_detections(
-        flux, error, [int(n_exposures.get(n, 1)) for n in names], snr=snr, max_snr=max_snr,
-        max_exposures=max_exposures)
-    for k in range(len(names)):
-        flags[k, flagged & (which == k)] |= bit
-    dominated = np.zeros(ids.size, bool)
+        stack.flux, stack.error, [int(n_exposures.get(n, 1)) for n in stack.names], snr=snr,
+        max_snr=max_snr, max_exposures=max_exposures)
+    for k in range(len(stack.names)):
+        stack.flags[k, flagged & (which == k)] |= bit
+    dominated = np.zeros(stack.ids.size, bool)
     if support_snr is not None:
-        dominated = cr_dominated_rows(flux, error, flags, support_snr=support_snr, bit=bit) & \
-            ~flagged
-        covered = np.isfinite(flux) & np.isfinite(error) & (error > 0)
-        flags[:, dominated] |= np.where(covered[:, dominated], bit, 0)
-    for k, name in enumerate(names):
-        table = tables[name]
-        table["Flags"] = flags[k, rows[k]].astype(np.asarray(table["Flags"]).dtype)
+        dominated = cr_dominated_rows(stack.flux, stack.error, stack.flags,
+                                      support_snr=support_snr, bit=bit) & ~flagged
+        stack.flags[:, dominated] |= np.where(stack.covered[:, dominated], bit, 0)
+    stack.write_flags(tables)
     n = int(flagged.sum()) + int(dominated.sum())
     log.info("cross-filter check: of %d sources, %d seen in one filter only (S/N >= %.1f there, "
              "< %.1f elsewhere) and %d called a cosmic ray by their strongest filter without "
-             "S/N >= %s support elsewhere; flag %d", ids.size, int(flagged.sum()), snr, snr,
-             int(dominated.sum()), support_snr, bit)
+             "S/N >= %s support elsewhere; flag %d", stack.ids.size, int(flagged.sum()), snr,
+             snr, int(dominated.sum()), support_snr, bit)
     return n

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from hap_models.catalogs import FLAG_EXTENDED, FLAG_HOT_PIXEL, FLAG_SATURATION
+from hapcore.catalog_rows import FilterRows
 
 __all__ = ["flag_sharp_detections", "sharpness_outliers"]
 
@@ -95,43 +96,27 @@ def flag_sharp_detections(tables: Mapping[str, object], sharpness_by_id: Mapping
     <= ``flag_trim_value``) that no filter flags as saturated and that their best filter does
     not call extended. Returns the number of rows flagged.
     """
-    names = [name for name, table in tables.items() if table is not None and len(table)]
-    if not names:
+    stack = FilterRows.from_tables(tables)
+    if not stack.names:
         return 0
-    ids = np.unique(np.concatenate([np.asarray(tables[n]["ID"]) for n in names]))
-    snr = np.full(ids.size, -np.inf)
-    kept = np.zeros(ids.size, bool)
-    saturated = np.zeros(ids.size, bool)
-    extended = np.zeros(ids.size, bool)
-    rows = {}
-    for name in names:
-        table = tables[name]
-        pos = np.searchsorted(ids, np.asarray(table["ID"]))
-        rows[name] = pos
-        flux = np.asarray(table["FluxAp2"], dtype=float)
-        error = np.asarray(table["FluxErrAp2"], dtype=float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.where((error > 0) & (flux > -9999.0), flux / error, -np.inf)
-        ratio = np.nan_to_num(ratio, nan=-np.inf)
-        flags = np.asarray(table["Flags"])
-        better = ratio > snr[pos]  # the row's best filter so far decides "extended"
-        extended[pos[better]] = (flags[better] & FLAG_EXTENDED) != 0
-        snr[pos] = np.fmax(snr[pos], ratio)
-        kept[pos] |= flags <= flag_trim_value
-        saturated[pos] |= (flags & FLAG_SATURATION) != 0
-    sharpness = np.array([sharpness_by_id.get(int(i), np.nan) for i in ids], dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(stack.covered, stack.flux / stack.error, -np.inf)
+    best = np.argmax(ratio, axis=0)  # the row's best filter decides "extended"
+    cols = np.arange(stack.ids.size)
+    snr = ratio[best, cols]
+    extended = (stack.flags[best, cols] & FLAG_EXTENDED) != 0
+    kept = (stack.present & (stack.flags <= flag_trim_value)).any(axis=0)
+    saturated = ((stack.flags & FLAG_SATURATION) != 0).any(axis=0)
+    sharpness = np.array([sharpness_by_id.get(int(i), np.nan) for i in stack.ids], dtype=float)
     # the locus is made of point sources only; every row is tested
     outliers, cut = sharpness_outliers(sharpness, snr, usable=kept & ~saturated & ~extended,
                                        nsigma=nsigma)
     if cut is None:
         log.info("sharpness test skipped: too few well-measured point sources for a locus")
         return 0
-    for name in names:
-        table = tables[name]
-        hit = outliers[rows[name]]
-        if hit.any():
-            table["Flags"] = np.where(hit, np.asarray(table["Flags"]) | bit, table["Flags"])
+    stack.flags[:, outliers] |= np.where(stack.present[:, outliers], bit, 0)
+    stack.write_flags(tables)
     n = int(outliers.sum())
     log.info("sharpness test: %d of %d point sources sharper than %.3f (stellar locus + %.1f "
-             "sigma) flagged %d", n, ids.size, cut, nsigma, bit)
+             "sigma) flagged %d", n, stack.ids.size, cut, nsigma, bit)
     return n

@@ -201,12 +201,12 @@ def _swarm(image: CatalogImage, background, sources: Table, cat) -> np.ndarray |
     """Swarm members among the point sources (:func:`hapcore.catalog_swarm.swarm_members`)."""
     if cat.swarm_nsigma is None or sources is None or len(sources) < 2:
         return None
-    data = np.asarray(image.data, np.float32) - np.asarray(background.background, np.float32)
-    return swarm_members(data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
+    return swarm_members(image.data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
                          aperture_radius=cat.aperture_2 / image.plate_scale,
                          max_distance=cat.swarm_radius_arcsec / image.plate_scale,
                          min_ratio=cat.swarm_min_ratio, nsigma=cat.swarm_nsigma,
-                         background_rms=background.rms, exptime=image.exptime)
+                         background_rms=background.rms, exptime=image.exptime,
+                         background=background.background)
 
 
 def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:

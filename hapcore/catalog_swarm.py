@@ -39,9 +39,11 @@ __all__ = ["swarm_members"]
 log = logging.getLogger("hapsvm")
 
 
-def _aperture_sums(data: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
-    """Sum of ``data`` over pixels whose centres lie within ``radius`` of each (x, y); NaN where
-    the aperture leaves the image or holds a non-finite pixel."""
+def _aperture_sums(data: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float,
+                   background=None) -> np.ndarray:
+    """Sum of ``data - background`` over pixels whose centres lie within ``radius`` of each
+    (x, y); NaN where the aperture leaves the image or holds a non-finite pixel. The
+    background (an image like ``data``, or None) is read at those pixels only."""
     r = int(np.ceil(radius))
     dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
     x = np.asarray(x, float)
@@ -53,7 +55,10 @@ def _aperture_sums(data: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float
     inside_disk = (px - x[:, None]) ** 2 + (py - y[:, None]) ** 2 <= radius ** 2
     ny, nx = data.shape
     on_image = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
-    values = data[np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1)]
+    index = (np.clip(py, 0, ny - 1), np.clip(px, 0, nx - 1))
+    values = np.asarray(data[index], float)
+    if background is not None:
+        values = values - np.asarray(background[index], float)
     ok = on_image.all(axis=1) & np.isfinite(np.where(inside_disk, values, 0.0)).all(axis=1)
     sums = np.where(inside_disk, values, 0.0).sum(axis=1)
     return np.where(ok, sums, np.nan)
@@ -62,13 +67,13 @@ def _aperture_sums(data: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float
 def swarm_members(data: np.ndarray, x, y, flux, *, aperture_radius: float,
                   max_distance: float, min_ratio: float = 10.0, nsigma: float = 3.0,
                   background_rms: float | np.ndarray = 0.0, n_samples: int = 16,
-                  exptime: float = 0.0) -> np.ndarray:
+                  exptime: float = 0.0, background: np.ndarray | None = None) -> np.ndarray:
     """Detections that are features of a brighter neighbour's profile (see module notes).
 
     Parameters
     ----------
     data : 2-D ndarray
-        Background-subtracted image the sources were detected on.
+        Image the sources were detected on: background-subtracted, or give ``background``.
     x, y : array_like
         0-based positions of the detections.
     flux : array_like
@@ -87,6 +92,9 @@ def swarm_members(data: np.ndarray, x, y, flux, *, aperture_radius: float,
     exptime : float, optional
         Exposure time turning ``data`` (a rate) into counts for the Poisson noise of the
         neighbour's light in the mirror test; 0: background noise only.
+    background : 2-D ndarray, optional
+        Background of ``data`` (same shape), subtracted where apertures are summed (no
+        subtracted copy of the whole image is made).
 
     Returns
     -------
@@ -130,9 +138,10 @@ def swarm_members(data: np.ndarray, x, y, flux, *, aperture_radius: float,
     # samples whose aperture overlaps the detection's would carry its light into the reference
     chord = 2 * distance[:, None] * np.abs(np.sin(steps[None, :] / 2))
     usable = chord > 2 * aperture_radius
-    ring = _aperture_sums(data, sx.ravel(), sy.ravel(), aperture_radius).reshape(sx.shape)
+    ring = _aperture_sums(data, sx.ravel(), sy.ravel(), aperture_radius,
+                          background).reshape(sx.shape)
     ring = np.where(usable, ring, np.nan)
-    own = _aperture_sums(data, x[tested], y[tested], aperture_radius)
+    own = _aperture_sums(data, x[tested], y[tested], aperture_radius, background)
     enough = np.sum(np.isfinite(ring), axis=1) >= max(4, n_samples // 3)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows (too few samples)
@@ -151,7 +160,7 @@ def swarm_members(data: np.ndarray, x, y, flux, *, aperture_radius: float,
     # crowded field the ring holds other stars, so its scatter hides a real star's excess,
     # but the mirror point (when no detection sits there) shows it
     mx, my = 2 * x[b] - x[tested], 2 * y[b] - y[tested]
-    mirror = _aperture_sums(data, mx, my, aperture_radius)
+    mirror = _aperture_sums(data, mx, my, aperture_radius, background)
     # any detection whose aperture overlaps the mirror aperture blocks the test (two swarm
     # members facing each other are then kept: in a crowded field the detection there is
     # more likely a star than another member)

@@ -237,14 +237,7 @@ def _add_resampling_error(sigma: np.ndarray, candidates: np.ndarray, stack: np.n
     if not partial.any():
         return sigma
     ys, xs, which, coverage = ys[partial], xs[partial], which[partial], coverage[partial]
-    ny, nx = stack.shape[1:]
-    centre = stack[which, ys, xs]
-
-    def step(dy, dx):
-        return np.abs(centre - stack[which, np.clip(ys + dy, 0, ny - 1),
-                                     np.clip(xs + dx, 0, nx - 1)])
-
-    deriv = np.hypot(np.maximum(step(0, -1), step(0, 1)), np.maximum(step(-1, 0), step(1, 0)))
+    deriv = _quick_derivative_at(stack, ys, xs, layers=which)
     sigma = np.array(sigma, np.float32, copy=True)
     sigma[ys, xs] = np.hypot(sigma[ys, xs], (1.0 - coverage) * deriv)
     return sigma
@@ -372,13 +365,19 @@ def quick_derivative(image: np.ndarray) -> np.ndarray:
     return np.sqrt(dx * dx + dy * dy)
 
 
-def _quick_derivative_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """`quick_derivative` of ``image`` at pixels ``(ys, xs)`` only (same values)."""
-    ny, nx = image.shape
-    centre = image[ys, xs]
+def _quick_derivative_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, *,
+                         layers: np.ndarray | None = None) -> np.ndarray:
+    """`quick_derivative` of ``image`` at pixels ``(ys, xs)`` only (same values).
+
+    With ``layers``, ``image`` is a stack and each pixel is taken from its own layer.
+    """
+    ny, nx = image.shape[-2:]
+    lead = () if layers is None else (layers,)
+    centre = image[lead + (ys, xs)]
 
     def step(dy, dx):
-        return np.abs(centre - image[np.clip(ys + dy, 0, ny - 1), np.clip(xs + dx, 0, nx - 1)])
+        return np.abs(centre - image[lead + (np.clip(ys + dy, 0, ny - 1),
+                                             np.clip(xs + dx, 0, nx - 1))])
 
     dx = np.maximum(step(0, -1), step(0, 1))
     dy = np.maximum(step(-1, 0), step(1, 0))
