@@ -83,7 +83,7 @@ def _rootname_of(copy_name: str, visit: Path) -> str | None:
 
 
 def align_metrics(visit: Path, products: Path) -> dict:
-    from hapcore.wcs_files import read_chip_wcs
+    from hapcore.wcs.files import read_chip_wcs
 
     rms = {}
     for path in sorted(products.glob("hst_*_fl[tc].fits")):
@@ -108,7 +108,7 @@ def align_metrics(visit: Path, products: Path) -> dict:
 def _ap2_fraction(detector: str, out_scale: float) -> float:
     from photutils.aperture import CircularAnnulus, CircularAperture
 
-    from hapcore.photometry_tools import iraf_style_photometry
+    from hapcore.catalogs.photometry import iraf_style_photometry
     from hapsim.psf import GaussianMixturePSF
 
     spec = _spec(detector)

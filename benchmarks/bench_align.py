@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--detector", default="wfc3/uvis")
     parser.add_argument("--filter", default="f606w")
     args = parser.parse_args()
-    from hapcore.align_stage import run_alignment
+    from hapcore.align.stage import run_alignment
     from hapsim import simulate_visit
     from test_align import _chip_errors, _total
 

@@ -1,7 +1,7 @@
 """Benchmark: point + segment catalogs of a full-frame UVIS-sized synthetic product.
 
 Renders a 5000 x 5000 px (0.04"/px) total product with one filter product (F606W, 2 x 400 s,
-hapsim PSF and Sersic galaxies), runs :func:`hapcore.catalog_stage.build_catalogs` and prints
+hapsim PSF and Sersic galaxies), runs :func:`hapcore.catalogs.stage.build_catalogs` and prints
 one JSON object with the timings per step and the source counts. Target: < 60 s on 2 cores.
 
 Usage: ``python benchmarks/bench_catalogs.py [--size 5000] [--stars 10000] [--galaxies 1500]``
@@ -27,8 +27,8 @@ def main(argv=None):
     parser.add_argument("--galaxies", type=int, default=1500)
     args = parser.parse_args(argv)
 
-    from hapcore.catalog_stage import build_catalogs
-    from hapcore.parameters import build_product_parameters
+    from hapcore.catalogs.stage import build_catalogs
+    from hapcore.obset.parameters import build_product_parameters
     from test_catalog_scene import make_visit
 
     start = time.perf_counter()

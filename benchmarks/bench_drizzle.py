@@ -2,7 +2,7 @@
 
 1. Pixel map of one full WFC3/UVIS chip (4096 x 2051, SIP order 4): exact per-pixel astropy map
    versus the interpolated map (default step 64), with the maximum difference.
-2. The whole drizzle stage (`hapcore.drizzle_products.drizzle_detector`) of a full-frame
+2. The whole drizzle stage (`hapcore.drizzle.stage.drizzle_detector`) of a full-frame
    4-exposure WFC3/UVIS hapsim visit (1 filter: 1 filter + 4 exposure + 1 total product), wall
    time, CPU time (this process and its workers, user + system, from ``getrusage``; on a shared
    machine the wall time is noisy, the CPU time much less), load averages around the stage, and
@@ -47,12 +47,12 @@ def main(argv=None) -> dict:
     import numpy as np
 
     import hapsim
-    from hapcore.drizzle_grid import make_output_grid
-    from hapcore.drizzle_pixmap import exact_pixmap, interpolated_pixmap
-    from hapcore.drizzle_products import drizzle_detector
-    from hapcore.obset import interpret_obset_input, parse_obset_tree
-    from hapcore.product_parameters import assign_product_parameters
-    from hapcore.wcs_files import read_chip_wcs
+    from hapcore.drizzle.grid import make_output_grid
+    from hapcore.drizzle.pixmap import exact_pixmap, interpolated_pixmap
+    from hapcore.drizzle.stage import drizzle_detector
+    from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
+    from hapcore.obset.product_parameters import assign_product_parameters
+    from hapcore.wcs.files import read_chip_wcs
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_drizzle_"))
     result: dict = {"workers": args.workers}
@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
                        "loadavg_before": load_before,
                        "loadavg_after": [round(v, 2) for v in os.getloadavg()],
                        "grid_shape": list(
-                           __import__("hapcore.drizzle_grid", fromlist=["x"])
+                           __import__("hapcore.drizzle.grid", fromlist=["x"])
                            .build_detector_grid(total, out).shape),
                        "peak_rss_main_mb": round(self_peak),
                        "peak_rss_largest_worker_mb": round(child_peak),

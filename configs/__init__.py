@@ -13,7 +13,7 @@ Layout
     Per-detector overrides of the three step bases and one AstroDrizzle entry per condition.
 
 The files are read with :mod:`importlib.resources`, so they work from an installed wheel too;
-:mod:`hapcore.parameters` interprets them.
+:mod:`hapcore.obset.parameters` interprets them.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ logger = logging.getLogger(PACKAGE_LOGGER)
 
 def _resolve_refcat(options: VisitOptions) -> Path | None:
     """The local reference catalog: ``--refcat``, else ``HAPSVM_REFCAT``; a named file must exist."""
-    from hapcore.refcat import ReferenceCatalogError, resolve_refcat_path
+    from hapcore.align.refcat import ReferenceCatalogError, resolve_refcat_path
 
     try:
         return resolve_refcat_path(options.refcat)
@@ -119,7 +119,7 @@ def _peak_rss_mb() -> float:
 
 def _poller_exposures(poller_file: Path) -> list[Path]:
     """Files the poller names, located as the parser will (only for the parse stage's cache key)."""
-    from hapcore.poller import locate_exposure, read_poller_lines
+    from hapcore.obset.poller import locate_exposure, read_poller_lines
 
     found = []
     for line in read_poller_lines(poller_file):
@@ -291,7 +291,7 @@ def _drizzle(run: _Stages, total, output_dir: Path, aligned: StageResult,
 def _quality_enabled(options: VisitOptions) -> bool:
     """``--quality`` or ``SVM_QUALITY_TESTING`` (on/yes/true/off/no/false; anything else is an
     input error naming the variable and its value)."""
-    from hapcore.quality_report import QualitySwitchError, quality_enabled
+    from hapcore.quality.report import QualitySwitchError, quality_enabled
 
     try:
         return quality_enabled(flag=options.quality)
@@ -302,7 +302,7 @@ def _quality_enabled(options: VisitOptions) -> bool:
 def _quality(run: _Stages, totals, output_dir: Path, refcat: Path | None,
              aligned: list[StageResult], catalogs: list[StageResult], manifest_name: str) -> None:
     """One task per check group, then the summary; a failing check never stops the run."""
-    from hapcore.quality_report import QualityTimestamp
+    from hapcore.quality.report import QualityTimestamp
 
     stamp = QualityTimestamp.now()
     groups = [run(quality_group_task, group, totals, output_dir, refcat, catalogs, stamp,

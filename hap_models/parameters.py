@@ -495,12 +495,12 @@ class CatalogParameters(_StrictModel):
     # Filter catalogs keep only the rows of the trimmed total catalog (drizzlepac's documented
     # behaviour; its code never trims them, spec §12.6). False: every detection, as drizzlepac.
     trim_filter_catalogs: bool = True
-    # Cross-exposure check (hapcore.catalog_exposure_check): a row whose aperture-2 flux in a
+    # Cross-exposure check (hapcore.catalogs.exposure_check): a row whose aperture-2 flux in a
     # covering exposure product is below the filter flux by more than nsigma x its error plus
     # tolerance x the flux is a cosmic-ray residual (flag 16). None: no check (drizzlepac).
     exposure_check_nsigma: PositiveFloat | None = 4.0
     exposure_check_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.1
-    # Cross-filter check (hapcore.catalog_filter_consistency), read from the total product's
+    # Cross-filter check (hapcore.catalogs.filter_consistency), read from the total product's
     # parameters: a row whose aperture-2 S/N reaches filter_consistency_snr in exactly one of
     # >= 2 covering filters, stays below filter_consistency_max_snr there, and that filter has
     # at most filter_consistency_max_exposures exposures, is a cosmic-ray residual (flag 16 in
@@ -511,14 +511,14 @@ class CatalogParameters(_StrictModel):
     filter_consistency_max_snr: PositiveFloat = 50.0
     filter_consistency_max_exposures: Annotated[int, Field(ge=1)] = 2
     filter_consistency_support_snr: PositiveFloat = 8.0
-    # Swarm filter (hapcore.catalog_swarm): a point source within swarm_radius_arcsec of a
+    # Swarm filter (hapcore.catalogs.swarm): a point source within swarm_radius_arcsec of a
     # neighbour swarm_min_ratio times brighter whose aperture-2 sum exceeds the neighbour's
     # azimuthal median at the same distance by less than swarm_nsigma sigma is a feature of
     # that neighbour's profile (flag 32). None: no filter (drizzlepac never sets flag 32).
     swarm_nsigma: PositiveFloat | None = 3.0
     swarm_radius_arcsec: PositiveFloat = 1.0
     swarm_min_ratio: PositiveFloat = 10.0
-    # Sharpness test (hapcore.catalog_sharpness): a point source whose DAOStarFinder sharpness
+    # Sharpness test (hapcore.catalogs.sharpness): a point source whose DAOStarFinder sharpness
     # is more than sharpness_nsigma robust sigma above the locus of the catalog's good point
     # sources (S/N 20-500, unsaturated) is a cosmic ray or hot pixel (flag 16). None: no test.
     sharpness_nsigma: PositiveFloat | None = 3.0

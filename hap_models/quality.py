@@ -2,13 +2,13 @@
 
 * :class:`QualityThresholds` - the limits our pass/fail summary judges the checks against. They
   belong in the parameter set (``QualityParameters``); until those fields exist there, the
-  defaults here are used (see :func:`hapcore.quality_summary.thresholds_from_parameters`).
+  defaults here are used (see :func:`hapcore.quality.summary.thresholds_from_parameters`).
 * :class:`CheckOutcome` - what one check did for one product (status, files, key figures).
 * :class:`AlignmentFigures` - the alignment of one exposure as recorded in its SVM copy or
   in an :class:`~hap_models.alignment.AlignmentResult`.
 * :class:`StageUsage` - run time and peak memory of one pipeline stage (passed in by the flow).
 * :class:`QualitySummary` - the ``<visit>_svm_quality.json`` document.
-* :class:`QualityReport` - what :func:`hapcore.quality.run_quality_analysis` returns.
+* :class:`QualityReport` - what :func:`hapcore.quality.stage.run_quality_analysis` returns.
 
 Check statuses
 --------------

@@ -1,7 +1,7 @@
 """HLA-classic-format catalogs of a simulated visit, from truth plus noise.
 
 Writes, per filter, ``<basename><filter>_daophot.txt`` and ``<basename><filter>_sexphot.txt``
-in the layouts :mod:`hapcore.hla_compare` reads (whitespace-separated, header row, ``#``
+in the layouts :mod:`hapcore.quality.hla` reads (whitespace-separated, header row, ``#``
 comments, 1-based X/Y as IRAF/SExtractor write them)::
 
     X-Center Y-Center RA DEC ID MagAp(r1) MagErr(r1) MagAp(r2) MagErr(r2) MSky(r2) Stdev(r2)
@@ -15,7 +15,7 @@ uses, so both agree), plus noise drawn from ``flux_err = sqrt(flux / exptime + a
 sky_sigma**2)``. Positions get Gaussian noise and an optional shift (``shift_px``), and RA/Dec
 follow from the noisy pixel positions through the WCS, so a shift shows in both. A
 ``mag_offset`` is added to every magnitude. Flags follow the CI/faint rules of the HAP
-catalogs (:func:`hapcore.catalog_flags.ci_flags`).
+catalogs (:func:`hapcore.catalogs.flags.ci_flags`).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def write_hla_catalogs(truth: Table, *, wcs, filters: Sequence[str], basename: s
     -------
     list of pathlib.Path
     """
-    from hapcore.catalog_flags import ci_flags
+    from hapcore.catalogs.flags import ci_flags
 
     rng = np.random.default_rng(seed)
     output_dir = Path(output_dir)

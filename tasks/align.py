@@ -8,7 +8,7 @@ from prefect import task
 
 from hap_models.products import TotalProduct
 from hap_models.stage import StageResult
-from hapcore.align_stage import run_alignment
+from hapcore.align.stage import run_alignment
 from tasks.caching import FILE_STAGE, run_stage
 
 __all__ = ["align_detector_task"]
@@ -28,7 +28,7 @@ def _written(output_dir: Path):
 @task(name="align-detector", task_run_name="align-{total.detector}", cache_policy=FILE_STAGE)
 def align_detector_task(total: TotalProduct, output_dir: Path, refcat_path: Path | None = None,
                         n_workers: int = 2, online_cache_dir: Path | None = None) -> StageResult:
-    """Align the direct exposures of one detector (:func:`hapcore.align_stage.run_alignment`)."""
+    """Align the direct exposures of one detector (:func:`hapcore.align.stage.run_alignment`)."""
     return run_stage("align", run_alignment, total, output_dir=output_dir,
                      params=total.parameters.alignment, refcat_path=refcat_path,
                      n_workers=n_workers, online_cache_dir=online_cache_dir,

@@ -20,7 +20,7 @@ from prefect import task
 
 from hap_models.products import FilterProduct, TotalProduct
 from hap_models.stage import StageResult
-from hapcore.catalog_stage import (
+from hapcore.catalogs.stage import (
     SourceDetection,
     load_total_detection,
     measure_filter_product,
@@ -75,8 +75,8 @@ def write_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageRe
                         measured: list[StageResult], phot_mode: str = "both",
                         diagnostic_mode: bool = False) -> StageResult:
     """The total catalogs, and every catalog file of the detector (payload: the paths)."""
-    from hapcore.catalog_image import ProductHeaders
-    from hapcore.catalog_stage import FilterCatalogs
+    from hapcore.catalogs.image import ProductHeaders
+    from hapcore.catalogs.stage import FilterCatalogs
 
     def write():
         detection = total_detection(total, output_dir, phot_mode)

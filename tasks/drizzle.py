@@ -1,7 +1,7 @@
 """Tasks of the drizzle stage: one per product (filter, exposure, total), each cached.
 
 The products of a detector share one output grid, its pixel maps and the filter products'
-cosmic-ray masks; they live in a :class:`~hapcore.drizzle_products.DrizzleWorkspace` whose maps
+cosmic-ray masks; they live in a :class:`~hapcore.drizzle.stage.DrizzleWorkspace` whose maps
 and masks persist under ``<output_dir>/.hapsvm-work/`` (so a killed run resumes with only the
 unfinished products), kept open across this process's tasks by :func:`detector_workspace`.
 """
@@ -14,7 +14,7 @@ from prefect import task
 
 from hap_models.products import ExposureProduct, FilterProduct, TotalProduct
 from hap_models.stage import StageResult
-from hapcore.drizzle_products import (
+from hapcore.drizzle.stage import (
     DrizzleWorkspace,
     drizzle_exposure_product,
     drizzle_filter_product,

@@ -10,8 +10,8 @@ from prefect import task
 from hap_models.poller import ObsetTree
 from hap_models.run_options import VisitOptions
 from hap_models.stage import StageResult
-from hapcore.obset import interpret_obset_input, parse_obset_tree
-from hapcore.product_parameters import assign_product_parameters
+from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
+from hapcore.obset.product_parameters import assign_product_parameters
 from tasks.caching import FILE_STAGE, run_stage
 
 __all__ = ["interpret_obset_input_task", "build_product_tree_task"]
@@ -20,7 +20,7 @@ __all__ = ["interpret_obset_input_task", "build_product_tree_task"]
 @task(name="interpret-obset-input", task_run_name="interpret-{poller_file.name}",
       cache_policy=FILE_STAGE)
 def interpret_obset_input_task(poller_file: Path, exposure_files: list[Path]) -> StageResult:
-    """Poller file -> tree of viable, sorted exposures (:func:`hapcore.obset.interpret_obset_input`).
+    """Poller file -> tree of viable, sorted exposures (:func:`hapcore.obset.tree.interpret_obset_input`).
 
     ``exposure_files`` (the files the poller names) are inputs only for the cache key: the tree
     depends on their headers, so a changed exposure must invalidate it.

@@ -8,7 +8,7 @@ from prefect import task
 
 from hap_models.products import TotalProduct
 from hap_models.stage import StageResult
-from hapcore import quality as qa
+import hapcore.quality.stage as qa
 from tasks.caching import FILE_STAGE, run_stage
 
 __all__ = ["QUALITY_GROUPS", "quality_group_task", "quality_summary_task"]
@@ -33,7 +33,7 @@ def _files(output_dir: Path):
 def quality_group_task(group: str, totals: list[TotalProduct], output_dir: Path,
                        refcat_path: Path | None, catalogs: list[StageResult],
                        timestamp=None) -> StageResult:
-    """One check group of the quality analysis (:mod:`hapcore.quality`); every check isolated.
+    """One check group of the quality analysis (:mod:`hapcore.quality.stage`); every check isolated.
 
     ``catalogs`` (the catalog stage results) is an input so that new catalogs invalidate it;
     ``timestamp`` (shared by every file of the run) is not part of the cache key.

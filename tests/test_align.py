@@ -11,11 +11,11 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from hapcore.align_stage import run_alignment
-from hapcore.obset import interpret_obset_input, parse_obset_tree
-from hapcore.product_parameters import assign_product_parameters
-from hapcore.refcat import propagate_positions
-from hapcore.wcs_records import read_chip_wcs
+from hapcore.align.stage import run_alignment
+from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
+from hapcore.obset.product_parameters import assign_product_parameters
+from hapcore.align.refcat import propagate_positions
+from hapcore.wcs.records import read_chip_wcs
 from hapsim import simulate_visit
 
 
@@ -193,7 +193,7 @@ def test_three_star_field_keeps_the_input_wcs(tmp_path, caplog):
 
 def test_online_provider_failure_is_logged_and_falls_back(small_visit, tmp_path, caplog,
                                                           monkeypatch):
-    import hapcore.refcat_gaia as gaia
+    import hapcore.align.refcat_gaia as gaia
 
     def timing_out(ra, dec, radius, timeout):
         raise TimeoutError("simulated archive timeout")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hapcore.align import ExposureTransform, fit_quality
-from hapcore.align_fit import fit_linear, fit_linear_clipped, from_tangent_plane, tangent_plane
-from hapcore.align_match import match_sources
+from hapcore.align.visit import ExposureTransform, fit_quality
+from hapcore.align.fit import fit_linear, fit_linear_clipped, from_tangent_plane, tangent_plane
+from hapcore.align.match import match_sources
 
 
 def _rot(deg):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
-from hapcore.catalog_exposure_check import exposure_photometry, missing_in_exposure
-from hapcore.catalog_image import CatalogImage
+from hapcore.catalogs.exposure_check import exposure_photometry, missing_in_exposure
+from hapcore.catalogs.image import CatalogImage
 from tests.test_catalog_scene import make_wcs
 
 SCALE = 0.04

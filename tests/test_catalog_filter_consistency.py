@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
-from hapcore.catalog_filter_consistency import (
+from hapcore.catalogs.filter_consistency import (
     cr_dominated_rows,
     flag_single_filter_detections,
     single_filter_detections,

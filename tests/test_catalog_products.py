@@ -18,9 +18,9 @@ from hap_models.catalogs import (
     total_segment_columns,
 )
 from hap_models.products import FilterProduct, TotalProduct
-from hapcore.catalog_stage import build_catalogs, create_catalog_products
-from hapcore.parameters import build_product_parameters
-from hapcore.photometry_tools import iraf_style_photometry
+from hapcore.catalogs.stage import build_catalogs, create_catalog_products
+from hapcore.obset.parameters import build_product_parameters
+from hapcore.catalogs.photometry import iraf_style_photometry
 from photutils.aperture import CircularAnnulus, CircularAperture
 from test_catalog_scene import make_visit, write_product
 
@@ -340,8 +340,8 @@ def test_crowded_field_deblending_is_bounded(caplog):
 
 def test_product_headers_give_the_same_metadata_as_the_image(tmp_path):
     """The total-catalog task reads filter products' headers only; the metadata must not change."""
-    from hapcore.catalog_image import CatalogImage, ProductHeaders
-    from hapcore.catalog_writer import catalog_metadata
+    from hapcore.catalogs.image import CatalogImage, ProductHeaders
+    from hapcore.catalogs.writer import catalog_metadata
 
     visit = make_visit((120, 120), filters=(("f606w", 400.0, 2),), n_stars=5, n_galaxies=1, seed=3)
     total = _products(tmp_path, visit)

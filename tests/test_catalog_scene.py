@@ -18,7 +18,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from hapcore.catalog_image import CatalogImage
+from hapcore.catalogs.image import CatalogImage
 from hapsim.detectors import get_detector
 from hapsim.psf import GaussianMixturePSF
 from hapsim.render import add_stamps, sersic_stamps

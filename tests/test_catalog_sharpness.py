@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
-from hapcore.catalog_sharpness import flag_sharp_detections, sharpness_outliers
+from hapcore.catalogs.sharpness import flag_sharp_detections, sharpness_outliers
 
 
 def _population(rng):

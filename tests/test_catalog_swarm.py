@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hapcore.catalog_swarm import swarm_members
+from hapcore.catalogs.swarm import swarm_members
 from hapsim.detectors import get_detector
 from hapsim.psf import psf_for_detector
 

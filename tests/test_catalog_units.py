@@ -7,15 +7,15 @@ import pytest
 from astropy.table import Table
 from photutils.aperture import CircularAnnulus, CircularAperture
 
-from hapcore.catalog_flags import ci_flags, nexp_flags, saturation_flags
-from hapcore.catalog_image import make_wht_masks, nexp_from_context
-from hapcore.catalog_total import (
+from hapcore.catalogs.flags import ci_flags, nexp_flags, saturation_flags
+from hapcore.catalogs.image import make_wht_masks, nexp_from_context
+from hapcore.catalogs.total import (
     cr_dominance_threshold,
     join_filter_columns,
     reject_cr_dominated,
     trim_total_catalog,
 )
-from hapcore.photometry_tools import (
+from hapcore.catalogs.photometry import (
     aperture_stats_tbl,
     compute_abmag,
     iraf_style_photometry,

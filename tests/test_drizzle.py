@@ -17,25 +17,25 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 import hapsim
-from hapcore.drizzle_cr import (
+from hapcore.drizzle.cr import (
     calibrate_excess_fraction,
     combine_images,
     detect_cosmic_rays,
     grow_mask,
 )
-from hapcore.drizzle_grid import GridTooLargeError, make_output_grid
-from hapcore.drizzle_pixmap import PixmapCache, exact_pixmap, interpolated_pixmap
-from hapcore.drizzle_products import (
+from hapcore.drizzle.grid import GridTooLargeError, make_output_grid
+from hapcore.drizzle.pixmap import PixmapCache, exact_pixmap, interpolated_pixmap
+from hapcore.drizzle.stage import (
     DrizzleWorkspace,
     drizzle_exposure_product,
     drizzle_filter_product,
     drizzle_total_product,
     load_mask,
 )
-from hapcore.drizzle_grid import build_detector_grid
-from hapcore.obset import interpret_obset_input, parse_obset_tree
-from hapcore.product_parameters import assign_product_parameters
-from hapcore.wcs_files import read_chip_wcs
+from hapcore.drizzle.grid import build_detector_grid
+from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
+from hapcore.obset.product_parameters import assign_product_parameters
+from hapcore.wcs.files import read_chip_wcs
 
 _WCS_KEYS = ("CRPIX", "CRVAL", "CD1_", "CD2_", "CTYPE", "A_", "B_", "AP_", "BP_")
 

@@ -16,15 +16,15 @@ import pytest
 from astropy.io import fits
 
 import hapsim
-from hapcore.drizzle_products import (
+from hapcore.drizzle.stage import (
     drizzle_detector,
     drizzle_filter_product,
     drizzle_total_product,
     filter_cr_mask_files,
     open_detector_workspace,
 )
-from hapcore.obset import interpret_obset_input, parse_obset_tree
-from hapcore.product_parameters import assign_product_parameters
+from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
+from hapcore.obset.product_parameters import assign_product_parameters
 
 
 def _copies(total, out_dir: Path) -> None:
@@ -119,7 +119,7 @@ def test_wfc3_ir_two_exposures(tmp_path):
     assert len(paths) == 1 + 2 + 1 and all(p.exists() for p in paths)
 
     fdp = total.fdp_list[0]
-    from hapcore.drizzle_grid import build_detector_grid
+    from hapcore.drizzle.grid import build_detector_grid
 
     grid = build_detector_grid(total, out)
     with fits.open(out / fdp.drizzle_filename) as hdul:

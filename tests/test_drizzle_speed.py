@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
-from hapcore.drizzle_headers import _hull, _row_extremes, footprint_keywords, s_region_from_weight
-from hapcore.drizzle_kernel import _unmapped, blot_chip, combine_partials, drizzle_chip, \
+from hapcore.drizzle.headers import _hull, _row_extremes, footprint_keywords, s_region_from_weight
+from hapcore.drizzle.kernel import _unmapped, blot_chip, combine_partials, drizzle_chip, \
     new_accumulator
-from hapcore.drizzle_products import DrizzleWorkspace, _CroppedImage, _shifted
+from hapcore.drizzle.stage import DrizzleWorkspace, _CroppedImage, _shifted
 
 
 def _plain_combine(partials, fillval):
@@ -200,7 +200,7 @@ def test_background_jobs(tmp_path):
 
 @pytest.mark.parametrize("n", [2, 3, 4, 6])
 def test_sort_stack_matches_numpy_sort(n):
-    from hapcore.drizzle_cr import _sort_stack
+    from hapcore.drizzle.cr import _sort_stack
 
     rng = np.random.default_rng(n)
     data = rng.normal(size=(n, 37, 41)).astype(np.float32)

@@ -138,9 +138,9 @@ def test_catalogs_of_pipeline_products_have_few_spurious_rows(processed):
 
     Filter catalogs are trimmed to the total catalog's rows, rows absent from a covering
     exposure are flagged 16, faint rows seen in one filter only get flag 16 there
-    (hapcore.catalog_filter_consistency: cosmic-ray residuals, CR-on-CR included, that the
+    (hapcore.catalogs.filter_consistency: cosmic-ray residuals, CR-on-CR included, that the
     two-image rejection cannot remove), and detections on a brighter neighbour's profile get
-    flag 32 (hapcore.catalog_swarm). Measured: point 0.5% (1 of 218; 3.0% before the last two
+    flag 32 (hapcore.catalogs.swarm). Measured: point 0.5% (1 of 218; 3.0% before the last two
     tests), segment 0%."""
     sim, out, _ = processed
     catalogs = sorted(out.glob("*-cat.ecsv"))

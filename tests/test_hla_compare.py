@@ -11,14 +11,14 @@ from photutils.aperture import CircularAnnulus, CircularAperture
 from scipy.spatial import cKDTree
 
 from hap_models.quality import QualityThresholds
-from hapcore.hla_compare import (
+from hapcore.quality.hla import (
     HLA_BASEPATH_ENV_VAR,
     HLA_BUILD_ENV_VAR,
     hla_catalog_directory,
     read_hla_catalog,
 )
-from hapcore.photometry_tools import iraf_style_photometry
-from hapcore.quality import make_quality_context, run_hla_comparison
+from hapcore.catalogs.photometry import iraf_style_photometry
+from hapcore.quality.stage import make_quality_context, run_hla_comparison
 from hapsim.hla_catalogs import write_hla_catalogs
 from test_quality import SCALE, build_visit
 

@@ -6,8 +6,8 @@ import pytest
 
 from fitsfactory import poller_line, write_exposure
 from hap_models.errors import NoViableDataError
-from hapcore.obset import interpret_obset_input, parse_obset_tree
-from hapcore.viability import rejection_reason
+from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
+from hapcore.obset.viability import rejection_reason
 
 
 def _poller(tmp_path, names, eight_field=None):

@@ -13,7 +13,7 @@ from hap_models.parameters import (
     ParameterError,
     ProductParameters,
 )
-from hapcore.parameters import (
+from hapcore.obset.parameters import (
     DETECTOR_KEYS,
     UVIS_DQ32_CHANGE_MJD,
     build_product_parameters,
@@ -432,7 +432,7 @@ def test_unknown_key_is_an_error(tmp_path, step, values, key):
 
 def test_error_from_packaged_file_names_that_file():
     """Validation of a bad merged packaged value is attributed to the file that set it."""
-    from hapcore import parameters as hp
+    import hapcore.obset.parameters as hp
 
     merged = hp._Merged()
     merged.merge(hp._packaged_json("any/astrodrizzle.json")["base"], "configs/any/astrodrizzle.json")

@@ -8,8 +8,8 @@ import pytest
 
 from fitsfactory import poller_line, write_exposure
 from hap_models.errors import HapInputError, NoViableDataError
-from hapcore.obset import interpret_obset_input
-from hapcore.poller import locate_exposure, read_poller_lines
+from hapcore.obset.tree import interpret_obset_input
+from hapcore.obset.poller import locate_exposure, read_poller_lines
 
 
 def _write(path, lines):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hap_models.products import ExposureProduct, FilterProduct, GrismExposureProduct, TotalProduct
-from hapcore.filters import determine_filter_name, is_grism_filter
+from hapcore.obset.filters import determine_filter_name, is_grism_filter
 
 # (prop, obset, instrument, detector, filename, filter, filetype) -> expected names
 CASES = [

@@ -13,10 +13,10 @@ from astropy.table import Table
 
 from hap_models.products import ExposureProduct, FilterProduct, TotalProduct
 from hap_models.quality import QualityReport
-from hapcore.catalog_stage import create_catalog_products
-from hapcore.parameters import build_product_parameters
-from hapcore.quality import run_quality_analysis
-from hapcore.quality_report import QUALITY_ENV_VAR, QualitySwitchError, quality_enabled
+from hapcore.catalogs.stage import create_catalog_products
+from hapcore.obset.parameters import build_product_parameters
+from hapcore.quality.stage import run_quality_analysis
+from hapcore.quality.report import QUALITY_ENV_VAR, QualitySwitchError, quality_enabled
 from test_catalog_scene import RA0, DEC0, make_visit, make_wcs, write_product
 
 MJD = 58604.5

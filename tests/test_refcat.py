@@ -1,4 +1,4 @@
-"""Reference-catalog layer (hapcore.refcat, hapcore.refcat_gaia): synthetic catalogs only."""
+"""Reference-catalog layer (hapcore.align.refcat, hapcore.align.refcat_gaia): synthetic catalogs only."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from hapcore.refcat import (REFCAT_ENV_VAR, STANDARD_COLUMNS, LocalCatalogProvider,
+from hapcore.align.refcat import (REFCAT_ENV_VAR, STANDARD_COLUMNS, LocalCatalogProvider,
                             ReferenceCatalog, ReferenceCatalogError, ReferenceCatalogProvider,
                             angular_separation_deg, decimal_year_from_mjd,
                             fetch_reference_catalog, footprint_cone, mjd_from_decimal_year,
                             resolve_refcat_path, select_in_cone, select_in_footprint)
-from hapcore.refcat_gaia import GaiaOnlineProvider
+from hapcore.align.refcat_gaia import GaiaOnlineProvider
 
 RA0, DEC0 = 150.1, 2.2
 HAS_PARQUET = all(importlib.util.find_spec(m) is not None for m in ("pyarrow", "pandas"))
@@ -451,7 +451,7 @@ def test_online_empty_answer_is_empty_catalog(tmp_path, hapsvm_log):
 
 
 def test_gaia_provider_reexported_lazily():
-    import hapcore.refcat as refcat
+    import hapcore.align.refcat as refcat
     assert refcat.GaiaOnlineProvider is GaiaOnlineProvider
 
 

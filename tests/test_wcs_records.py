@@ -19,8 +19,8 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from hap_models.alignment import ChipWCS, ExposureAlignment, WCSFitRecord
-from hapcore.wcs_header import orientat_from_cd
-from hapcore.wcs_records import (
+from hapcore.wcs.header import orientat_from_cd
+from hapcore.wcs.records import (
     attach_headerlet,
     headerlet_name,
     read_chip_wcs,

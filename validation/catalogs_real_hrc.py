@@ -36,9 +36,9 @@ def main(argv=None):
     from photutils.detection import DAOStarFinder
     from scipy.spatial import cKDTree
 
-    from hapcore.catalog_image import CatalogImage
-    from hapcore.catalog_stage import build_catalogs
-    from hapcore.parameters import build_product_parameters
+    from hapcore.catalogs.image import CatalogImage
+    from hapcore.catalogs.stage import build_catalogs
+    from hapcore.obset.parameters import build_product_parameters
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     with fits.open(path) as hdul:

@@ -1,7 +1,7 @@
 """Parity of our drizzle wrapper with drizzlepac on a real WFC3/IR cutout (reads ../shared only).
 
 Drizzles the 11x11 F125W cutout of ``../shared/data/real/drizzle_kernel_refs/`` through
-`hapcore.drizzle_kernel.drizzle_chip` with drizzlepac's own pixel map (converted to native-endian
+`hapcore.drizzle.kernel.drizzle_chip` with drizzlepac's own pixel map (converted to native-endian
 float64: a big-endian map makes the kernel return zeros) and compares with drizzlepac's output
 for each kernel (weights: DQ == 0). The point kernel must match exactly; the others are reported (upstream marks
 edge differences of square/turbo as expected). Prints one JSON object; exits 0 when the point
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from hapcore.drizzle_inputs import good_pixel_mask
-from hapcore.drizzle_kernel import drizzle_chip, new_accumulator
+from hapcore.drizzle.inputs import good_pixel_mask
+from hapcore.drizzle.kernel import drizzle_chip, new_accumulator
 
 DEFAULT_REFS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / \
     "drizzle_kernel_refs"

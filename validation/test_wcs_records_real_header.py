@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_wcs_records import (  # noqa: E402
     COPY_NAME, HLET_NAME, PIXELS, SVM_RECORD, _full_wcs, _sha256, alignment_for, fitted_chips,
 )
-from hapcore.wcs_records import read_chip_wcs, write_headerlet, write_svm_copy  # noqa: E402
+from hapcore.wcs.records import read_chip_wcs, write_headerlet, write_svm_copy  # noqa: E402
 
 REAL_HEADER = Path(__file__).resolve().parents[2] / "shared/data/headers/wfc3_uvis_ib4606c6q_flc_header.fits"
 

@@ -1,0 +1,126 @@
+"""Cross-exposure check of filter-catalog sources: cosmic-ray residuals seen in one exposure only.
+
+A real source is in every exposure that covers it. A cosmic ray that the filter product's
+rejection missed (most often in two-exposure filters, where the median of two images cannot
+tell which one is wrong) is in one exposure only: in the exposure products (drizzled without
+cosmic-ray masks) of the others its aperture holds nothing but sky. drizzlepac has no such test,
+so its filter catalogs keep these residuals as ordinary sources (its CI test misses the many
+residuals that are not single-pixel spikes).
+
+:func:`exposure_photometry` measures the aperture-2 flux of every source in each exposure
+product (the same photometry as the catalog); :func:`missing_in_exposure` flags a source whose
+flux in some covering exposure falls short of the filter flux by more than
+``nsigma`` times that exposure's error plus ``tolerance`` times the flux. Flagged sources get the
+hot-pixel / cosmic-ray bit (16) of their filter catalog.
+
+A real star whose cosmic ray was masked in the filter product is *not* flagged: its exposure
+fluxes are all at least the filter flux (the cosmic ray only adds flux in its exposure).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+__all__ = ["exposure_photometry", "missing_in_exposure"]
+
+log = logging.getLogger("hapsvm")
+
+
+def exposure_photometry(images, x, y, *, aperture_2, skyannulus, dskyannulus, salgorithm="mode",
+                        min_weight_fraction=0.5, n_images=None):
+    """Aperture-2 flux, its error and coverage of sources in each exposure product.
+
+    Parameters
+    ----------
+    images : iterable of CatalogImage
+        Exposure products on the filter product's grid (e-/s); an iterator is consumed once
+        (``n_images`` must then be given), so products can be loaded one at a time.
+    x, y : array_like
+        0-based positions.
+    aperture_2, skyannulus, dskyannulus : float
+        Aperture radius and sky annulus (arcsec), as the catalog.
+    salgorithm : str, optional
+    min_weight_fraction : float, optional
+        A source is covered by an exposure when the exposure's weight everywhere within the
+        aperture is at least this fraction of that exposure's median weight.
+    n_images : int, optional
+        Number of images (default ``len(images)``).
+
+    Returns
+    -------
+    flux, error : ndarray, shape (n_exposures, n_sources)
+        NaN where not covered.
+    """
+    from hapcore.catalogs.point import measure_point_photometry
+
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n_images = len(images) if n_images is None else n_images
+    flux = np.full((n_images, x.size), np.nan)
+    error = np.full((n_images, x.size), np.nan)
+    if x.size == 0:
+        return flux, error
+    for k, image in enumerate(images):
+        table = measure_point_photometry(image, x, y, aperture_1=0.5 * aperture_2,
+                                         aperture_2=aperture_2, skyannulus=skyannulus,
+                                         dskyannulus=dskyannulus, salgorithm=salgorithm)
+        covered = _covered(image.weight, x, y, radius=aperture_2 / image.plate_scale,
+                           min_weight_fraction=min_weight_fraction)
+        flux[k] = np.where(covered, np.asarray(table["FluxAp2"], dtype=float), np.nan)
+        error[k] = np.where(covered, np.asarray(table["FluxErrAp2"], dtype=float), np.nan)
+    return flux, error
+
+
+def _covered(weight, x, y, *, radius, min_weight_fraction):
+    """True where the weight in the box of half-size ``radius`` is everywhere above the limit."""
+    weight = np.asarray(weight)
+    positive = weight[weight > 0]
+    if positive.size == 0:
+        return np.zeros(np.shape(x), dtype=bool)
+    limit = min_weight_fraction * float(np.median(positive[:: max(1, positive.size // 200000)]))
+    ny, nx = weight.shape
+    half = int(np.ceil(radius))
+    ix = np.rint(x).astype(int)
+    iy = np.rint(y).astype(int)
+    inside = (ix - half >= 0) & (iy - half >= 0) & (ix + half < nx) & (iy + half < ny)
+    covered = np.zeros(ix.shape, dtype=bool)
+    offsets = np.arange(-half, half + 1)
+    for k in np.flatnonzero(inside):
+        box = weight[iy[k] + offsets[:, None], ix[k] + offsets[None, :]]
+        covered[k] = bool(np.all(box >= limit))
+    return covered
+
+
+def missing_in_exposure(filter_flux, exposure_flux, exposure_error, *, nsigma=4.0,
+                        tolerance=0.1, min_exposures=2):
+    """Sources absent from at least one exposure that covers them.
+
+    Parameters
+    ----------
+    filter_flux : array_like, shape (n,)
+        Aperture-2 flux in the filter product.
+    exposure_flux, exposure_error : array_like, shape (m, n)
+        From :func:`exposure_photometry` (NaN: not covered).
+    nsigma : float, optional
+        A covered exposure misses the source when
+        ``flux_i < filter_flux - nsigma * error_i - tolerance * filter_flux``.
+    tolerance : float, optional
+        Fractional allowance for exposure-to-exposure differences of bright sources (pixel
+        phase of the undersampled PSF, sky and flat-field errors).
+    min_exposures : int, optional
+        Sources covered by fewer exposures are never flagged (nothing to compare).
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+    """
+    f = np.asarray(filter_flux, dtype=float)
+    flux = np.asarray(exposure_flux, dtype=float).reshape(-1, f.size)
+    err = np.asarray(exposure_error, dtype=float).reshape(-1, f.size)
+    usable = np.isfinite(flux) & np.isfinite(err) & (err > 0)
+    n_cover = usable.sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        short = usable & (flux < f[None, :] - nsigma * err - tolerance * np.abs(f[None, :]))
+    return (n_cover >= min_exposures) & np.isfinite(f) & (f > 0) & short.any(axis=0)

@@ -1,0 +1,669 @@
+"""The catalog stage: point and segmentation catalogs of a total product and its filters.
+
+:func:`build_catalogs` is the pure core (images and parameters in, tables out);
+:func:`create_catalog_products` is the task-layer entry point that reads the drizzled products
+of a :class:`~hap_models.products.TotalProduct` from ``output_dir`` and writes the ECSV files of
+spec §2.1 (``<product_basename>_point-cat.ecsv`` / ``_segment-cat.ecsv``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from hap_models.catalogs import (
+    POINT_FILTER_COLUMNS,
+    SEGMENT_FILTER_COLUMNS,
+    total_point_columns,
+    total_segment_columns,
+)
+from hap_models.catalogs import FLAG_HOT_PIXEL, FLAG_SWARM
+from hapcore.catalogs.exposure_check import exposure_photometry, missing_in_exposure
+from hapcore.catalogs.filter_consistency import flag_single_filter_detections
+from hapcore.catalogs.flags import flag_catalog
+from hapcore.catalogs.image import CatalogImage, compute_background, make_wht_masks
+from hapcore.catalogs.point import detect_point_sources, measure_point_photometry
+from hapcore.catalogs.segment import detect_segments, measure_segments
+from hapcore.catalogs.sharpness import flag_sharp_detections
+from hapcore.catalogs.swarm import swarm_members
+from hapcore.catalogs.total import (
+    cr_dominance_threshold,
+    join_filter_columns,
+    reject_cr_dominated,
+    trim_total_catalog,
+)
+from hapcore.catalogs.writer import catalog_metadata, write_catalog
+
+__all__ = ["PHOT_MODES", "CatalogSet", "FilterCatalogs", "SourceDetection", "detect_sources",
+           "measure_filter_catalogs", "assemble_catalogs", "build_catalogs", "write_catalog_set",
+           "load_total_detection", "measure_filter_product", "write_detector_catalogs",
+           "create_catalog_products"]
+
+log = logging.getLogger("hapsvm")
+
+PHOT_MODES: tuple[str, ...] = ("aperture", "segment", "both")
+
+
+@dataclass(eq=False)
+class FilterCatalogs:
+    """Catalogs of one filter product (``image``: the product, or only its
+    :class:`~hapcore.catalogs.image.ProductHeaders` once measured)."""
+
+    name: str
+    image: CatalogImage
+    parameters: object
+    point: Table | None = None
+    segment: Table | None = None
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class CatalogSet:
+    """Everything :func:`build_catalogs` produces for one detector.
+
+    Attributes
+    ----------
+    total_image : CatalogImage
+    total_parameters : ProductParameters
+    point, segment : astropy.table.Table or None
+        Total catalogs (None when the type was not requested).
+    filters : list of FilterCatalogs
+    rejected : dict
+        ``{"aperture"|"segment": reason or None}``.
+    segment_nsigma : float
+    is_big_island : bool
+    timings : dict
+        Seconds per step.
+    """
+
+    total_image: CatalogImage
+    total_parameters: object
+    point: Table | None = None
+    segment: Table | None = None
+    filters: list = field(default_factory=list)
+    rejected: dict = field(default_factory=dict)
+    segment_nsigma: float = 0.0
+    is_big_island: bool = False
+    timings: dict = field(default_factory=dict)
+
+
+def _background(image, cat):
+    return compute_background(image, nsigma_clip=cat.nsigma_clip, maxiters=cat.maxiters,
+                              box_size=cat.bkg_box_size, filter_size=cat.bkg_filter_size,
+                              skew_threshold=cat.bkg_skew_threshold,
+                              negative_percent=cat.negative_percent, zero_percent=cat.zero_percent,
+                              simple_bkg=cat.simple_bkg)
+
+
+def _base_table(sources: Table, names) -> Table:
+    out = Table()
+    for new, old in names:
+        out[new] = np.asarray(sources[old]) if len(sources) else np.empty(0)
+    out["ID"] = np.asarray(out["ID"], dtype=np.int64)
+    return out
+
+
+@dataclass(eq=False)
+class SourceDetection:
+    """The detection step's result on a total image, shared by every filter measurement.
+
+    Attributes
+    ----------
+    total_image : CatalogImage
+    total_parameters : ProductParameters
+    phot_mode : str
+    background : BackgroundModel
+    point_sources : astropy.table.Table or None
+        DAOStarFinder sources (None when point catalogs are not requested).
+    segments : SegmentationResult or None
+        Segmentation map, detection catalog and kernel (None when not requested).
+    timings : dict
+    """
+
+    total_image: CatalogImage
+    total_parameters: object
+    phot_mode: str
+    background: object
+    point_sources: Table | None = None
+    segments: object = None
+    timings: dict = field(default_factory=dict)
+    #: point sources that are features of a brighter neighbour's profile (flag 32 in every
+    #: filter, :mod:`hapcore.catalogs.swarm`); None when not evaluated
+    point_swarm: np.ndarray | None = None
+
+    @property
+    def n_point(self) -> int:
+        return 0 if self.point_sources is None else len(self.point_sources)
+
+    @property
+    def n_segment(self) -> int:
+        return 0 if self.segments is None else len(self.segments.sources)
+
+
+def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="both",
+                   deblend_limits=None) -> SourceDetection:
+    """Background, weight regions, point sources and segments of the total image (§6.2-6.4).
+
+    Parameters
+    ----------
+    total_image : CatalogImage
+    total_parameters : ProductParameters
+    phot_mode : {"aperture", "segment", "both"}, optional
+    deblend_limits : mapping, optional
+        Keyword overrides for :func:`~hapcore.catalogs.segment.detect_segments`
+        (``max_deblend_segments``, ``max_deblend_area``, ``deblend_time_budget``).
+
+    Returns
+    -------
+    SourceDetection
+    """
+    if phot_mode not in PHOT_MODES:
+        raise ValueError(f"phot_mode must be one of {PHOT_MODES}, not {phot_mode!r}")
+    cat = total_parameters.catalog
+    clock = time.perf_counter()
+    if total_image.is_blank:
+        log.warning("total image %s is blank (all zero/NaN): empty catalogs",
+                    total_image.filename or "(in memory)")
+    background = _background(total_image, cat)
+    fwhm = cat.tweak_fwhmpsf / total_image.plate_scale
+    regions = make_wht_masks(total_image.weight, total_image.illuminated, scale=cat.scale,
+                             sensitivity=cat.sensitivity, ndrizim=total_image.ndrizim,
+                             rms=background.rms)
+    detection = SourceDetection(total_image, total_parameters, phot_mode, background)
+    timings = detection.timings
+    timings["total_background"] = time.perf_counter() - clock
+    log.info("total image: background %s (median %.4g, rms %.4g), %d weight region(s), kernel "
+             "FWHM %.2f px", background.method, background.median, background.rms_value,
+             len(regions), fwhm)
+    if phot_mode in ("aperture", "both"):
+        clock = time.perf_counter()
+        detection.point_sources = detect_point_sources(total_image, background, regions,
+                                                       fwhm_pixels=fwhm, nsigma=cat.nsigma)
+        detection.point_swarm = _swarm(total_image, background, detection.point_sources, cat)
+        timings["point_detection"] = time.perf_counter() - clock
+        log.info("point catalog: %d sources detected on the total image (%d swarm members, "
+                 "flag 32)", len(detection.point_sources),
+                 int(detection.point_swarm.sum()) if detection.point_swarm is not None else 0)
+    if phot_mode in ("segment", "both"):
+        clock = time.perf_counter()
+        detection.segments = detect_segments(total_image, background, regions, params=cat,
+                                             fwhm_pixels=fwhm, **(deblend_limits or {}))
+        timings["segment_detection"] = time.perf_counter() - clock
+    return detection
+
+
+def _swarm(image: CatalogImage, background, sources: Table, cat) -> np.ndarray | None:
+    """Swarm members among the point sources (:func:`hapcore.catalogs.swarm.swarm_members`)."""
+    if cat.swarm_nsigma is None or sources is None or len(sources) < 2:
+        return None
+    return swarm_members(image.data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
+                         aperture_radius=cat.aperture_2 / image.plate_scale,
+                         max_distance=cat.swarm_radius_arcsec / image.plate_scale,
+                         min_ratio=cat.swarm_min_ratio, nsigma=cat.swarm_nsigma,
+                         background_rms=background.rms, exptime=image.exptime,
+                         background=background.background)
+
+
+def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
+    """Set the cosmic-ray bit (16) of rows absent from a covering exposure product.
+
+    ``tables`` is a list of ``(table, x_column, y_column)`` (None tables skipped); the exposure
+    products (CatalogImage or paths, loaded one at a time) are measured once for all of them.
+    Returns the number of rows newly flagged per table (see
+    :mod:`hapcore.catalogs.exposure_check`).
+    """
+    counts = [0] * len(tables)
+    used = [(k, t) for k, t in enumerate(tables) if t[0] is not None and len(t[0])]
+    if fcat.exposure_check_nsigma is None or len(exposure_images) < 2 or not used:
+        return counts
+    x = np.concatenate([np.asarray(t[x_col], float) for _, (t, x_col, _) in used])
+    y = np.concatenate([np.asarray(t[y_col], float) for _, (t, _, y_col) in used])
+    images = (CatalogImage.from_fits(i, context=False) if isinstance(i, (str, Path)) else i
+              for i in exposure_images)
+    flux, error = exposure_photometry(images, x, y, aperture_2=fcat.aperture_2,
+                                      skyannulus=fcat.skyannulus_arcsec,
+                                      dskyannulus=fcat.dskyannulus_arcsec,
+                                      salgorithm=fcat.salgorithm, n_images=len(exposure_images))
+    start = 0
+    for k, (table, _, _) in used:
+        stop = start + len(table)
+        missing = missing_in_exposure(table["FluxAp2"], flux[:, start:stop],
+                                      error[:, start:stop], nsigma=fcat.exposure_check_nsigma,
+                                      tolerance=fcat.exposure_check_tolerance)
+        flags = np.asarray(table["Flags"], dtype=np.int64)
+        counts[k] = int((missing & ((flags & FLAG_HOT_PIXEL) == 0)).sum())
+        table["Flags"] = np.where(missing, flags | FLAG_HOT_PIXEL, flags)
+        start = stop
+    return counts
+
+
+def measure_filter_catalogs(detection: SourceDetection, name: str, image: CatalogImage, *,
+                            parameters, saturated_xy=None, exposure_images=()) -> FilterCatalogs:
+    """Forced photometry and flags of one filter product at the total's sources (§6.3, §6.4, §6.7).
+
+    Parameters
+    ----------
+    detection : SourceDetection
+    name : str
+        Filter name (the suffix of the total catalog's ``MagAp2_<f>`` columns).
+    image : CatalogImage
+        The filter product, on the total's pixel grid.
+    parameters : ProductParameters
+        Of the filter product.
+    saturated_xy : (m, 2) array, optional
+        Saturated input pixels mapped to product pixels (0-based x, y).
+    exposure_images : sequence of CatalogImage or paths, optional
+        The filter's exposure products (same grid, no cosmic-ray masks): rows absent from one
+        that covers them are cosmic-ray residuals and get flag 16
+        (:mod:`hapcore.catalogs.exposure_check`; ``exposure_check_nsigma`` None disables it).
+
+    Returns
+    -------
+    FilterCatalogs
+        With ``point`` / ``segment`` set for the requested types, untrimmed.
+    """
+    fcat, quality = parameters.catalog, parameters.quality
+    entry = FilterCatalogs(name, image, parameters)
+    if image.photflam is None or abs(image.photflam) < 1e-22:
+        log.warning("filter %s: PHOTFLAM missing or zero; magnitudes set to -9999", name)
+    if image.is_blank:
+        log.warning("filter image %s is blank; its measurements are missing", name)
+    total_detector = detection.total_parameters.detector
+    common = dict(plate_scale=image.plate_scale, aperture_2=fcat.aperture_2,
+                  detector=image.detector or total_detector, saturated_xy=saturated_xy,
+                  nexp=image.nexp, data=image.data)
+    points = detection.point_sources
+    if points is not None:
+        clock = time.perf_counter()
+        entry.point = measure_point_photometry(
+            image, points["xcentroid"], points["ycentroid"], ids=points["id"], ra=points["RA"],
+            dec=points["DEC"], aperture_1=fcat.aperture_1, aperture_2=fcat.aperture_2,
+            skyannulus=fcat.skyannulus_arcsec, dskyannulus=fcat.dskyannulus_arcsec,
+            salgorithm=fcat.salgorithm)
+        ci = quality.ci_filter.aperture
+        entry.point["Flags"] = flag_catalog(entry.point, x_column="X-Center", y_column="Y-Center",
+                                            ci_lower=ci.ci_lower_limit,
+                                            ci_upper=ci.ci_upper_limit, bthresh=ci.bthresh,
+                                            **common)
+        if detection.point_swarm is not None:
+            entry.point["Flags"] = np.where(detection.point_swarm,
+                                            np.asarray(entry.point["Flags"]) | FLAG_SWARM,
+                                            entry.point["Flags"])
+        entry.timings["point"] = time.perf_counter() - clock
+    seg = detection.segments
+    if seg is not None:
+        clock = time.perf_counter()
+        fbackground = _background(image, fcat) if len(seg.sources) else detection.background
+        entry.segment = measure_segments(image, fbackground, seg, params=fcat)
+        ci = quality.ci_filter.segment
+        entry.segment["Flags"] = flag_catalog(entry.segment, x_column="X-Centroid",
+                                              y_column="Y-Centroid", ci_lower=ci.ci_lower_limit,
+                                              ci_upper=ci.ci_upper_limit, bthresh=ci.bthresh,
+                                              **common)
+        entry.timings["segment"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    counts = _flag_missing_in_exposures([(entry.point, "X-Center", "Y-Center"),
+                                         (entry.segment, "X-Centroid", "Y-Centroid")],
+                                        exposure_images, fcat=fcat)
+    if any(counts):
+        log.info("filter %s: %d point and %d segment source(s) missing from a covering exposure "
+                 "(cosmic-ray residuals) flagged 16", name, *counts)
+    entry.timings["exposure_check"] = time.perf_counter() - clock
+    return entry
+
+
+def _keep_total_rows(table: Table | None, total: Table | None) -> Table | None:
+    """Rows of a filter catalog whose ID survived the total catalog's trimming."""
+    if table is None or total is None:
+        return table
+    return table[np.isin(np.asarray(table["ID"]), np.asarray(total["ID"]))]
+
+
+def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=None,
+                      diagnostic_mode=False) -> CatalogSet:
+    """Total catalogs from the detection and the filter measurements (§6.8).
+
+    Joins ``MagAp2_<f>``, ``CI_<f>``, ``Flags_<f>`` of every filter, trims the total catalogs
+    (rows flagged above ``flag_trim_value`` in every filter; before that, point sources seen
+    in one filter only get flag 16 there, :mod:`hapcore.catalogs.filter_consistency`, and so do
+    point sources sharper than the image's stars, :mod:`hapcore.catalogs.sharpness`), restricts the filter catalogs to
+    the same rows when ``trim_filter_catalogs`` is set (drizzlepac's documented behaviour; its
+    code never trims them, so its filter catalogs keep every cosmic-ray residual and
+    single-coverage edge detection, spec §12.6) and applies the cosmic-ray-dominance test.
+
+    Parameters
+    ----------
+    detection : SourceDetection
+    filters : sequence of FilterCatalogs
+        In output order.
+    filter_exposures : mapping, optional
+        ``{filter name: list of exposure times}`` for the CR-dominance test; default from each
+        filter image's EXPTIME and NUMEXP.
+    diagnostic_mode : bool, optional
+        Disables the CR-dominance rejection (as in drizzlepac).
+
+    Returns
+    -------
+    CatalogSet
+    """
+    total_image = detection.total_image
+    cat = detection.total_parameters.catalog
+    result = CatalogSet(total_image, detection.total_parameters)
+    result.timings.update(detection.timings)
+    if detection.point_sources is not None:
+        result.point = _base_table(detection.point_sources, (
+            ("ID", "id"), ("X-Center", "xcentroid"), ("Y-Center", "ycentroid"), ("RA", "RA"),
+            ("DEC", "DEC")))
+    seg = detection.segments
+    if seg is not None:
+        result.segment = _base_table(seg.sources, (
+            ("ID", "ID"), ("X-Centroid", "X-Centroid"), ("Y-Centroid", "Y-Centroid"),
+            ("RA", "RA"), ("DEC", "DEC")))
+        result.segment_nsigma = seg.nsigma
+        result.is_big_island = seg.is_big_island
+    filters = list(filters)
+    if cat.filter_consistency_snr is not None and result.point is not None:
+        flag_single_filter_detections(
+            {entry.name: entry.point for entry in filters},
+            {entry.name: max(int(entry.image.numexp or 1), 1) for entry in filters},
+            snr=cat.filter_consistency_snr, max_snr=cat.filter_consistency_max_snr,
+            max_exposures=cat.filter_consistency_max_exposures,
+            support_snr=cat.filter_consistency_support_snr)
+    if cat.sharpness_nsigma is not None and detection.point_sources is not None and \
+            "sharpness" in detection.point_sources.colnames:
+        flag_sharp_detections(
+            {entry.name: entry.point for entry in filters},
+            dict(zip((int(i) for i in detection.point_sources["id"]),
+                     np.asarray(detection.point_sources["sharpness"], dtype=float))),
+            nsigma=cat.sharpness_nsigma, flag_trim_value=cat.flag_trim_value)
+    for entry in filters:
+        if result.point is not None and entry.point is not None:
+            result.point = join_filter_columns(result.point, entry.point, entry.name)
+        if result.segment is not None and entry.segment is not None:
+            result.segment = join_filter_columns(result.segment, entry.segment, entry.name)
+        for kind, seconds in entry.timings.items():
+            result.timings[f"{kind}_{entry.name}"] = seconds
+        result.filters.append(entry)
+
+    totals = {}
+    if result.point is not None:
+        result.point = trim_total_catalog(result.point, flag_trim_value=cat.flag_trim_value)
+        totals["aperture"] = result.point
+    if result.segment is not None:
+        result.segment = trim_total_catalog(result.segment, flag_trim_value=cat.flag_trim_value)
+        totals["segment"] = result.segment
+    for entry in result.filters:
+        if entry.parameters.catalog.trim_filter_catalogs:
+            before = (len(entry.point) if entry.point is not None else 0,
+                      len(entry.segment) if entry.segment is not None else 0)
+            entry.point = _keep_total_rows(entry.point, result.point)
+            entry.segment = _keep_total_rows(entry.segment, result.segment)
+            log.info("filter %s catalogs trimmed to the total catalogs' rows: point %d -> %d, "
+                     "segment %d -> %d", entry.name, before[0],
+                     len(entry.point) if entry.point is not None else 0, before[1],
+                     len(entry.segment) if entry.segment is not None else 0)
+
+    filter_images = {entry.name: entry.image for entry in result.filters}
+    result.rejected = {kind: None for kind in totals}
+    if total_image.is_blank:
+        result.rejected = {kind: "blank total image (all values zero or NaN)" for kind in totals}
+    elif cat.crfactor is not None and not diagnostic_mode and filter_images:
+        if filter_exposures is None:
+            filter_exposures = {
+                name: [img.exptime / max(img.numexp, 1)] * max(img.numexp, 1)
+                for name, img in filter_images.items()}
+        n_pixels = int(np.count_nonzero(total_image.weight > 0))
+        thresholds = {kind: cr_dominance_threshold(
+            filter_exposures, crfactor=getattr(cat.crfactor, kind),
+            detector=total_image.detector or detection.total_parameters.detector,
+            n_pixels=n_pixels)
+            for kind in totals}
+        log.info("cosmic-ray dominance thresholds: %s", {k: round(v, 2) for k, v in thresholds.items()})
+        result.rejected = reject_cr_dominated(totals, thresholds)
+    return result
+
+
+def build_catalogs(total_image: CatalogImage, filter_images, *, total_parameters,
+                   filter_parameters, phot_mode="both", saturated_pixels=None,
+                   filter_exposures=None, diagnostic_mode=False, deblend_limits=None) -> CatalogSet:
+    """Detect on the total image, measure and flag in every filter, assemble total catalogs.
+
+    The three steps (:func:`detect_sources`, :func:`measure_filter_catalogs`,
+    :func:`assemble_catalogs`) in one call; the task layer runs them as separate tasks.
+
+    Parameters
+    ----------
+    total_image : CatalogImage
+    filter_images : mapping
+        ``{filter name: CatalogImage}`` on the same pixel grid, in output order.
+    total_parameters : ProductParameters
+        Of the total product (``.catalog``, ``.quality``, ``.detector``).
+    filter_parameters : mapping
+        ``{filter name: ProductParameters}`` (CI limits looked up per filter).
+    phot_mode : {"aperture", "segment", "both"}, optional
+    saturated_pixels : mapping, optional
+        ``{filter name: (m, 2) array}`` of saturated input pixels mapped to product pixels
+        (0-based x, y), provided by the drizzle/alignment layer.
+    filter_exposures : mapping, optional
+        See :func:`assemble_catalogs`.
+    diagnostic_mode : bool, optional
+        Disables the CR-dominance rejection (as in drizzlepac).
+    deblend_limits : mapping, optional
+        See :func:`detect_sources`.
+
+    Returns
+    -------
+    CatalogSet
+    """
+    detection = detect_sources(total_image, total_parameters=total_parameters,
+                               phot_mode=phot_mode, deblend_limits=deblend_limits)
+    saturated_pixels = saturated_pixels or {}
+    filters = [measure_filter_catalogs(detection, name, image, parameters=filter_parameters[name],
+                                       saturated_xy=saturated_pixels.get(name))
+               for name, image in filter_images.items()]
+    return assemble_catalogs(detection, filters, filter_exposures=filter_exposures,
+                             diagnostic_mode=diagnostic_mode)
+
+
+def _aperture_correction_record(image) -> dict:
+    """The CI-table aperture correction of a filter product, recorded so users can apply it:
+    total magnitude = MagAp2 + ``Aperture correction (mag)`` (MagAp2 itself stays uncorrected,
+    as in drizzlepac's catalogs)."""
+    from hapcore.obset.parameters import lookup_ci_limits_from_table
+
+    filters = [f for f in image.filter_names if f and f.lower() not in ("", "clear", "n/a")]
+    row = None
+    for name in filters:
+        row = lookup_ci_limits_from_table(image.instrument, image.detector, name.lower())
+        if row is not None:
+            break
+    if row is None:
+        return {"Aperture correction (mag)": "not available in the CI/aperture-correction table"}
+    return {"Aperture correction (mag)": float(row.ap_cor)}
+
+
+def write_catalog_set(catalogs: CatalogSet, *, total_paths, filter_paths,
+                      diagnostic_mode=False) -> list[Path]:
+    """Write the catalogs of a :class:`CatalogSet`.
+
+    Parameters
+    ----------
+    total_paths : mapping
+        ``{"aperture"|"segment": path}`` of the total catalogs.
+    filter_paths : mapping
+        ``{filter name: {"aperture"|"segment": path}}``.
+    diagnostic_mode : bool, optional
+        Also write ds9 region files of the total catalogs.
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    written = []
+    total = catalogs.total_image
+    tcat, tquality = catalogs.total_parameters.catalog, catalogs.total_parameters.quality
+    filter_names = [f.name for f in catalogs.filters]
+    layouts = {"aperture": ("point", total_point_columns(filter_names), tquality.ci_filter.aperture,
+                            tcat.nsigma),
+               "segment": ("segment", total_segment_columns(filter_names),
+                           tquality.ci_filter.segment, catalogs.segment_nsigma)}
+    for kind, (attr, columns, ci, nsigma) in layouts.items():
+        table = getattr(catalogs, attr)
+        if table is None:
+            continue
+        reason = catalogs.rejected.get(kind)
+        meta = catalog_metadata(total, kind=kind, aperture_1=tcat.aperture_1,
+                                aperture_2=tcat.aperture_2, threshold_sigma=nsigma,
+                                ci_lower=ci.ci_lower_limit, ci_upper=ci.ci_upper_limit,
+                                n_sources=0 if reason else len(table),
+                                is_big_island=catalogs.is_big_island)
+        written.append(write_catalog(table, total_paths[kind], columns=columns, metadata=meta,
+                                     rejected_reason=reason))
+        if diagnostic_mode and not reason:
+            written.append(_write_regions(table, Path(total_paths[kind]).with_suffix(".reg"),
+                                          attr))
+    for entry in catalogs.filters:
+        fcat, fquality = entry.parameters.catalog, entry.parameters.quality
+        for kind, table, columns, ci, nsigma in (
+                ("aperture", entry.point, POINT_FILTER_COLUMNS, fquality.ci_filter.aperture,
+                 fcat.nsigma),
+                ("segment", entry.segment, SEGMENT_FILTER_COLUMNS, fquality.ci_filter.segment,
+                 catalogs.segment_nsigma)):
+            if table is None:
+                continue
+            reason = catalogs.rejected.get(kind)
+            meta = catalog_metadata(entry.image, kind=kind, aperture_1=fcat.aperture_1,
+                                    aperture_2=fcat.aperture_2, threshold_sigma=nsigma,
+                                    ci_lower=ci.ci_lower_limit, ci_upper=ci.ci_upper_limit,
+                                    n_sources=0 if reason else len(table),
+                                    is_big_island=catalogs.is_big_island,
+                                    extra=_aperture_correction_record(entry.image))
+            written.append(write_catalog(table, filter_paths[entry.name][kind], columns=columns,
+                                         metadata=meta, rejected_reason=reason))
+    return written
+
+
+def _write_regions(table, path, attr):
+    from hapcore.atomic import write_text_atomic
+
+    xcol, ycol = ("X-Center", "Y-Center") if attr == "point" else ("X-Centroid", "Y-Centroid")
+    lines = ["# Region file format: DS9", "image"]
+    lines += [f"circle({x + 1:.3f},{y + 1:.3f},3)" for x, y in zip(table[xcol], table[ycol])]
+    return write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _filter_exposure_times(total) -> dict | None:
+    """``{filter: [EXPTIME, ...]}`` from the product tree, or None if any filter lacks them
+    (then the product headers are used for every filter)."""
+    exposures = {}
+    for fdp in total.fdp_list:
+        times = [float(e.exptime) for e in fdp.edp_list if e.exptime > 0]
+        if times:
+            exposures[fdp.filters] = times
+    return exposures if len(exposures) == len(total.fdp_list) else None
+
+
+def load_total_detection(total, *, output_dir, phot_mode="both",
+                         deblend_limits=None) -> SourceDetection:
+    """Read a total product from ``output_dir`` and run :func:`detect_sources` on it."""
+    if total.parameters is None:
+        raise ValueError(f"{total.product_basename}: parameters are not set")
+    image = CatalogImage.from_fits(Path(output_dir) / total.drizzle_filename)
+    return detect_sources(image, total_parameters=total.parameters, phot_mode=phot_mode,
+                          deblend_limits=deblend_limits)
+
+
+def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
+                           saturated_xy=None) -> FilterCatalogs:
+    """Read a filter product, its exposure products and (except for IR) the saturated pixels
+    of its SVM copies, and run :func:`measure_filter_catalogs` on them.
+
+    ``saturated_xy`` (0-based product x, y) replaces the saturation lookup when given.
+    """
+    output_dir = Path(output_dir)
+    if fdp.parameters is None:
+        raise ValueError(f"{fdp.product_basename}: parameters are not set")
+    image = CatalogImage.from_fits(output_dir / fdp.drizzle_filename)
+    if saturated_xy is None and fdp.detector != "ir":
+        # the IR detector's saturation is not flagged (spec §6.7.2)
+        from hapcore.catalogs.saturation import saturated_product_pixels
+
+        copies = [output_dir / e.full_filename for e in fdp.edp_list
+                  if (output_dir / e.full_filename).exists()]
+        saturated_xy = saturated_product_pixels(copies, image.wcs)
+    # paths: each exposure product is read only while it is measured
+    exposure_images = [p for p in (output_dir / e.drizzle_filename for e in fdp.edp_list)
+                       if p.exists()]
+    return measure_filter_catalogs(detection, fdp.filters, image, parameters=fdp.parameters,
+                                   saturated_xy=saturated_xy, exposure_images=exposure_images)
+
+
+def write_detector_catalogs(total, detection: SourceDetection, filters, *, output_dir,
+                            diagnostic_mode=False) -> list[Path]:
+    """Assemble (:func:`assemble_catalogs`) and write every catalog of a detector (§2.1 names).
+
+    Parameters
+    ----------
+    total : hap_models.products.TotalProduct
+    detection : SourceDetection
+    filters : sequence of FilterCatalogs
+        One per filter product of ``total``, in its order.
+    output_dir : path-like
+    diagnostic_mode : bool, optional
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    output_dir = Path(output_dir)
+    catalogs = assemble_catalogs(detection, filters, filter_exposures=_filter_exposure_times(total),
+                                 diagnostic_mode=diagnostic_mode)
+    paths = {fdp.filters: {"aperture": output_dir / fdp.point_cat_filename,
+                           "segment": output_dir / fdp.segment_cat_filename}
+             for fdp in total.fdp_list}
+    return write_catalog_set(
+        catalogs, total_paths={"aperture": output_dir / total.point_cat_filename,
+                               "segment": output_dir / total.segment_cat_filename},
+        filter_paths=paths, diagnostic_mode=diagnostic_mode)
+
+
+def create_catalog_products(total, *, output_dir, phot_mode="both", diagnostic_mode=False,
+                            saturated_pixels=None, deblend_limits=None) -> list[Path]:
+    """Create the point and segmentation catalogs of a total product and its filter products.
+
+    Reads ``output_dir / <product>.drizzle_filename`` of the total and of every filter product
+    and writes ``point_cat_filename`` / ``segment_cat_filename`` of each into ``output_dir``
+    (:func:`load_total_detection`, :func:`measure_filter_product` per filter,
+    :func:`write_detector_catalogs`).
+
+    Parameters
+    ----------
+    total : hap_models.products.TotalProduct
+        With ``parameters`` set on it and on each filter product.
+    output_dir : path-like
+    phot_mode : {"aperture", "segment", "both"}, optional
+    diagnostic_mode : bool, optional
+        No CR-dominance rejection; ds9 region files of the total catalogs.
+    saturated_pixels : mapping, optional
+        ``{filter name: (m, 2) array of 0-based product (x, y)}`` of saturated input pixels.
+    deblend_limits : mapping, optional
+        Deblending bounds (see :func:`detect_sources`).
+
+    Returns
+    -------
+    list of pathlib.Path
+        Files written.
+    """
+    detection = load_total_detection(total, output_dir=output_dir, phot_mode=phot_mode,
+                                     deblend_limits=deblend_limits)
+    saturated_pixels = saturated_pixels or {}
+    filters = [measure_filter_product(fdp, detection, output_dir=output_dir,
+                                      saturated_xy=saturated_pixels.get(fdp.filters))
+               for fdp in total.fdp_list]
+    return write_detector_catalogs(total, detection, filters, output_dir=output_dir,
+                                   diagnostic_mode=diagnostic_mode)
