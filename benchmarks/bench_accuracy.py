@@ -36,7 +36,6 @@ Metrics (all computed identically for both pipelines, from the files alone):
 
 from __future__ import annotations
 
-import glob
 import json
 import re
 import sys

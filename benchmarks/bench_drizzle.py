@@ -2,7 +2,7 @@
 
 1. Pixel map of one full WFC3/UVIS chip (4096 x 2051, SIP order 4): exact per-pixel astropy map
    versus the interpolated map (default step 64), with the maximum difference.
-2. The whole drizzle stage (`hapcore.drizzle.stage.drizzle_detector`) of a full-frame
+2. The whole drizzle stage (`flows.stages.drizzle_stage`, the flow's tasks without Prefect) of a full-frame
    4-exposure WFC3/UVIS hapsim visit (1 filter: 1 filter + 4 exposure + 1 total product), wall
    time, CPU time (this process and its workers, user + system, from ``getrusage``; on a shared
    machine the wall time is noisy, the CPU time much less), load averages around the stage, and
@@ -49,7 +49,8 @@ def main(argv=None) -> dict:
     import hapsim
     from hapcore.drizzle.grid import make_output_grid
     from hapcore.drizzle.pixmap import exact_pixmap, interpolated_pixmap
-    from hapcore.drizzle.stage import drizzle_detector
+    from flows.stages import DirectRunner, drizzle_stage
+    from hap_models.stage import StageResult
     from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
     from hapcore.obset.product_parameters import assign_product_parameters
     from hapcore.wcs.files import read_chip_wcs
@@ -96,7 +97,9 @@ def main(argv=None) -> dict:
     load_before = [round(v, 2) for v in os.getloadavg()]
     cpu0 = _cpu_s()
     t0 = time.perf_counter()
-    paths = drizzle_detector(total, output_dir=out, n_workers=args.workers)
+    made = drizzle_stage(DirectRunner(), total, out, StageResult(stage="align"),
+                         n_workers=args.workers)
+    paths = [p for p in made.outputs if p.endswith(".fits")]
     stage = time.perf_counter() - t0
     cpu1 = _cpu_s()
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

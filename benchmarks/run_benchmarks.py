@@ -38,7 +38,7 @@ MEASURE = PEER / "measure.py"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from bench_visits import VISITS, default_work, simulate  # noqa: E402
+from bench_visits import default_work, simulate  # noqa: E402
 
 PY = sys.executable
 #: the hapsvm source tree to measure (default: this checkout). Other engineers edit the checkout

@@ -29,7 +29,7 @@ __all__ = [
     "StageProgress",
 ]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def artifact_key(*parts: str) -> str:

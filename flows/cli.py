@@ -14,7 +14,7 @@ from pathlib import Path
 
 __all__ = ["main", "run_demo"]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 #: The demo visit: two filters of WFC3/UVIS, small enough to run in well under a minute.
 DEMO_VISIT = dict(detector="wfc3/uvis", filters={"f606w": 2, "f814w": 2}, exptime=400.0,

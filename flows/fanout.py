@@ -22,6 +22,11 @@ Command::
 
 Inside the fan-out, each visit uses one process for its heavy stages (``n_workers=1``): the
 parallelism is across visits, and Dask worker processes are daemonic (no child processes).
+
+The environment (``SVM_QUALITY_TESTING``, ``HAPSVM_REFCAT``, ``HLA_CLASSIC_BASEPATH``,
+``HLA_BUILD_VER``) is read once, by :func:`run_fanout` before the flow starts (or by
+:func:`svm_fanout` when a deployment starts it), into the options every visit shares
+(:func:`flows.options.read_environment`); the Dask workers' environment is never read.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 from pydantic import BaseModel, Field
 
+from hap_models.errors import HapInputError
 from hap_models.run_options import VisitOptions
 
 __all__ = [
@@ -62,7 +68,7 @@ __all__ = [
     "main",
 ]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 #: Seconds to wait for an existing Dask scheduler to answer before giving up.
 DASK_CONNECT_TIMEOUT_S = 10.0
@@ -306,10 +312,15 @@ def svm_fanout(pollers: list[Path], output_dir: Path, visit_options: VisitOption
     """
     from prefect.futures import wait
 
+    from flows.options import read_environment
+
     poller_files = expand_poller_sources(pollers)
     output_dir = check_output_dir(output_dir)
     if dask_address:
         check_dask_address(dask_address)
+    # read by run_fanout; a deployment starts this flow directly: then it is read here, once
+    visit_options = read_environment(visit_options or VisitOptions(output_dir=output_dir),
+                                     os.environ)
     logger.info("fan-out of %d visit(s) into %s on %s", len(poller_files), output_dir,
                 dask_address or f"a local Dask cluster of {workers} worker process(es)")
     with _api_for_workers(), make_task_runner(workers, dask_address) as runner:
@@ -406,13 +417,20 @@ def run_fanout(sources: Sequence[str | os.PathLike], output_dir: Path, *,
     Raises
     ------
     FanoutError
-        On bad sources, an unwritable output directory or a Dask address that does not answer
-        (checked before any flow run is created).
+        On bad sources, an unwritable output directory, a Dask address that does not answer, or
+        a bad environment variable (checked before any flow run is created).
     """
+    from flows.options import read_environment
+
     poller_files = expand_poller_sources(sources)
     output_dir = check_output_dir(output_dir)
     if dask_address:
         check_dask_address(dask_address, timeout=dask_timeout)
+    try:
+        visit_options = read_environment(visit_options or VisitOptions(output_dir=output_dir),
+                                         os.environ)
+    except HapInputError as exc:
+        raise FanoutError(str(exc)) from None
     state = svm_fanout(poller_files, output_dir, visit_options, workers, dask_address,
                        return_state=True)
     try:

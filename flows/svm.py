@@ -10,6 +10,7 @@ Exit codes: see :class:`hap_models.errors.ExitCode` (0 success, 1 error, 65 no v
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -20,35 +21,21 @@ from hap_models.errors import ExitCode, HapError, HapInputError
 from hap_models.run_options import VisitOptions, VisitResult
 from hapcore.atomic import write_text_atomic
 from flows.artifacts import StageProgress, publish_visit_artifacts
-from flows.visit_log import PACKAGE_LOGGER, VisitLog
+from flows.options import read_environment
+from flows.stages import catalog_stage
+from flows.stages import drizzle_stage, finish_drizzle_work
+from flows.stages import quality_stage
+from flows.visit_log import VisitLog
 from hap_models.stage import StageResult
 from tasks.align import align_detector_task
 from tasks.caching import cache_storage
-from tasks.catalogs import measure_filter_catalogs_task, write_catalogs_task
-from tasks.drizzle import (
-    close_workspaces,
-    drizzle_exposure_task,
-    drizzle_filter_task,
-    drizzle_total_task,
-    remove_work_files,
-)
 from tasks.manifest import write_manifest_task
 from tasks.obset import build_product_tree_task, interpret_obset_input_task
-from tasks.quality import QUALITY_GROUPS, quality_group_task, quality_summary_task
+from tasks.quality import QUALITY_GROUPS
 
 __all__ = ["svm_visit", "run_hap_processing", "main"]
 
-logger = logging.getLogger(PACKAGE_LOGGER)
-
-
-def _resolve_refcat(options: VisitOptions) -> Path | None:
-    """The local reference catalog: ``--refcat``, else ``HAPSVM_REFCAT``; a named file must exist."""
-    from hapcore.align.refcat import ReferenceCatalogError, resolve_refcat_path
-
-    try:
-        return resolve_refcat_path(options.refcat)
-    except ReferenceCatalogError as exc:
-        raise HapInputError(str(exc)) from None
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def _check_options(poller_file: Path, options: VisitOptions) -> None:
@@ -192,16 +179,21 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
     logger.info("hapsvm single-visit processing of %s into %s", poller_file, output_dir)
     _check_options(poller_file, options)
     _remove_incomplete_files(output_dir)
-    refcat = _resolve_refcat(options)
-    quality_on = _quality_enabled(options)
+    # read by the entry point; a deployment starts this flow directly: then it is read here, once
+    options = read_environment(options, os.environ)
+    refcat, quality_on = options.refcat_path, options.quality_enabled
     progress = StageProgress(poller_file.stem, n_stages=2)
     run = _Stages(options, progress)
     tree = run(interpret_obset_input_task, poller_file, _poller_exposures(poller_file)).payload
-    totals = run(build_product_tree_task, tree, options, options.log_level).payload
+    totals = run(build_product_tree_task, tree, options.input_custom_pars_file,
+                 options.output_custom_pars_file, options.use_defaults_configs,
+                 options.log_level).payload
     n_direct = sum(1 for t in totals if t.has_direct_exposures)
-    n_drizzle = sum(len(t.fdp_list) + len(t.edp_list) + 1 for t in totals if t.has_direct_exposures)
+    n_drizzle = sum(len(t.fdp_list) + 1 for t in totals if t.has_direct_exposures)
     n_catalog = sum(len(t.fdp_list) for t in totals if t.has_direct_exposures)
-    progress.set_total(2 + 2 * n_direct + n_drizzle + n_catalog
+    # per detector: align, catalog detection and writing; per filter a drizzle and a catalog
+    # task, plus the total's drizzle
+    progress.set_total(2 + 3 * n_direct + n_drizzle + n_catalog
                        + (len(QUALITY_GROUPS) + 1 if quality_on else 0))
     alignment_notes: list[str] = []
     aligned_all: list[StageResult] = []
@@ -215,8 +207,8 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
         online = (run.storage / "gaia") if options.online_catalog and refcat is None else None
         aligned = run(align_detector_task, total, output_dir, refcat, options.n_workers, online,
                       label=f"align-{det}")
-        drizzled = _drizzle(run, total, output_dir, aligned, options.n_workers)
-        cataloged = _catalogs(run, total, output_dir, drizzled, options)
+        drizzled = drizzle_stage(run, total, output_dir, aligned, options.n_workers)
+        cataloged = catalog_stage(run, total, output_dir, drizzled, options)
         products += _product_order(total, output_dir, aligned, drizzled, cataloged)
         alignment_notes.append(f"{det.upper()}: {aligned.payload.summary}")
         aligned_all.append(aligned)
@@ -224,7 +216,10 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
 
     direct = [t for t in totals if t.has_direct_exposures]
     if quality_on and direct:
-        _quality(run, direct, output_dir, refcat, aligned_all, catalogs_all, tree.manifest_name)
+        quality_stage(run, direct, output_dir, refcat, aligned_all, catalogs_all,
+                      tree.manifest_name.removesuffix("_manifest.txt"),
+                      hla_basepath=options.hla_classic_basepath,
+                      hla_build_ver=options.hla_build_ver)
 
     for total in totals:
         logger.info("%s: %d filter product(s), %d exposure(s), %d grism/prism exposure(s)",
@@ -235,7 +230,7 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
                          product.haplevel, product.drizzle_filename)
 
     products += _write_total_trailers(totals, log_part, output_dir)
-    remove_work_files(output_dir)
+    finish_drizzle_work(output_dir)
     manifest = write_manifest_task(output_dir / tree.manifest_name, products)
     logger.info("stages: %s", ", ".join(f"{k} {v}" for k, v in run.states.items()))
     progress.close()
@@ -247,79 +242,6 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
                             catalog_counts=_catalog_counts(output_dir, products),
                             timings=run.timings)
     return result
-
-
-def _catalogs(run: _Stages, total, output_dir: Path, drizzled: StageResult,
-              options: VisitOptions) -> StageResult:
-    """One task per filter catalog product (its measurements), then the total catalogs, which
-    write every catalog file of the detector (trimming and rejection need all filters)."""
-    det = total.detector
-    measured = [run(measure_filter_catalogs_task, fdp, total, output_dir, drizzled,
-                    options.phot_mode, label=f"catalogs-{det}-{fdp.filters}")
-                for fdp in total.fdp_list]
-    return run(write_catalogs_task, total, output_dir, drizzled, measured, options.phot_mode,
-               options.diagnostic_mode, label=f"catalogs-{det}")
-
-
-def _drizzle(run: _Stages, total, output_dir: Path, aligned: StageResult,
-             n_workers: int) -> StageResult:
-    """Filter products (with their exposures), then the total, each a cached task (§3.4 order).
-
-    Returns one StageResult listing every product file, for the catalog stage's cache key."""
-    det = total.detector
-    filters, outputs, wall = [], {}, 0.0
-    try:
-        for fdp in total.fdp_list:
-            made = run(drizzle_filter_task, fdp, total, output_dir, aligned, n_workers,
-                       label=f"drizzle-{det}-{fdp.filters}")
-            filters.append(made)
-            for edp in fdp.edp_list:
-                exposure = run(drizzle_exposure_task, edp, total, output_dir, aligned, n_workers,
-                               label=f"drizzle-{det}-{edp.exposure_name}")
-                outputs.update(exposure.outputs)
-                wall += exposure.wall_s
-        made_total = run(drizzle_total_task, total, output_dir, filters, n_workers,
-                         label=f"drizzle-{det}-total")
-    finally:
-        close_workspaces(output_dir)
-    for result in [*filters, made_total]:
-        outputs.update(result.outputs)
-        wall += result.wall_s
-    return StageResult(stage="drizzle", outputs=outputs, wall_s=wall)
-
-
-def _quality_enabled(options: VisitOptions) -> bool:
-    """``--quality`` or ``SVM_QUALITY_TESTING`` (on/yes/true/off/no/false; anything else is an
-    input error naming the variable and its value)."""
-    from hapcore.quality.report import QualitySwitchError, quality_enabled
-
-    try:
-        return quality_enabled(flag=options.quality)
-    except QualitySwitchError as exc:
-        raise HapInputError(str(exc)) from None
-
-
-def _quality(run: _Stages, totals, output_dir: Path, refcat: Path | None,
-             aligned: list[StageResult], catalogs: list[StageResult], manifest_name: str) -> None:
-    """One task per check group, then the summary; a failing check never stops the run."""
-    from hapcore.quality.report import QualityTimestamp
-
-    stamp = QualityTimestamp.now()
-    groups = [run(quality_group_task, group, totals, output_dir, refcat, catalogs, stamp,
-                  label=f"quality-{group}") for group in QUALITY_GROUPS]
-    visit = manifest_name.removesuffix("_manifest.txt")
-    costs = {label: {"seconds": round(sec, 3), "peak_memory_mb": run.peaks.get(label)}
-             for label, sec in run.timings.items()}
-    report = run(quality_summary_task, totals, output_dir, refcat, groups, aligned, visit, costs,
-                 stamp, label="quality-summary").payload
-    counts: dict[str, int] = {}
-    for check in report.checks:
-        counts[check.status] = counts.get(check.status, 0) + 1
-    logger.info("quality: %s, %s -> %s", report.overall_status,
-                ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), report.summary_file)
-    for check in (c for c in report.checks if c.status in ("failed", "error")):
-        logger.warning("quality check %s of %s: %s %s", check.check, check.product, check.status,
-                       check.message)
 
 
 def _catalog_counts(output_dir: Path, products: list[str]) -> dict[str, int]:
@@ -374,13 +296,14 @@ def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_confi
     except Exception as exc:  # pydantic ValidationError: report the first problem in one line
         errors = exc.errors() if hasattr(exc, "errors") else [{"loc": ("options",), "msg": str(exc)}]
         first = errors[0]
-        logging.getLogger(PACKAGE_LOGGER).error("invalid option %s: %s",
-                                                ".".join(map(str, first["loc"])), first["msg"])
+        logger.error("invalid option %s: %s", ".".join(map(str, first["loc"])), first["msg"])
         return int(ExitCode.ERROR)
 
     code = ExitCode.OK
     with VisitLog(log_path, level=options.log_level) as visit_log:
         try:
+            # the environment is read here, once, before the flow starts
+            options = read_environment(options, os.environ)
             result = svm_visit(poller_file, options, visit_log.part_path)
             logger.info("visit done: %d product file(s) listed in %s", len(result.products),
                         result.manifest.name if result.manifest else "no manifest")

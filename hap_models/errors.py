@@ -10,9 +10,13 @@ code  name                         meaning
 ====  ===========================  ==============================================================
 0     OK                           the visit was processed
 1     ERROR                        bad input (poller line, missing/unreadable file, bad keyword,
-                                   bad parameter file) or an unexpected failure
-15    KEYWORD_UPDATE_PROBLEM       a product header could not be written
-55    SBCHRC_DATA                  reserved (drizzlepac's code for SBC/HRC-only data)
+                                   bad parameter file, exposures whose footprints do not form
+                                   one field) or an unexpected failure
+15    KEYWORD_UPDATE_PROBLEM       reserved, never returned (drizzlepac's code for a header it
+                                   could not update; hapsvm writes every header whole, under a
+                                   temporary name, and reports a failure to write as 1)
+55    SBCHRC_DATA                  reserved, never returned (drizzlepac's code for SBC/HRC-only
+                                   data, which hapsvm processes)
 65    NO_VIABLE_DATA               every exposure of the visit was rejected, or only grism/prism
                                    exposures remain
 ====  ===========================  ==============================================================
@@ -27,7 +31,6 @@ __all__ = [
     "HapError",
     "HapInputError",
     "NoViableDataError",
-    "KeywordUpdateError",
 ]
 
 
@@ -57,9 +60,3 @@ class NoViableDataError(HapError):
     """No exposure of the visit can be processed (all rejected, or grism/prism only)."""
 
     exit_code = ExitCode.NO_VIABLE_DATA
-
-
-class KeywordUpdateError(HapError):
-    """A product header could not be updated."""
-
-    exit_code = ExitCode.KEYWORD_UPDATE_PROBLEM

@@ -8,7 +8,8 @@
   in an :class:`~hap_models.alignment.AlignmentResult`.
 * :class:`StageUsage` - run time and peak memory of one pipeline stage (passed in by the flow).
 * :class:`QualitySummary` - the ``<visit>_svm_quality.json`` document.
-* :class:`QualityReport` - what :func:`hapcore.quality.stage.run_quality_analysis` returns.
+* :class:`QualityReport` - what :func:`hapcore.quality.stage.finish_quality_report` returns
+  (and :func:`flows.stages.quality_stage`, the sequence of the flow).
 
 Check statuses
 --------------

@@ -44,13 +44,24 @@ class VisitOptions(BaseModel):
     refcat: Path | None = Field(default=None, description="local astrometric reference catalog")
     online_catalog: bool = Field(default=False,
                                  description="without a local refcat, query Gaia DR3 online")
-    quality: bool = Field(default=False, description="run the quality analysis (also "
-                                                     "SVM_QUALITY_TESTING=on)")
+    quality: bool = Field(default=False, description="run the quality analysis (--quality)")
     force: bool = Field(default=False, description="recompute every stage, ignoring the cache")
     cache_dir: Path | None = Field(default=None,
                                    description="cache records (default <output_dir>/.hapsvm-cache)")
     fail_stage: str | None = Field(default=None, description="testing only: make this stage fail")
     n_workers: int = Field(default=2, ge=1, description="processes for the heavy stages")
+    # Read from the environment once, by the entry point that starts the run
+    # (flows.options.read_environment); nothing below the flows ever reads the environment.
+    environment_read: bool = Field(default=False,
+                                   description="the fields below hold the run's environment")
+    quality_enabled: bool = Field(default=False, description="resolved quality switch: quality "
+                                                             "or SVM_QUALITY_TESTING=on")
+    refcat_path: Path | None = Field(default=None, description="resolved local reference catalog: "
+                                                               "refcat, else HAPSVM_REFCAT")
+    hla_classic_basepath: Path | None = Field(default=None, description="HLA_CLASSIC_BASEPATH: "
+                                              "root of the HLA-classic catalogs")
+    hla_build_ver: str | None = Field(default=None, description="HLA_BUILD_VER: HLA-classic build "
+                                                                "version (folder under the root)")
 
     @field_validator("phot_mode", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from .visit import DITHER_PATTERNS, parse_filters, simulate_visit
 
 __all__ = ["build_simulate_parser", "run_simulate", "main"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def _pair(text: str) -> tuple[float, float]:

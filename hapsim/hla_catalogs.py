@@ -29,7 +29,7 @@ from astropy.table import Table
 
 __all__ = ["HLA_DAOPHOT_RADII", "daophot_columns", "write_hla_catalogs"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: HLA DAOPHOT aperture radii (arcsec, as written in the column names) per detector.
 HLA_DAOPHOT_RADII: dict[str, tuple[str, str]] = {

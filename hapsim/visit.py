@@ -28,7 +28,7 @@ from . import __version__
 from .artifacts import (DQ_BAD_DETECTOR, DQ_BAD_REFERENCE, DQ_HOT, bad_columns,
                         cosmic_rays, hot_pixels, saturate_and_bleed)
 from .detectors import DetectorSpec, get_detector, normalize_detector_name
-from .geometry import (ChipWCS, chip_wcs, position_angle_rotation, radec_to_unit,
+from .geometry import (chip_wcs, position_angle_rotation, radec_to_unit,
                        rotate_wcs, sky_rotation, tangent_deproject, tangent_project,
                        unit_to_radec)
 from .headers import ExposureInfo, companion_header, primary_header, science_header
@@ -39,7 +39,7 @@ from .scene import abmag_to_countrate, abmag_in_filter, countrate_to_abmag, make
 
 __all__ = ["VisitResult", "simulate_visit", "parse_filters", "DITHER_PATTERNS"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: Dither offsets (arcsec, along detector x and y) of the supported patterns;
 #: exposures of a filter step through the pattern and wrap around.

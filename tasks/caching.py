@@ -30,7 +30,7 @@ from hapcore.digests import file_digest
 __all__ = ["code_version", "iter_paths", "FileStagePolicy", "FILE_STAGE", "run_stage",
            "cache_storage"]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 _PACKAGES = ("hap_models", "hapcore", "tasks")
 

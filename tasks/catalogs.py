@@ -1,5 +1,7 @@
-"""Tasks of the catalog stage: one per catalog product, each cached.
+"""Tasks of the catalog stage: the detection, one task per filter product, the total catalogs.
 
+* :func:`detect_sources_task` -- one per detector: the sources of the total product, saved
+  (:func:`hapcore.catalogs.detection.save_detection`) under ``<output_dir>/.hapsvm-work/``;
 * :func:`measure_filter_catalogs_task` -- one per filter product: forced photometry and flags at
   the total product's sources (its point and segment measurements);
 * :func:`write_catalogs_task` -- the total catalogs: joins the filter measurements, trims, runs
@@ -7,61 +9,111 @@
   catalogs can only be written once every filter has been measured: the trimming and the
   rejection depend on all of them).
 
-The detection on the total image is shared by these tasks through a process-local registry
-(:func:`total_detection`); a task that finds no detection (a resumed run whose earlier tasks were
-cached) recomputes it from the total product.
+The detection reaches the measuring and writing tasks through its file (:func:`stored_detection`),
+named after everything it depends on: the total product's content, the photometry mode, the
+total product's parameters and the code version. The file is scratch: the flow deletes
+``.hapsvm-work`` (all but the cosmic-ray masks) once a visit is done, so it is not an output of
+the detection task -- a later run keeps that task's cached result, and a task that needs the
+detection while its file is gone (a resumed run) detects again from the total product.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 
 from prefect import task
 
 from hap_models.products import FilterProduct, TotalProduct
 from hap_models.stage import StageResult
-from hapcore.catalogs.stage import (
+from hapcore.catalogs.detection import (
     SourceDetection,
+    load_detection,
     load_total_detection,
-    measure_filter_product,
-    write_detector_catalogs,
+    save_detection,
 )
+from hapcore.catalogs.image import CatalogImage
+from hapcore.catalogs.stage import measure_filter_product, write_detector_catalogs
 from hapcore.digests import file_digest
-from tasks.caching import FILE_STAGE, run_stage
-from tasks.registry import ProcessRegistry
+from tasks.caching import FILE_STAGE, code_version, run_stage
 
-__all__ = ["total_detection", "release_detections", "measure_filter_catalogs_task",
-           "write_catalogs_task"]
+__all__ = ["detection_file", "stored_detection", "detect_sources_task",
+           "measure_filter_catalogs_task", "write_catalogs_task"]
 
-_DETECTIONS = ProcessRegistry()
+logger = logging.getLogger(f"hapsvm.{__name__}")
+
+#: Scratch directory of a visit (shared with the drizzle stage).
+WORK_DIR = ".hapsvm-work"
 
 
-def total_detection(total: TotalProduct, output_dir: Path, phot_mode: str) -> SourceDetection:
-    """The detection of ``total`` in this process, computed on first use (keyed by the total
-    product's content, so a re-made total product is detected again)."""
+def detection_file(total: TotalProduct, output_dir: Path, phot_mode: str) -> Path:
+    """``<output_dir>/.hapsvm-work/detection-<detector>-<total digest>-<settings>.npz``.
+
+    ``<total digest>`` starts the SHA-256 of the total product; ``<settings>`` is a digest of the
+    photometry mode, the total product's parameters and the code version, so a file made with
+    other settings is never read in place of this one.
+    """
     product = Path(output_dir) / total.drizzle_filename
-    key = (ProcessRegistry.root(output_dir), total.detector, phot_mode, file_digest(product))
-    return _DETECTIONS.get(key, lambda: load_total_detection(total, output_dir=output_dir,
-                                                             phot_mode=phot_mode))
+    parameters = total.parameters
+    dumped = (parameters.model_dump_json() if hasattr(parameters, "model_dump_json")
+              else repr(parameters))
+    settings = hashlib.sha256("\n".join([phot_mode, dumped, code_version()]).encode())
+    return (Path(output_dir) / WORK_DIR /
+            f"detection-{total.detector}-{file_digest(product)[:16]}-{settings.hexdigest()[:8]}.npz")
 
 
-def release_detections(output_dir: Path) -> None:
-    """Forget this process's detections of an output directory (they hold full-size arrays)."""
-    _DETECTIONS.release(output_dir)
+def stored_detection(total: TotalProduct, output_dir: Path, phot_mode: str) -> SourceDetection:
+    """The detection of ``total``: read from :func:`detection_file`, or -- when the file is gone
+    or unreadable -- detected again from the total product and stored for the next task."""
+    path = detection_file(total, output_dir, phot_mode)
+    if path.is_file():
+        image = CatalogImage.from_fits(Path(output_dir) / total.drizzle_filename)
+        try:
+            return load_detection(path, image, total_parameters=total.parameters)
+        except Exception as exc:  # a damaged scratch file is a miss, never an error
+            logger.warning("%s unreadable (%s); detecting again", path.name, exc)
+    else:
+        logger.info("%s: no stored detection (scratch removed); detecting again",
+                    total.product_basename)
+    detection = load_total_detection(total, output_dir=output_dir, phot_mode=phot_mode)
+    save_detection(detection, path)
+    return detection
+
+
+@task(name="detect-sources", task_run_name="detect-sources-{total.detector}",
+      cache_policy=FILE_STAGE)
+def detect_sources_task(total: TotalProduct, output_dir: Path, drizzled: StageResult,
+                        phot_mode: str = "both") -> StageResult:
+    """Detection on the total product, saved to :func:`detection_file` (payload: the file's
+    name, the numbers of point and segment sources, the timings; no outputs -- the file is
+    scratch, see the module notes).
+
+    ``drizzled`` (the drizzle stage's result, with the digests of the products) is an input so
+    that new drizzled products invalidate the cached detection.
+    """
+    def detect():
+        detection = load_total_detection(total, output_dir=output_dir, phot_mode=phot_mode)
+        path = save_detection(detection, detection_file(total, output_dir, phot_mode))
+        return {"file": path.name, "n_point": detection.n_point,
+                "n_segment": detection.n_segment, "timings": detection.timings}
+
+    return run_stage("detect-sources", detect, outputs=lambda payload: [])
 
 
 @task(name="measure-filter-catalogs", task_run_name="catalogs-{fdp.filters}",
       cache_policy=FILE_STAGE)
 def measure_filter_catalogs_task(fdp: FilterProduct, total: TotalProduct, output_dir: Path,
-                                 drizzled: StageResult, phot_mode: str = "both") -> StageResult:
+                                 drizzled: StageResult, detected: StageResult,
+                                 phot_mode: str = "both") -> StageResult:
     """Point and segment measurements of one filter product (payload: its FilterCatalogs
     tables, untrimmed; the files are written by :func:`write_catalogs_task`).
 
-    ``drizzled`` (the drizzle stage's result, with the digests of the products) is an input so
-    that new drizzled products invalidate the cached measurements.
+    ``detected`` is :func:`detect_sources_task`'s result; the detection itself is read from
+    its file (:func:`stored_detection`).
     """
     def measure():
-        detection = total_detection(total, output_dir, phot_mode)
+        detection = stored_detection(total, output_dir, phot_mode)
         entry = measure_filter_product(fdp, detection, output_dir=output_dir)
         # the image arrays are re-read when needed; the cached result keeps the tables only
         return {"point": entry.point, "segment": entry.segment, "timings": entry.timings}
@@ -72,14 +124,14 @@ def measure_filter_catalogs_task(fdp: FilterProduct, total: TotalProduct, output
 @task(name="write-catalogs", task_run_name="catalogs-total-{total.detector}",
       cache_policy=FILE_STAGE)
 def write_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageResult,
-                        measured: list[StageResult], phot_mode: str = "both",
-                        diagnostic_mode: bool = False) -> StageResult:
+                        detected: StageResult, measured: list[StageResult],
+                        phot_mode: str = "both", diagnostic_mode: bool = False) -> StageResult:
     """The total catalogs, and every catalog file of the detector (payload: the paths)."""
     from hapcore.catalogs.image import ProductHeaders
     from hapcore.catalogs.stage import FilterCatalogs
 
     def write():
-        detection = total_detection(total, output_dir, phot_mode)
+        detection = stored_detection(total, output_dir, phot_mode)
         filters = []
         for fdp, result in zip(total.fdp_list, measured):
             # metadata and the CR-dominance test read the headers only: no pixels re-read
@@ -88,10 +140,7 @@ def write_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageRe
             filters.append(FilterCatalogs(fdp.filters, image, fdp.parameters,
                                           point=payload["point"], segment=payload["segment"],
                                           timings=payload["timings"]))
-        try:
-            return write_detector_catalogs(total, detection, filters, output_dir=output_dir,
-                                           diagnostic_mode=diagnostic_mode)
-        finally:
-            release_detections(output_dir)
+        return write_detector_catalogs(total, detection, filters, output_dir=output_dir,
+                                       diagnostic_mode=diagnostic_mode)
 
     return run_stage("catalogs", write, outputs=lambda paths: list(paths))

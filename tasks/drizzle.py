@@ -1,9 +1,13 @@
-"""Tasks of the drizzle stage: one per product (filter, exposure, total), each cached.
+"""Tasks of the drizzle stage: one per unit of work, each cached.
 
-The products of a detector share one output grid, its pixel maps and the filter products'
-cosmic-ray masks; they live in a :class:`~hapcore.drizzle.stage.DrizzleWorkspace` whose maps
-and masks persist under ``<output_dir>/.hapsvm-work/`` (so a killed run resumes with only the
-unfinished products), kept open across this process's tasks by :func:`detector_workspace`.
+* :func:`drizzle_filter_task` -- one filter product with its exposure products (its CR masks
+  and final partial drizzles are outputs the total product needs);
+* :func:`drizzle_total_task` -- the total product.
+
+Each task opens the detector's :class:`~hapcore.drizzle.workspace.DrizzleWorkspace` (its worker
+pool and scratch are the task's own, closed when it returns); what a later task needs persists
+under ``<output_dir>/.hapsvm-work/`` (pixel maps, CR masks, partials), so a killed run resumes
+with only the unfinished tasks.
 """
 
 from __future__ import annotations
@@ -12,44 +16,24 @@ from pathlib import Path
 
 from prefect import task
 
-from hap_models.products import ExposureProduct, FilterProduct, TotalProduct
+from hap_models.products import FilterProduct, TotalProduct
 from hap_models.stage import StageResult
-from hapcore.drizzle.stage import (
-    DrizzleWorkspace,
-    drizzle_exposure_product,
-    drizzle_filter_product,
+from hapcore.drizzle import (
+    drizzle_filter_with_exposures,
     drizzle_total_product,
     filter_cr_mask_files,
     open_detector_workspace,
-    prepare_pixel_maps,
-    start_exposure_products,
 )
 from tasks.caching import FILE_STAGE, run_stage
-from tasks.registry import ProcessRegistry
 
-__all__ = ["detector_workspace", "close_workspaces", "remove_work_files",
-           "drizzle_filter_task", "drizzle_exposure_task", "drizzle_total_task"]
-
-_WORKSPACES = ProcessRegistry()
-
-
-def detector_workspace(total: TotalProduct, output_dir: Path, n_workers: int) -> DrizzleWorkspace:
-    """The open workspace of a detector (created on first use in this process)."""
-    return _WORKSPACES.get((ProcessRegistry.root(output_dir), total.detector),
-                           lambda: open_detector_workspace(total, output_dir=output_dir,
-                                                           n_workers=n_workers))
-
-
-def close_workspaces(output_dir: Path) -> None:
-    """Close this process's workspaces of an output directory (worker pools, scratch files)."""
-    _WORKSPACES.release(output_dir, close=lambda ws: ws.close())
+__all__ = ["remove_work_files", "drizzle_filter_task", "drizzle_total_task"]
 
 
 def remove_work_files(output_dir: Path) -> None:
-    """Delete the pixel maps of ``.hapsvm-work`` once a visit has finished (~1 GB for a
-    full-frame UVIS visit; they only speed up a resumed run). The compressed cosmic-ray masks
-    stay: they are outputs of the cached filter products that a re-made total product needs."""
-    close_workspaces(output_dir)
+    """Delete the pixel maps and partial drizzles of ``.hapsvm-work`` once a visit has finished
+    (~1 GB for a full-frame UVIS visit; they only speed up a resumed run). The compressed
+    cosmic-ray masks stay: they are outputs of the cached filter products that a re-made total
+    product needs."""
     work = Path(output_dir) / ".hapsvm-work"
     if not work.is_dir():
         return
@@ -64,33 +48,21 @@ def remove_work_files(output_dir: Path) -> None:
 @task(name="drizzle-filter", task_run_name="drizzle-{fdp.filters}", cache_policy=FILE_STAGE)
 def drizzle_filter_task(fdp: FilterProduct, total: TotalProduct, output_dir: Path,
                         aligned: StageResult, n_workers: int = 2) -> StageResult:
-    """A filter product with cosmic-ray rejection; its CR masks are outputs too (the total
-    product needs them)."""
+    """A filter product with cosmic-ray rejection, and its exposure products (HAPLEVEL 1),
+    with their trailers; its CR masks are outputs too (the total product needs them).
+
+    ``aligned`` (the alignment stage's result, with the SVM copies' digests) is an input so
+    that a new alignment invalidates it.
+    """
     def drizzle():
-        ws = detector_workspace(total, output_dir, n_workers)
-        prepare_pixel_maps(total.edp_list, workspace=ws)
-        # Exposure products need nothing from the filter products: workers make them in the
-        # gaps of this task (medians, writing), and their tasks collect them. Only products
-        # whose file is missing are started -- those tasks cannot be cache hits, so nothing
-        # cached is ever recomputed.
-        start_exposure_products([e for f in total.fdp_list for e in f.edp_list
-                                 if not (Path(output_dir) / e.drizzle_filename).exists()],
-                                workspace=ws)
-        product = drizzle_filter_product(fdp, workspace=ws)
-        return [product, output_dir / fdp.trl_filename, *filter_cr_mask_files(fdp, workspace=ws)]
+        with open_detector_workspace(total, output_dir=output_dir, n_workers=n_workers) as ws:
+            filter_product, *exposures = drizzle_filter_with_exposures(fdp, workspace=ws)
+            return [filter_product, output_dir / fdp.trl_filename,
+                    *filter_cr_mask_files(fdp, workspace=ws),
+                    *[f for edp, product in zip(fdp.edp_list, exposures)
+                      for f in (product, output_dir / edp.trl_filename)]]
 
     return run_stage("drizzle-filter", drizzle, outputs=lambda files: files)
-
-
-@task(name="drizzle-exposure", task_run_name="drizzle-{edp.exposure_name}", cache_policy=FILE_STAGE)
-def drizzle_exposure_task(edp: ExposureProduct, total: TotalProduct, output_dir: Path,
-                          aligned: StageResult, n_workers: int = 2) -> StageResult:
-    """A single-exposure product (HAPLEVEL 1)."""
-    def drizzle():
-        ws = detector_workspace(total, output_dir, n_workers)
-        return [drizzle_exposure_product(edp, workspace=ws), output_dir / edp.trl_filename]
-
-    return run_stage("drizzle-exposure", drizzle, outputs=lambda files: files)
 
 
 @task(name="drizzle-total", task_run_name="drizzle-total-{total.detector}",
@@ -102,7 +74,7 @@ def drizzle_total_task(total: TotalProduct, output_dir: Path, filters: list[Stag
     Its trailer is not an output digest: the flow appends the run log to it afterwards.
     """
     def drizzle():
-        ws = detector_workspace(total, output_dir, n_workers)
-        return [drizzle_total_product(total, workspace=ws)]
+        with open_detector_workspace(total, output_dir=output_dir, n_workers=n_workers) as ws:
+            return [drizzle_total_product(total, workspace=ws)]
 
     return run_stage("drizzle-total", drizzle, outputs=lambda files: files)

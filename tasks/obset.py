@@ -8,7 +8,6 @@ from pathlib import Path
 from prefect import task
 
 from hap_models.poller import ObsetTree
-from hap_models.run_options import VisitOptions
 from hap_models.stage import StageResult
 from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
 from hapcore.obset.product_parameters import assign_product_parameters
@@ -30,15 +29,22 @@ def interpret_obset_input_task(poller_file: Path, exposure_files: list[Path]) ->
 
 
 @task(name="build-product-tree", cache_policy=FILE_STAGE)
-def build_product_tree_task(tree: ObsetTree, options: VisitOptions,
+def build_product_tree_task(tree: ObsetTree, input_custom_pars_file: Path | None = None,
+                            output_custom_pars_file: Path | None = None,
+                            use_defaults_configs: bool = True,
                             log_level: int = logging.INFO) -> StageResult:
-    """Tree -> total/filter/exposure products with their parameter sets (spec §1.6, §9)."""
+    """Tree -> total/filter/exposure products with their parameter sets (spec §1.6, §9).
+
+    Its inputs are the options it uses (the custom parameter files of
+    :class:`~hap_models.run_options.VisitOptions`), not the whole options: an option it does
+    not read (e.g. the quality or HLA settings) leaves its cache key alone.
+    """
     def build(tree):
         totals = parse_obset_tree(tree, log_level=log_level)
         return assign_product_parameters(
-            totals, custom_pars_file=options.input_custom_pars_file,
-            output_custom_pars_file=options.output_custom_pars_file,
-            use_defaults_configs=options.use_defaults_configs)
+            totals, custom_pars_file=input_custom_pars_file,
+            output_custom_pars_file=output_custom_pars_file,
+            use_defaults_configs=use_defaults_configs)
 
-    outputs = [options.output_custom_pars_file] if options.output_custom_pars_file else []
+    outputs = [output_custom_pars_file] if output_custom_pars_file else []
     return run_stage("build-product-tree", build, tree, outputs=lambda _: outputs)

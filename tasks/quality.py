@@ -32,15 +32,24 @@ def _files(output_dir: Path):
 @task(name="quality-check", task_run_name="quality-{group}", cache_policy=FILE_STAGE)
 def quality_group_task(group: str, totals: list[TotalProduct], output_dir: Path,
                        refcat_path: Path | None, catalogs: list[StageResult],
-                       timestamp=None) -> StageResult:
+                       timestamp=None,
+                       hla_catalogs: dict[str, dict[str, Path] | None] | None = None,
+                       hla_build_ver: str | None = None) -> StageResult:
     """One check group of the quality analysis (:mod:`hapcore.quality.stage`); every check isolated.
 
     ``catalogs`` (the catalog stage results) is an input so that new catalogs invalidate it;
     ``timestamp`` (shared by every file of the run) is not part of the cache key.
+
+    The ``"hla"`` group compares with the HLA-classic catalog files ``hla_catalogs``
+    (:func:`hapcore.quality.stage.hla_catalog_inputs`: per filter product, the files or None)
+    of build ``hla_build_ver``: both are inputs, so the content of those files and the build are
+    in its cache key. The other groups leave them None.
     """
     def run_group():
         ctx = qa.make_quality_context(totals, output_dir=output_dir, refcat=refcat_path,
                                       timestamp=timestamp)
+        if group == "hla":
+            return qa.run_hla_comparison(totals, ctx, catalogs=hla_catalogs or {})
         return QUALITY_GROUPS[group](totals, ctx)
 
     return run_stage(f"quality-{group}", run_group, outputs=_files(output_dir))

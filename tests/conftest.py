@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+# Tests live in one folder per stage (tests/<stage>/, as hapcore/<stage>/); shared helpers
+# (fitsfactory) sit here, and a stage's tests may reuse another stage's scene builders
+# (the quality tests build catalog products with tests/catalogs/test_catalog_scene.py).
+_TESTS = Path(__file__).parent
+sys.path.insert(0, str(_TESTS))
+for _stage in sorted(p for p in _TESTS.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+    sys.path.append(str(_stage))
 
 
 @pytest.fixture(scope="session")

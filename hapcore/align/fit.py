@@ -2,7 +2,8 @@
 
 Coordinates are tangent-plane offsets (arcsec) of the image sources (``xy``) and of the reference
 (``uv``); the model is ``uv = M @ xy + t``. ``rscale`` is a rotation plus one scale, ``rshift`` a
-pure rotation (Procrustes), ``general`` a full affine. Outliers are sigma-clipped.
+pure rotation (Procrustes), ``general`` a full affine. Outliers are sigma-clipped. The
+projection to and from the tangent plane is :mod:`hapcore.wcs.tangent`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FITGEOM_PARAMETERS", "LinearFit", "fit_linear", "fit_linear_clipped",
-           "tangent_plane", "from_tangent_plane"]
+__all__ = ["FITGEOM_PARAMETERS", "LinearFit", "fit_linear", "fit_linear_clipped"]
 
 #: Number of free parameters of each geometry (a fit needs more matches than this).
 FITGEOM_PARAMETERS = {"shift": 2, "rshift": 3, "rscale": 4, "general": 6}
@@ -136,27 +136,3 @@ def fit_linear_clipped(xy: np.ndarray, uv: np.ndarray, *, fitgeom: str = "rscale
         m, t = fit_linear(xy[keep], uv[keep], fitgeom=fitgeom, weights=w)
     resid = uv - (xy @ m.T + t)
     return LinearFit(fitgeom, m, t, keep, resid)
-
-
-def tangent_plane(ra, dec, ra0: float, dec0: float) -> np.ndarray:
-    """Gnomonic projection of (ra, dec) [deg] about (ra0, dec0); returns (N, 2) arcsec (xi east, eta north)."""
-    ra = np.radians(np.asarray(ra, float))
-    dec = np.radians(np.asarray(dec, float))
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    cos_c = np.sin(d0) * np.sin(dec) + np.cos(d0) * np.cos(dec) * np.cos(ra - a0)
-    xi = np.cos(dec) * np.sin(ra - a0) / cos_c
-    eta = (np.cos(d0) * np.sin(dec) - np.sin(d0) * np.cos(dec) * np.cos(ra - a0)) / cos_c
-    return np.degrees(np.column_stack([xi, eta])) * 3600.0
-
-
-def from_tangent_plane(xy: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`tangent_plane`: (N, 2) arcsec -> (ra, dec) deg."""
-    xy = np.radians(np.asarray(xy, float) / 3600.0)
-    xi, eta = xy[:, 0], xy[:, 1]
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    rho = np.hypot(xi, eta)
-    c = np.arctan(rho)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dec = np.arcsin(np.cos(c) * np.sin(d0) + np.where(rho > 0, eta * np.sin(c) * np.cos(d0) / rho, 0.0))
-        ra = a0 + np.arctan2(xi * np.sin(c), rho * np.cos(d0) * np.cos(c) - eta * np.sin(d0) * np.sin(c))
-    return np.degrees(ra) % 360.0, np.degrees(dec)

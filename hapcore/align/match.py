@@ -14,7 +14,7 @@ from hapcore.align.fit import fit_linear
 
 __all__ = ["MatchResult", "offset_histogram_peak", "match_sources"]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 
 @dataclass

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from astropy.table import Table
 
-from .refcat import (ReferenceCatalog, ReferenceCatalogError, _finish,
-                     standardize_reference_table)
+from .refcat import ReferenceCatalog, ReferenceCatalogError
+from .refcat_read import _finish, standardize_reference_table
 
 __all__ = ["GAIA_DR3_NAME", "GAIA_TAP_URL", "GaiaOnlineProvider", "query_gaia_dr3_cone"]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 GAIA_DR3_NAME = "GAIADR3"
 GAIA_TAP_URL = "https://gea.esac.esa.int/tap-server/tap"

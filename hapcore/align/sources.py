@@ -27,7 +27,7 @@ __all__ = [
     "detect_chip_sources",
 ]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 #: DQ bits of full-well (256) and A-to-D (2048) saturation: masked with growth, not as bad pixels.
 SATURATION_BITS = 256 | 2048

@@ -30,16 +30,16 @@ from hapcore.align.visit import (
     read_chip_wcs_readonly,
 )
 from hapcore.align.refcat import (
-    LocalCatalogProvider,
     ReferenceCatalogError,
     decimal_year_from_mjd,
     fetch_reference_catalog,
 )
+from hapcore.align.refcat_read import LocalCatalogProvider
 from hapcore.wcs.records import write_headerlet, write_svm_copy
 
 __all__ = ["detect_all_sources", "load_reference_catalog", "run_alignment", "exposure_record"]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def detect_all_sources(paths: list[Path], *, settings, max_sources_per_chip: int,

@@ -33,12 +33,11 @@ from hapcore.align.fit import (
     FITGEOM_PARAMETERS,
     LinearFit,
     fit_linear_clipped,
-    from_tangent_plane,
-    tangent_plane,
 )
 from hapcore.align.match import match_sources
 from hapcore.align.sources import detect_chip_sources
 from hapcore.wcs.files import chip_wcs, sci_extensions
+from hapcore.wcs.tangent import from_tangent_plane_arcsec, tangent_plane_arcsec
 
 __all__ = [
     "ChipCatalog",
@@ -52,7 +51,7 @@ __all__ = [
     "fit_quality",
 ]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 _GEOMETRY_ORDER = ("general", "rscale", "rshift", "shift")
 
@@ -249,7 +248,7 @@ def _fit_with_downgrade(xy, uv, *, fitgeom: str, minimums: dict[str, int], min_f
 
 def _tp(cat: ExposureCatalog, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
     ra, dec, mag = cat.sky()
-    return tangent_plane(ra, dec, ra0, dec0), mag
+    return tangent_plane_arcsec(ra, dec, ra0, dec0), mag
 
 
 def _relative_alignment(catalogs, ra0, dec0, *, settings, relgeom_minimums, min_fit_matches):
@@ -339,8 +338,8 @@ def align_visit(catalogs: list[ExposureCatalog], refcat, params, *,
         reasons.append(f"reference catalog {catalog_name} is empty or does not cover the visit"
                        if catalog_name else "no usable reference catalog")
     else:
-        ref_xy = tangent_plane(np.asarray(refcat["RA"], float), np.asarray(refcat["DEC"], float),
-                               ra0, dec0)
+        ref_xy = tangent_plane_arcsec(np.asarray(refcat["RA"], float),
+                                      np.asarray(refcat["DEC"], float), ra0, dec0)
         ref_mag = np.asarray(refcat["mag"], float) if "mag" in refcat.colnames else np.full(len(refcat), np.nan)
         for method in methods:
             settings = params.match_settings(method)
@@ -445,16 +444,16 @@ def corrected_chip_wcs(wcs: WCS, extver: int, transform: ExposureTransform, ra0:
     gy, gx = np.meshgrid(np.linspace(0, ny - 1, grid), np.linspace(0, nx - 1, grid), indexing="ij")
     px = np.column_stack([gx.ravel(), gy.ravel()])
     ra, dec = wcs.all_pix2world(px[:, 0], px[:, 1], 0)
-    moved = transform.apply(tangent_plane(ra, dec, ra0, dec0))
-    new_ra, new_dec = from_tangent_plane(moved, ra0, dec0)
+    moved = transform.apply(tangent_plane_arcsec(ra, dec, ra0, dec0))
+    new_ra, new_dec = from_tangent_plane_arcsec(moved, ra0, dec0)
     c_ra, c_dec = wcs.wcs.crval
-    crval_moved = transform.apply(tangent_plane([c_ra], [c_dec], ra0, dec0))
-    crval_ra, crval_dec = from_tangent_plane(crval_moved, ra0, dec0)
+    crval_moved = transform.apply(tangent_plane_arcsec([c_ra], [c_dec], ra0, dec0))
+    crval_ra, crval_dec = from_tangent_plane_arcsec(crval_moved, ra0, dec0)
     crval = (float(crval_ra[0]), float(crval_dec[0]))
     # intermediate pixel coordinates: offsets from CRPIX after every distortion (SIP and tables);
     # astropy's pix2foc returns absolute 1-based focal-plane coordinates for 1-based input
     u = wcs.pix2foc(px + 1.0, 1) - crpix
-    xi = tangent_plane(new_ra, new_dec, *crval) / 3600.0
+    xi = tangent_plane_arcsec(new_ra, new_dec, *crval) / 3600.0
     cd_t, *_ = np.linalg.lstsq(u, xi, rcond=None)
     cd = cd_t.T
     return ChipWCS(extver=extver, crval=crval, crpix=(float(crpix[0]), float(crpix[1])),

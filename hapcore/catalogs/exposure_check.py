@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["exposure_photometry", "missing_in_exposure"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def exposure_photometry(images, x, y, *, aperture_2, skyannulus, dskyannulus, salgorithm="mode",

@@ -37,7 +37,7 @@ from hapcore.catalogs.rows import FilterRows
 
 __all__ = ["cr_dominated_rows", "flag_single_filter_detections", "single_filter_detections"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def single_filter_detections(flux: np.ndarray, error: np.ndarray, n_exposures: Sequence[int], *,

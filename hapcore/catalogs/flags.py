@@ -39,7 +39,7 @@ __all__ = [
     "flag_catalog",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def ci_flags(ci, mag_err_1, mag_err_2, flux_2, flux_err_2, *, ci_lower, ci_upper, bthresh=5.0):

@@ -40,7 +40,7 @@ __all__ = [
     "MAD_TO_SIGMA",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: Normal-distribution factor of the median absolute deviation.
 MAD_TO_SIGMA: float = 1.482602

@@ -28,7 +28,7 @@ __all__ = [
     "clipped_stats_rows",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: 2.5 / ln(10): magnitude error per unit relative flux error.
 MAG_ERR_FACTOR: float = 1.0857

@@ -38,7 +38,7 @@ __all__ = [
     "pixel_to_sky",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: DAOFIND sharpness limits. The upper limit is well above DAOStarFinder's default (1.0) so
 #: that single-pixel spikes (hot pixels, cosmic-ray residuals) are detected and FLAGGED by the

@@ -18,7 +18,7 @@ from hapcore.align.visit import read_chip_wcs_readonly
 
 __all__ = ["SATURATION_BIT", "saturated_product_pixels"]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 #: Full-well saturation bit of ACS/WFC3 DQ arrays (WFPC2 uses 8).
 SATURATION_BIT = 256

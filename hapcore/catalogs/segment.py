@@ -49,7 +49,7 @@ __all__ = [
     "deblend_segment",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: Default bounds of the deblending step.
 MAX_DEBLEND_SEGMENTS = 3000

@@ -30,7 +30,7 @@ from hapcore.catalogs.rows import FilterRows
 
 __all__ = ["flag_sharp_detections", "sharpness_outliers"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def sharpness_outliers(sharpness, snr, *, usable=None, nsigma: float = 3.0,

@@ -1,9 +1,15 @@
 """The catalog stage: point and segmentation catalogs of a total product and its filters.
 
-:func:`build_catalogs` is the pure core (images and parameters in, tables out);
-:func:`create_catalog_products` is the task-layer entry point that reads the drizzled products
-of a :class:`~hap_models.products.TotalProduct` from ``output_dir`` and writes the ECSV files of
-spec §2.1 (``<product_basename>_point-cat.ecsv`` / ``_segment-cat.ecsv``).
+The detection on the total image is :mod:`hapcore.catalogs.detection`. Here:
+
+* :func:`measure_filter_catalogs` / :func:`assemble_catalogs` / :func:`write_catalog_set` -- the
+  pure core (images and parameters in, tables out), and :func:`build_catalogs`, the three
+  steps in one call on in-memory images;
+* the stage entry points the tasks call, reading the drizzled products of a
+  :class:`~hap_models.products.TotalProduct` from ``output_dir``:
+  :func:`~hapcore.catalogs.detection.load_total_detection` (the detection),
+  :func:`measure_filter_product` (one per filter product) and :func:`write_detector_catalogs`
+  (the ECSV files of spec §2.1, ``<product_basename>_point-cat.ecsv`` / ``_segment-cat.ecsv``).
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ from hap_models.catalogs import FLAG_HOT_PIXEL, FLAG_SWARM
 from hapcore.catalogs.exposure_check import exposure_photometry, missing_in_exposure
 from hapcore.catalogs.filter_consistency import flag_single_filter_detections
 from hapcore.catalogs.flags import flag_catalog
-from hapcore.catalogs.image import CatalogImage, compute_background, make_wht_masks
-from hapcore.catalogs.point import detect_point_sources, measure_point_photometry
-from hapcore.catalogs.segment import detect_segments, measure_segments
+from hapcore.catalogs.detection import SourceDetection, catalog_background, detect_sources
+from hapcore.catalogs.image import CatalogImage
+from hapcore.catalogs.point import measure_point_photometry
+from hapcore.catalogs.segment import measure_segments
 from hapcore.catalogs.sharpness import flag_sharp_detections
-from hapcore.catalogs.swarm import swarm_members
 from hapcore.catalogs.total import (
     cr_dominance_threshold,
     join_filter_columns,
@@ -39,14 +45,11 @@ from hapcore.catalogs.total import (
 )
 from hapcore.catalogs.writer import catalog_metadata, write_catalog
 
-__all__ = ["PHOT_MODES", "CatalogSet", "FilterCatalogs", "SourceDetection", "detect_sources",
-           "measure_filter_catalogs", "assemble_catalogs", "build_catalogs", "write_catalog_set",
-           "load_total_detection", "measure_filter_product", "write_detector_catalogs",
-           "create_catalog_products"]
+__all__ = ["CatalogSet", "FilterCatalogs", "measure_filter_catalogs", "assemble_catalogs",
+           "build_catalogs", "write_catalog_set", "measure_filter_product",
+           "write_detector_catalogs"]
 
-log = logging.getLogger("hapsvm")
-
-PHOT_MODES: tuple[str, ...] = ("aperture", "segment", "both")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 @dataclass(eq=False)
@@ -92,121 +95,12 @@ class CatalogSet:
     timings: dict = field(default_factory=dict)
 
 
-def _background(image, cat):
-    return compute_background(image, nsigma_clip=cat.nsigma_clip, maxiters=cat.maxiters,
-                              box_size=cat.bkg_box_size, filter_size=cat.bkg_filter_size,
-                              skew_threshold=cat.bkg_skew_threshold,
-                              negative_percent=cat.negative_percent, zero_percent=cat.zero_percent,
-                              simple_bkg=cat.simple_bkg)
-
-
 def _base_table(sources: Table, names) -> Table:
     out = Table()
     for new, old in names:
         out[new] = np.asarray(sources[old]) if len(sources) else np.empty(0)
     out["ID"] = np.asarray(out["ID"], dtype=np.int64)
     return out
-
-
-@dataclass(eq=False)
-class SourceDetection:
-    """The detection step's result on a total image, shared by every filter measurement.
-
-    Attributes
-    ----------
-    total_image : CatalogImage
-    total_parameters : ProductParameters
-    phot_mode : str
-    background : BackgroundModel
-    point_sources : astropy.table.Table or None
-        DAOStarFinder sources (None when point catalogs are not requested).
-    segments : SegmentationResult or None
-        Segmentation map, detection catalog and kernel (None when not requested).
-    timings : dict
-    """
-
-    total_image: CatalogImage
-    total_parameters: object
-    phot_mode: str
-    background: object
-    point_sources: Table | None = None
-    segments: object = None
-    timings: dict = field(default_factory=dict)
-    #: point sources that are features of a brighter neighbour's profile (flag 32 in every
-    #: filter, :mod:`hapcore.catalogs.swarm`); None when not evaluated
-    point_swarm: np.ndarray | None = None
-
-    @property
-    def n_point(self) -> int:
-        return 0 if self.point_sources is None else len(self.point_sources)
-
-    @property
-    def n_segment(self) -> int:
-        return 0 if self.segments is None else len(self.segments.sources)
-
-
-def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="both",
-                   deblend_limits=None) -> SourceDetection:
-    """Background, weight regions, point sources and segments of the total image (§6.2-6.4).
-
-    Parameters
-    ----------
-    total_image : CatalogImage
-    total_parameters : ProductParameters
-    phot_mode : {"aperture", "segment", "both"}, optional
-    deblend_limits : mapping, optional
-        Keyword overrides for :func:`~hapcore.catalogs.segment.detect_segments`
-        (``max_deblend_segments``, ``max_deblend_area``, ``deblend_time_budget``).
-
-    Returns
-    -------
-    SourceDetection
-    """
-    if phot_mode not in PHOT_MODES:
-        raise ValueError(f"phot_mode must be one of {PHOT_MODES}, not {phot_mode!r}")
-    cat = total_parameters.catalog
-    clock = time.perf_counter()
-    if total_image.is_blank:
-        log.warning("total image %s is blank (all zero/NaN): empty catalogs",
-                    total_image.filename or "(in memory)")
-    background = _background(total_image, cat)
-    fwhm = cat.tweak_fwhmpsf / total_image.plate_scale
-    regions = make_wht_masks(total_image.weight, total_image.illuminated, scale=cat.scale,
-                             sensitivity=cat.sensitivity, ndrizim=total_image.ndrizim,
-                             rms=background.rms)
-    detection = SourceDetection(total_image, total_parameters, phot_mode, background)
-    timings = detection.timings
-    timings["total_background"] = time.perf_counter() - clock
-    log.info("total image: background %s (median %.4g, rms %.4g), %d weight region(s), kernel "
-             "FWHM %.2f px", background.method, background.median, background.rms_value,
-             len(regions), fwhm)
-    if phot_mode in ("aperture", "both"):
-        clock = time.perf_counter()
-        detection.point_sources = detect_point_sources(total_image, background, regions,
-                                                       fwhm_pixels=fwhm, nsigma=cat.nsigma)
-        detection.point_swarm = _swarm(total_image, background, detection.point_sources, cat)
-        timings["point_detection"] = time.perf_counter() - clock
-        log.info("point catalog: %d sources detected on the total image (%d swarm members, "
-                 "flag 32)", len(detection.point_sources),
-                 int(detection.point_swarm.sum()) if detection.point_swarm is not None else 0)
-    if phot_mode in ("segment", "both"):
-        clock = time.perf_counter()
-        detection.segments = detect_segments(total_image, background, regions, params=cat,
-                                             fwhm_pixels=fwhm, **(deblend_limits or {}))
-        timings["segment_detection"] = time.perf_counter() - clock
-    return detection
-
-
-def _swarm(image: CatalogImage, background, sources: Table, cat) -> np.ndarray | None:
-    """Swarm members among the point sources (:func:`hapcore.catalogs.swarm.swarm_members`)."""
-    if cat.swarm_nsigma is None or sources is None or len(sources) < 2:
-        return None
-    return swarm_members(image.data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
-                         aperture_radius=cat.aperture_2 / image.plate_scale,
-                         max_distance=cat.swarm_radius_arcsec / image.plate_scale,
-                         min_ratio=cat.swarm_min_ratio, nsigma=cat.swarm_nsigma,
-                         background_rms=background.rms, exptime=image.exptime,
-                         background=background.background)
 
 
 def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
@@ -298,7 +192,7 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     seg = detection.segments
     if seg is not None:
         clock = time.perf_counter()
-        fbackground = _background(image, fcat) if len(seg.sources) else detection.background
+        fbackground = catalog_background(image, fcat) if len(seg.sources) else detection.background
         entry.segment = measure_segments(image, fbackground, seg, params=fcat)
         ci = quality.ci_filter.segment
         entry.segment["Flags"] = flag_catalog(entry.segment, x_column="X-Centroid",
@@ -433,8 +327,9 @@ def build_catalogs(total_image: CatalogImage, filter_images, *, total_parameters
                    filter_exposures=None, diagnostic_mode=False, deblend_limits=None) -> CatalogSet:
     """Detect on the total image, measure and flag in every filter, assemble total catalogs.
 
-    The three steps (:func:`detect_sources`, :func:`measure_filter_catalogs`,
-    :func:`assemble_catalogs`) in one call; the task layer runs them as separate tasks.
+    The three steps (:func:`~hapcore.catalogs.detection.detect_sources`,
+    :func:`measure_filter_catalogs`, :func:`assemble_catalogs`) in one call, on in-memory
+    images; the task layer runs them as separate tasks on the product files.
 
     Parameters
     ----------
@@ -454,7 +349,7 @@ def build_catalogs(total_image: CatalogImage, filter_images, *, total_parameters
     diagnostic_mode : bool, optional
         Disables the CR-dominance rejection (as in drizzlepac).
     deblend_limits : mapping, optional
-        See :func:`detect_sources`.
+        See :func:`~hapcore.catalogs.detection.detect_sources`.
 
     Returns
     -------
@@ -568,16 +463,6 @@ def _filter_exposure_times(total) -> dict | None:
     return exposures if len(exposures) == len(total.fdp_list) else None
 
 
-def load_total_detection(total, *, output_dir, phot_mode="both",
-                         deblend_limits=None) -> SourceDetection:
-    """Read a total product from ``output_dir`` and run :func:`detect_sources` on it."""
-    if total.parameters is None:
-        raise ValueError(f"{total.product_basename}: parameters are not set")
-    image = CatalogImage.from_fits(Path(output_dir) / total.drizzle_filename)
-    return detect_sources(image, total_parameters=total.parameters, phot_mode=phot_mode,
-                          deblend_limits=deblend_limits)
-
-
 def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
                            saturated_xy=None) -> FilterCatalogs:
     """Read a filter product, its exposure products and (except for IR) the saturated pixels
@@ -630,40 +515,3 @@ def write_detector_catalogs(total, detection: SourceDetection, filters, *, outpu
         catalogs, total_paths={"aperture": output_dir / total.point_cat_filename,
                                "segment": output_dir / total.segment_cat_filename},
         filter_paths=paths, diagnostic_mode=diagnostic_mode)
-
-
-def create_catalog_products(total, *, output_dir, phot_mode="both", diagnostic_mode=False,
-                            saturated_pixels=None, deblend_limits=None) -> list[Path]:
-    """Create the point and segmentation catalogs of a total product and its filter products.
-
-    Reads ``output_dir / <product>.drizzle_filename`` of the total and of every filter product
-    and writes ``point_cat_filename`` / ``segment_cat_filename`` of each into ``output_dir``
-    (:func:`load_total_detection`, :func:`measure_filter_product` per filter,
-    :func:`write_detector_catalogs`).
-
-    Parameters
-    ----------
-    total : hap_models.products.TotalProduct
-        With ``parameters`` set on it and on each filter product.
-    output_dir : path-like
-    phot_mode : {"aperture", "segment", "both"}, optional
-    diagnostic_mode : bool, optional
-        No CR-dominance rejection; ds9 region files of the total catalogs.
-    saturated_pixels : mapping, optional
-        ``{filter name: (m, 2) array of 0-based product (x, y)}`` of saturated input pixels.
-    deblend_limits : mapping, optional
-        Deblending bounds (see :func:`detect_sources`).
-
-    Returns
-    -------
-    list of pathlib.Path
-        Files written.
-    """
-    detection = load_total_detection(total, output_dir=output_dir, phot_mode=phot_mode,
-                                     deblend_limits=deblend_limits)
-    saturated_pixels = saturated_pixels or {}
-    filters = [measure_filter_product(fdp, detection, output_dir=output_dir,
-                                      saturated_xy=saturated_pixels.get(fdp.filters))
-               for fdp in total.fdp_list]
-    return write_detector_catalogs(total, detection, filters, output_dir=output_dir,
-                                   diagnostic_mode=diagnostic_mode)

@@ -36,7 +36,7 @@ from scipy.spatial import cKDTree
 
 __all__ = ["swarm_members"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def _aperture_sums(data: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float,

@@ -38,7 +38,7 @@ __all__ = [
     "reject_cr_dominated",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: Pixels of the full detector (all chips), native scale, for the CR-rate scaling.
 DETECTOR_PIXELS: dict[str, int] = {

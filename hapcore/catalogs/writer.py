@@ -25,7 +25,7 @@ from hapcore.atomic import atomic_output
 
 __all__ = ["BANNER", "wcs_keywords", "catalog_metadata", "finalize_table", "write_catalog"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: h00-h08: the HAP acknowledgement banner.
 BANNER: tuple[str, ...] = (

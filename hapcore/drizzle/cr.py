@@ -35,7 +35,7 @@ __all__ = [
     "grow_mask",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: A blot pixel at or above this fraction of its 3x3 maximum counts as a peak for the excess
 #: test of `detect_cosmic_rays` (its own, larger tolerance).

@@ -24,6 +24,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from hap_models.errors import HapInputError
 from hapcore.wcs.files import read_chip_wcs
 
 __all__ = [
@@ -36,14 +37,17 @@ __all__ = [
     "build_detector_grid",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: Largest accepted output grid side (pixels).
 MAX_GRID_SIZE = 30000
 
 
-class GridTooLargeError(ValueError):
-    """The inputs' footprints span more than `MAX_GRID_SIZE` output pixels (broken WCS)."""
+class GridTooLargeError(HapInputError):
+    """The inputs' footprints span more than `MAX_GRID_SIZE` output pixels (broken WCS).
+
+    An input error (exit code 1): the message names the chip that lies apart from the others.
+    """
 
 
 @dataclass(frozen=True)

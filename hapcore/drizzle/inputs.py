@@ -15,7 +15,7 @@ from astropy.io import fits
 
 __all__ = ["ChipData", "read_chip", "good_pixel_mask", "exposure_keywords"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 _GAIN_KEYS = ("ATODGNA", "ATODGNB", "ATODGNC", "ATODGND")
 _READNOISE_KEYS = ("READNSEA", "READNSEB", "READNSEC", "READNSED")

@@ -17,7 +17,7 @@ from drizzle.resample import Drizzle, blot_image
 
 __all__ = ["drizzle_chip", "new_accumulator", "combine_partials", "blot_chip"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def new_accumulator(shape: tuple[int, int], *, kernel: str = "square",

@@ -38,7 +38,7 @@ __all__ = [
     "PixmapCache",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def _chip_shape(chip_wcs: WCS, shape: tuple[int, int] | None) -> tuple[int, int]:

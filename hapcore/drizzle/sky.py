@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = ["sky_statistic", "exposure_sky_levels"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def sky_statistic(data: np.ndarray, good: np.ndarray | None = None, *, skystat: str = "median",

@@ -18,7 +18,7 @@ from hapcore.atomic import write_text_atomic
 
 __all__ = ["TrailerInput", "format_drizzle_trailer", "write_drizzle_trailer"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 TrailerInput = Mapping  # keys: filename, exptime, sky, used, skipped (documented below)
 

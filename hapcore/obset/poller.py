@@ -30,7 +30,7 @@ __all__ = [
     "complete_poller_line",
 ]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 #: Names of the 8 fields of a full poller line, in order.
 POLLER_FIELDS = ("filename", "proposal_id", "program_id", "obset_id", "exptime", "filters",

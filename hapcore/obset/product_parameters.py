@@ -15,7 +15,7 @@ from hapcore.obset.parameters import (
 
 __all__ = ["assign_product_parameters"]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def _selection_inputs(product: HAPProduct, total: TotalProduct) -> tuple[str, str, int, float | None]:

@@ -31,7 +31,7 @@ from hapcore.obset.viability import rejection_reason
 
 __all__ = ["interpret_obset_input", "sort_exposures", "build_obset_tree", "parse_obset_tree"]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def sort_exposures(records: list[ExposureRecord]) -> list[ExposureRecord]:

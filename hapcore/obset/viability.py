@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 __all__ = ["CALIBRATION_TARGETS", "WFPC2_CALIBRATION_TARGETS", "rejection_reason"]
 
-logger = logging.getLogger("hapsvm")
+logger = logging.getLogger(f"hapsvm.{__name__}")
 
 CALIBRATION_TARGETS = ("DARK", "TUNG", "BIAS", "FLAT", "DEUT", "EARTH-CAL")
 WFPC2_CALIBRATION_TARGETS = ("INTFLAT", "UVFLAT", "VISFLAT", "KSPOTS", "DARK", "BIAS", "EARTH-CALIB")

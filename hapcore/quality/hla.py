@@ -1,13 +1,17 @@
 """Comparison of the HAP filter catalogs with HLA-classic catalogs (spec §8).
 
-Where the HLA catalogs are
---------------------------
-1. ``HLA_CLASSIC_BASEPATH`` and ``HLA_BUILD_VER`` set and the base path exists:
-   ``<BASE>/<instrument>/<HLA_BUILD_VER>/<prop_id 5-digit>/<prop_id 5-digit>_<obset_id>/``,
+Where the HLA catalogs are (:func:`hla_catalog_directory`)
+----------------------------------------------------------
+1. A base path and a build version given (the entry points read them from
+   ``HLA_CLASSIC_BASEPATH`` and ``HLA_BUILD_VER``, :mod:`flows.options`) and the base path
+   exists: ``<BASE>/<instrument>/<build>/<prop_id 5-digit>/<prop_id 5-digit>_<obset_id>/``,
    catalogs in its ``logs/`` subfolder.
 2. Otherwise ``<output_dir>/hla_classic/`` (relative to the quality output directory, not the
    process CWD), catalogs directly in it.
 3. Otherwise the comparison is skipped (one INFO log line, status ``skipped``).
+
+The flow looks the catalog files up (:func:`hla_catalog_files`) and hands them to the comparison
+task, so their content is part of its cache key; :func:`compare_with_hla` reads exactly those.
 
 HLA catalog layouts (as read by drizzlepac's ``comparesourcelists``)
 ---------------------------------------------------------------------
@@ -42,7 +46,6 @@ matches differ. The comparison passes if every quantity present in both lists pa
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +59,11 @@ from hapcore.align.match import match_sources
 from hapcore.align.refcat import angular_separation_deg
 
 __all__ = [
-    "HLA_BASEPATH_ENV_VAR",
-    "HLA_BUILD_ENV_VAR",
     "HLA_APERTURES",
     "UNIFIED_COLUMNS",
     "hla_catalog_directory",
     "hla_catalog_names",
+    "hla_catalog_files",
     "read_hla_catalog",
     "unify_hap_catalog",
     "SourceListComparison",
@@ -69,10 +71,7 @@ __all__ = [
     "compare_with_hla",
 ]
 
-log = logging.getLogger("hapsvm")
-
-HLA_BASEPATH_ENV_VAR = "HLA_CLASSIC_BASEPATH"
-HLA_BUILD_ENV_VAR = "HLA_BUILD_VER"
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: HLA DAOPHOT aperture radii (arcsec) per detector.
 HLA_APERTURES: dict[str, tuple[str, str]] = {
@@ -118,11 +117,21 @@ _SEGMENT_MAP = {"X": "X-Centroid", "Y": "Y-Centroid", "RA": "RA", "DEC": "DEC", 
 # locating and reading
 # --------------------------------------------------------------------------------------------
 
-def hla_catalog_directory(product, *, output_dir, env: Mapping[str, str] | None = None
+def hla_catalog_directory(product, *, output_dir, basepath=None, build_ver: str | None = None
                           ) -> Path | None:
-    """Directory holding the HLA catalogs of ``product`` (see module docstring), or None."""
-    env = os.environ if env is None else env
-    base, build = env.get(HLA_BASEPATH_ENV_VAR), env.get(HLA_BUILD_ENV_VAR)
+    """Directory holding the HLA catalogs of ``product`` (see module docstring), or None.
+
+    Parameters
+    ----------
+    product : hap_models.products.FilterProduct
+    output_dir : path-like
+        The quality output directory (``<output_dir>/hla_classic/`` is the fallback).
+    basepath : path-like, optional
+        Root of the HLA-classic catalogs (``HLA_CLASSIC_BASEPATH``).
+    build_ver : str, optional
+        HLA build version (``HLA_BUILD_VER``); used only together with ``basepath``.
+    """
+    base, build = basepath, build_ver
     if base and build and Path(base).is_dir():
         prop = product.prop_id_padded
         return (Path(base) / product.instrument / build / prop
@@ -137,6 +146,29 @@ def hla_catalog_names(product) -> dict[str, str]:
     """``{"point": <basename><filter>_daophot.txt, "segment": ..._sexphot.txt}``."""
     stem = f"{product.basename}{product.filters}"
     return {"point": f"{stem}_daophot.txt", "segment": f"{stem}_sexphot.txt"}
+
+
+def hla_catalog_files(product, *, output_dir, basepath=None, build_ver: str | None = None
+                      ) -> dict[str, Path] | None:
+    """The HLA catalog files ``product`` is compared with, whether they exist or not.
+
+    Parameters
+    ----------
+    product : hap_models.products.FilterProduct
+    output_dir, basepath, build_ver
+        As :func:`hla_catalog_directory`.
+
+    Returns
+    -------
+    dict or None
+        ``{"point": <dir>/<name>_daophot.txt, "segment": <dir>/<name>_sexphot.txt}``, or None
+        when no HLA catalog directory exists.
+    """
+    directory = hla_catalog_directory(product, output_dir=output_dir, basepath=basepath,
+                                      build_ver=build_ver)
+    if directory is None:
+        return None
+    return {kind: directory / name for kind, name in hla_catalog_names(product).items()}
 
 
 def _finite(values) -> np.ndarray:
@@ -318,7 +350,7 @@ def compare_source_lists(reference: Table, comparison: Table, *, crpix, plate_sc
     return result
 
 
-def compare_with_hla(fdp, ctx, *, env: Mapping[str, str] | None = None) -> list[CheckOutcome]:
+def compare_with_hla(fdp, ctx, *, catalogs: Mapping[str, Path] | None) -> list[CheckOutcome]:
     """Compare a filter product's point and segment catalogs with the HLA-classic ones.
 
     Writes ``<hap catalog minus .ecsv>_svm_compare_sourcelists.json`` (cross-match details,
@@ -329,26 +361,28 @@ def compare_with_hla(fdp, ctx, *, env: Mapping[str, str] | None = None) -> list[
     ----------
     fdp : hap_models.products.FilterProduct
     ctx : hapcore.quality.checks.QualityContext
-    env : mapping, optional
-        Environment with ``HLA_CLASSIC_BASEPATH``/``HLA_BUILD_VER`` (default ``os.environ``).
+    catalogs : mapping or None
+        The HLA catalog files, ``{"point": path, "segment": path}`` as :func:`hla_catalog_files`
+        gives them (a missing file skips that comparison); None: no HLA catalog directory.
     """
     from hapcore.quality.checks import _document, _plot, read_catalog
     from hapcore.quality.plots import plot_hla_differences
 
-    directory = hla_catalog_directory(fdp, output_dir=ctx.output_dir, env=env)
-    if directory is None:
-        log.info("HLA comparison of %s skipped: no %s/%s and no %s", fdp.product_basename,
-                 HLA_BASEPATH_ENV_VAR, HLA_BUILD_ENV_VAR, ctx.output_dir / "hla_classic")
+    if catalogs is None:
+        log.info("HLA comparison of %s skipped: no HLA-classic base path and build version "
+                 "(HLA_CLASSIC_BASEPATH/HLA_BUILD_VER) and no %s", fdp.product_basename,
+                 ctx.output_dir / "hla_classic")
         return [CheckOutcome(check="hla_comparison", product=fdp.product_basename,
                              status="skipped", message="no HLA-classic catalog directory")]
     outcomes = []
     image = ctx.image(fdp)
     hap_names = {"point": fdp.point_cat_filename, "segment": fdp.segment_cat_filename}
-    for kind, hla_name in hla_catalog_names(fdp).items():
+    for kind, hla_path in catalogs.items():
+        hla_path = Path(hla_path)
+        hla_name, directory = hla_path.name, hla_path.parent
         outcome = CheckOutcome(check="hla_comparison", product=fdp.product_basename,
                                status="skipped", metrics={"catalog": kind})
         outcomes.append(outcome)
-        hla_path = directory / hla_name
         if not hla_path.exists():
             log.info("HLA comparison of %s (%s) skipped: %s not found", fdp.product_basename,
                      kind, hla_path)

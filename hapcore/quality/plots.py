@@ -24,7 +24,7 @@ from hapcore.atomic import atomic_output
 __all__ = ["preview_filename", "write_preview", "plot_photometry_differences",
            "plot_alignment_figures", "plot_hla_differences"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def _figure(width=6.0, height=6.0):

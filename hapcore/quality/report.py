@@ -1,4 +1,4 @@
-"""Quality JSON documents in drizzlepac's ``HapDiagnostic`` layout (spec §7), and the switch.
+"""Quality JSON documents in drizzlepac's ``HapDiagnostic`` layout (spec §7).
 
 Every quality JSON file has three top-level keys:
 
@@ -45,9 +45,6 @@ from astropy.table import Table
 from hapcore.atomic import write_text_atomic
 
 __all__ = [
-    "QUALITY_ENV_VAR",
-    "QualitySwitchError",
-    "quality_enabled",
     "QualityTimestamp",
     "DiagnosticDocument",
     "clean_header",
@@ -56,56 +53,11 @@ __all__ = [
     "table_to_json",
 ]
 
-log = logging.getLogger("hapsvm")
-
-#: Environment variable that turns the quality analysis on (spec §7).
-QUALITY_ENV_VAR = "SVM_QUALITY_TESTING"
-
-_TRUE = {"on", "yes", "true"}
-_FALSE = {"off", "no", "false"}
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 _DRIZZLE_KEYWORD = re.compile(
     r"^D\d{3}(VER|GEOM|DATA|DEXP|OUDA|OUWE|OUCO|MASK|WTSC|KERN|PIXF|COEF|OUUN|FVAL|WKEY|SCAL|ISCL)$")
 _FILTER_KEYWORDS = {"FILTER", "FILTER1", "FILTER2"}
-
-
-class QualitySwitchError(ValueError):
-    """``SVM_QUALITY_TESTING`` holds a value that is neither on/yes/true nor off/no/false."""
-
-
-def quality_enabled(env: Mapping[str, str] | None = None, flag: bool = False) -> bool:
-    """Whether the quality analysis runs.
-
-    Parameters
-    ----------
-    env : mapping, optional
-        Environment to read ``SVM_QUALITY_TESTING`` from (default ``os.environ``). Accepted
-        values, any case, surrounding blanks ignored: on/yes/true and off/no/false; unset or
-        empty = off.
-    flag : bool, optional
-        Explicit request (e.g. a command-line option); True turns the analysis on whatever the
-        environment says (an invalid value is still an error).
-
-    Returns
-    -------
-    bool
-
-    Raises
-    ------
-    QualitySwitchError
-        For any other value; the one-line message names the variable and the value.
-    """
-    env = os.environ if env is None else env
-    raw = env.get(QUALITY_ENV_VAR)
-    enabled = False
-    if raw is not None and raw.strip():
-        value = raw.strip().lower()
-        if value in _TRUE:
-            enabled = True
-        elif value not in _FALSE:
-            raise QualitySwitchError(
-                f"{QUALITY_ENV_VAR}={raw!r} is not valid: use on/yes/true or off/no/false")
-    return bool(flag) or enabled
 
 
 @dataclass(frozen=True)

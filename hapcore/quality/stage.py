@@ -1,10 +1,11 @@
 """Quality stage entry points (spec §7, §8): every check group isolated, one summary.
 
-:func:`run_quality_analysis` is the single entry point for the task layer. The per-group
-functions (:func:`run_num_sources`, :func:`run_reference_checks`, ...) each take the same
-:class:`~hapcore.quality.checks.QualityContext` and return a list of
-:class:`~hap_models.quality.CheckOutcome`, so a flow can make one task per group and then
-call :func:`finish_quality_report`.
+The per-group functions (:func:`run_num_sources`, :func:`run_reference_checks`, ...) each take
+the same :class:`~hapcore.quality.checks.QualityContext` and return a list of
+:class:`~hap_models.quality.CheckOutcome`; the task layer (:mod:`tasks.quality`) runs one task
+per group, then :func:`finish_quality_report`. The sequence is written once, in
+:func:`flows.stages.quality_stage`. The HLA comparison gets the HLA catalog files as an
+argument (:func:`hla_catalog_inputs`), never from the environment.
 
 Isolation: every check of every product runs inside its own ``try``; an exception is logged
 (ERROR, one line with the exception) and recorded as an ``error`` outcome; the run goes on.
@@ -31,24 +32,20 @@ Files (all in ``output_dir``; ``<stem>`` = drizzle file name minus ``_drc.fits``
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from astropy.table import Table
 
-from hap_models.quality import CheckOutcome, QualityReport, QualityThresholds
-from hapcore.quality.hla import compare_with_hla
-from hapcore.quality.checks import (
-    QualityContext,
+from hap_models.quality import CheckOutcome, QualityReport
+from hapcore.quality.hla import compare_with_hla, hla_catalog_files
+from hapcore.quality.checks import QualityContext, check_num_sources, check_wcs_report
+from hapcore.quality.checks_catalogs import (
     check_interfilter_crossmatch,
-    check_num_sources,
     check_photometry,
     check_point_segment_crossmatch,
-    check_reference_distribution,
-    check_reference_sources,
-    check_wcs_report,
 )
+from hapcore.quality.checks_reference import check_reference_distribution, check_reference_sources
 from hapcore.quality.plots import plot_alignment_figures, preview_filename, write_preview
 from hapcore.quality.report import QualityTimestamp
 from hapcore.quality.summary import (
@@ -61,7 +58,6 @@ from hapcore.quality.summary import (
 )
 
 __all__ = [
-    "run_quality_analysis",
     "make_quality_context",
     "resolve_reference_catalog",
     "run_isolated",
@@ -70,12 +66,13 @@ __all__ = [
     "run_catalog_checks",
     "run_interfilter_checks",
     "run_wcs_reports",
+    "hla_catalog_inputs",
     "run_hla_comparison",
     "run_previews",
     "finish_quality_report",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def run_isolated(check: str, product: str, func: Callable, *args, **kwargs) -> list[CheckOutcome]:
@@ -109,8 +106,8 @@ def resolve_reference_catalog(refcat, totals: Sequence, *, output_dir=None):
     ----------
     refcat : ReferenceCatalog, provider with ``fetch``, path-like, or None
         A :class:`~hapcore.align.refcat.ReferenceCatalog` is used as is (the one alignment used).
-        A provider (e.g. :class:`~hapcore.align.refcat.LocalCatalogProvider`) or a file path is
-        fetched once over the total products' footprints at the visit epoch (EXPSTART).
+        A provider (e.g. :class:`~hapcore.align.refcat_read.LocalCatalogProvider`) or a file
+        path is fetched once over the total products' footprints at the visit epoch (EXPSTART).
     totals : sequence of TotalProduct
     output_dir : path-like
         Where the total drizzled products are (for the footprint and epoch).
@@ -118,7 +115,8 @@ def resolve_reference_catalog(refcat, totals: Sequence, *, output_dir=None):
     if refcat is None or hasattr(refcat, "table"):
         return refcat
     from hapcore.catalogs.image import CatalogImage
-    from hapcore.align.refcat import LocalCatalogProvider, decimal_year_from_mjd, fetch_reference_catalog
+    from hapcore.align.refcat import decimal_year_from_mjd, fetch_reference_catalog
+    from hapcore.align.refcat_read import LocalCatalogProvider
 
     provider = refcat if hasattr(refcat, "fetch") else LocalCatalogProvider(refcat)
     footprints, epoch = [], None
@@ -208,13 +206,41 @@ def run_wcs_reports(totals, ctx: QualityContext) -> list[CheckOutcome]:
             for o in run_isolated("wcs_report", e.product_basename, check_wcs_report, e, ctx)]
 
 
-def run_hla_comparison(totals, ctx: QualityContext, *, env: Mapping[str, str] | None = None
-                       ) -> list[CheckOutcome]:
-    """§8 for every filter product."""
-    env = os.environ if env is None else env
+def hla_catalog_inputs(totals, *, output_dir, basepath=None, build_ver: str | None = None
+                       ) -> dict[str, dict[str, Path] | None]:
+    """The HLA catalog files of every filter product, for :func:`run_hla_comparison`.
+
+    Parameters
+    ----------
+    totals : sequence of TotalProduct
+    output_dir : path-like
+        The quality output directory (``<output_dir>/hla_classic/`` is the fallback).
+    basepath : path-like, optional
+        Root of the HLA-classic catalogs (``HLA_CLASSIC_BASEPATH``, read by the entry point).
+    build_ver : str, optional
+        HLA build version (``HLA_BUILD_VER``, read by the entry point).
+
+    Returns
+    -------
+    dict
+        ``{filter product basename: {"point": path, "segment": path} or None}``
+        (:func:`~hapcore.quality.hla.hla_catalog_files`; None: no HLA catalog directory).
+    """
+    return {f.product_basename: hla_catalog_files(f, output_dir=output_dir, basepath=basepath,
+                                                  build_ver=build_ver)
+            for t in totals for f in t.fdp_list}
+
+
+def run_hla_comparison(totals, ctx: QualityContext, *,
+                       catalogs: Mapping[str, Mapping[str, Path] | None]) -> list[CheckOutcome]:
+    """§8 for every filter product, against the HLA catalog files ``catalogs`` names.
+
+    ``catalogs`` maps filter product basenames to their HLA catalog files, as
+    :func:`hla_catalog_inputs` gives them; a product not in it has no HLA catalog directory.
+    """
     return [o for t in totals for f in t.fdp_list
             for o in run_isolated("hla_comparison", f.product_basename, compare_with_hla, f, ctx,
-                                  env=env)]
+                                  catalogs=catalogs.get(f.product_basename))]
 
 
 def _preview(product, ctx: QualityContext) -> CheckOutcome:
@@ -273,55 +299,4 @@ def finish_quality_report(totals, ctx: QualityContext, outcomes: Sequence[CheckO
         log.error("Writing the quality summary of %s failed: %s: %s", visit,
                   type(exc).__name__, exc)
     report.files_written = files
-    return report
-
-
-def run_quality_analysis(totals: Sequence, *, output_dir, refcat=None, alignment_results=None,
-                         stage_timings: Mapping | None = None,
-                         hla_env: Mapping[str, str] | None = None,
-                         thresholds: QualityThresholds | None = None, make_plots: bool = True,
-                         visit: str | None = None) -> QualityReport:
-    """Run every quality check group of a visit, each isolated, and write the summary.
-
-    Parameters
-    ----------
-    totals : sequence of TotalProduct
-        With drizzled products and catalogs in ``output_dir`` and, for exposures, SVM copies.
-    output_dir : path-like
-    refcat : ReferenceCatalog, provider, path-like or None, optional
-        The reference catalog alignment used (see :func:`resolve_reference_catalog`); None
-        skips the reference-catalog checks. Never a network query.
-    alignment_results : AlignmentResult or sequence of them, optional
-        Alignment figures for the summary; default: the SVM copies' headers.
-    stage_timings : mapping, optional
-        ``{stage: {"seconds": s, "peak_memory_mb": m}}`` (or seconds) measured by the flow.
-    hla_env : mapping, optional
-        Environment for the HLA lookup (default ``os.environ``).
-    thresholds : QualityThresholds, optional
-        Default: :func:`~hapcore.quality.summary.thresholds_from_parameters` of the first
-        total product's parameters.
-    make_plots : bool, optional
-    visit : str, optional
-        Summary name; default ``hst_<prop>_<obset>_<instrument>``.
-
-    Returns
-    -------
-    QualityReport
-    """
-    totals = list(totals)
-    ctx = make_quality_context(totals, output_dir=output_dir, refcat=refcat,
-                               thresholds=thresholds, make_plots=make_plots)
-    outcomes: list[CheckOutcome] = []
-    for group in (run_num_sources, run_reference_checks):
-        outcomes += group(totals, ctx)
-    outcomes += run_hla_comparison(totals, ctx, env=hla_env)
-    for group in (run_catalog_checks, run_interfilter_checks, run_wcs_reports):
-        outcomes += group(totals, ctx)
-    if make_plots:
-        outcomes += run_previews(totals, ctx)
-    report = finish_quality_report(totals, ctx, outcomes, alignment_results=alignment_results,
-                                   stage_timings=stage_timings, visit=visit)
-    n_bad = sum(o.status in ("failed", "error") for o in report.checks)
-    log.info("Quality analysis of %s: %s (%d checks, %d failed or errors)", report.visit,
-             report.overall_status, len(report.checks), n_bad)
     return report

@@ -46,7 +46,7 @@ __all__ = [
     "write_summary",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 
 def visit_name(totals: Sequence) -> str:

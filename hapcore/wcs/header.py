@@ -35,7 +35,7 @@ __all__ = [
     "footprint_s_region",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: Alternate-WCS letters never chosen automatically: ``O`` holds the original OPUS WCS by HST
 #: convention (stwcs and the HST pipeline write it there).

@@ -36,7 +36,7 @@ from hapcore.wcs.solution import solution_kind
 
 __all__ = ["build_headerlet", "write_headerlet", "attach_headerlet", "attached_hdrnames"]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 _FITS_BLOCK = 2880
 

@@ -71,7 +71,7 @@ __all__ = [
     "attach_headerlet",
 ]
 
-log = logging.getLogger("hapsvm")
+log = logging.getLogger(f"hapsvm.{__name__}")
 
 _HAPLEVEL_COMMENT = "Classification level of this product"
 

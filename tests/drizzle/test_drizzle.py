@@ -23,15 +23,16 @@ from hapcore.drizzle.cr import (
     detect_cosmic_rays,
     grow_mask,
 )
+from hap_models.errors import HapInputError
 from hapcore.drizzle.grid import GridTooLargeError, make_output_grid
 from hapcore.drizzle.pixmap import PixmapCache, exact_pixmap, interpolated_pixmap
-from hapcore.drizzle.stage import (
+from hapcore.drizzle import (
     DrizzleWorkspace,
     drizzle_exposure_product,
-    drizzle_filter_product,
+    drizzle_filter_with_exposures,
     drizzle_total_product,
-    load_mask,
 )
+from hapcore.drizzle.jobs import load_mask
 from hapcore.drizzle.grid import build_detector_grid
 from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
 from hapcore.obset.product_parameters import assign_product_parameters
@@ -92,9 +93,10 @@ def visit(tmp_path_factory):
         with DrizzleWorkspace(grid, output_dir=out, n_workers=2) as ws:
             paths = {}
             for fdp in total.fdp_list:
-                paths[fdp.filters] = drizzle_filter_product(fdp, workspace=ws)
-                for edp in fdp.edp_list:
-                    paths[edp.exposure_name] = drizzle_exposure_product(edp, workspace=ws)
+                made = drizzle_filter_with_exposures(fdp, workspace=ws)
+                paths[fdp.filters] = made[0]
+                for edp, path in zip(fdp.edp_list, made[1:]):
+                    paths[edp.exposure_name] = path
             paths["total"] = drizzle_total_product(total, workspace=ws)
             cr_masks = {k: load_mask(v) for k, v in ws.cr_masks.items()}
             pixmaps = {(e.full_filename, ext): np.array(ws.pixmap_cache.get(out / e.full_filename,
@@ -341,9 +343,12 @@ def test_grid_is_north_up_and_refuses_huge_grids(visit):
     far.wcs.crval = [far.wcs.crval[0] + 0.5, far.wcs.crval[1]]
     near = chips[0].deepcopy()
     near.wcs.crval = [near.wcs.crval[0] + 0.001, near.wcs.crval[1]]
-    with pytest.raises(GridTooLargeError, match="far.fits.*check its WCS"):
+    with pytest.raises(GridTooLargeError, match="far.fits.*check its WCS") as raised:
         make_output_grid([chips[0], near, far],
                          labels=["a.fits[SCI,1]", "b.fits[SCI,1]", "far.fits[SCI,1]"])
+    # an input error: one line, exit code 1 through run_hap_processing
+    assert isinstance(raised.value, HapInputError) and raised.value.exit_code == 1
+    assert "\n" not in str(raised.value)
 
 
 def test_empty_chip_skipped_and_non_overlapping_exposure(visit, tmp_path, caplog):

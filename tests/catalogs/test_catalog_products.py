@@ -17,8 +17,11 @@ from hap_models.catalogs import (
     total_point_columns,
     total_segment_columns,
 )
+from flows.stages import DirectRunner, catalog_stage
 from hap_models.products import FilterProduct, TotalProduct
-from hapcore.catalogs.stage import build_catalogs, create_catalog_products
+from hap_models.run_options import VisitOptions
+from hap_models.stage import StageResult
+from hapcore.catalogs.stage import build_catalogs
 from hapcore.obset.parameters import build_product_parameters
 from hapcore.catalogs.photometry import iraf_style_photometry
 from photutils.aperture import CircularAnnulus, CircularAperture
@@ -251,11 +254,19 @@ def _read(path):
     return Table.read(path, format="ascii.ecsv")
 
 
+def write_catalog_products(total, output_dir, **options):
+    """The catalog stage of ``total`` as the flow runs it (its tasks, without Prefect), on the
+    drizzled products in ``output_dir``; returns the catalog files written."""
+    cataloged = catalog_stage(DirectRunner(), total, output_dir, StageResult(stage="drizzle"),
+                              VisitOptions(output_dir=output_dir, **options))
+    return cataloged.payload
+
+
 def test_files_columns_formats_units_metadata(tmp_path):
     visit = make_visit((300, 300), filters=(("f606w", 400.0, 2), ("f814w", 400.0, 2)),
                        n_stars=40, n_galaxies=6, seed=7)
     total = _products(tmp_path, visit)
-    written = create_catalog_products(total, output_dir=tmp_path)
+    written = write_catalog_products(total, tmp_path)
     assert len(written) == 6 and all(p.exists() for p in written)
     expected = {
         total.point_cat_filename: total_point_columns(["f606w", "f814w"]),
@@ -295,7 +306,7 @@ def test_blank_product_gives_empty_catalogs(tmp_path, caplog):
     visit.filters["f606w"].data[:] = np.nan
     total = _products(tmp_path, visit)
     with caplog.at_level(logging.WARNING, logger="hapsvm"):
-        written = create_catalog_products(total, output_dir=tmp_path)
+        written = write_catalog_products(total, tmp_path)
     assert "blank" in caplog.text
     for path in written:
         table = _read(path)

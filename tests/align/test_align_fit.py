@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hapcore.align.visit import ExposureTransform, fit_quality
-from hapcore.align.fit import fit_linear, fit_linear_clipped, from_tangent_plane, tangent_plane
+from hapcore.align.fit import fit_linear, fit_linear_clipped
+from hapcore.wcs.tangent import from_tangent_plane_arcsec, tangent_plane_arcsec
 from hapcore.align.match import match_sources
 
 
@@ -55,7 +56,7 @@ def test_match_recovers_5_arcsec_offset_and_half_degree_rotation():
 
 def test_tangent_plane_round_trip():
     ra = np.array([10.0, 10.01, 9.99]); dec = np.array([-30.0, -29.99, -30.02])
-    back = from_tangent_plane(tangent_plane(ra, dec, 10.0, -30.0), 10.0, -30.0)
+    back = from_tangent_plane_arcsec(tangent_plane_arcsec(ra, dec, 10.0, -30.0), 10.0, -30.0)
     assert np.allclose(back[0], ra, atol=1e-12) and np.allclose(back[1], dec, atol=1e-12)
 
 

@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from hapcore.align.refcat import (REFCAT_ENV_VAR, STANDARD_COLUMNS, LocalCatalogProvider,
-                            ReferenceCatalog, ReferenceCatalogError, ReferenceCatalogProvider,
-                            angular_separation_deg, decimal_year_from_mjd,
-                            fetch_reference_catalog, footprint_cone, mjd_from_decimal_year,
-                            resolve_refcat_path, select_in_cone, select_in_footprint)
+from flows.options import REFCAT_ENV_VAR, read_environment
+from hap_models.errors import HapInputError
+from hap_models.run_options import VisitOptions
+from hapcore.align.refcat import (STANDARD_COLUMNS, ReferenceCatalog, ReferenceCatalogError,
+                                  ReferenceCatalogProvider, angular_separation_deg,
+                                  decimal_year_from_mjd, fetch_reference_catalog, footprint_cone,
+                                  mjd_from_decimal_year, resolve_refcat_path, select_in_cone,
+                                  select_in_footprint)
 from hapcore.align.refcat_gaia import GaiaOnlineProvider
+from hapcore.align.refcat_read import LocalCatalogProvider
 
 RA0, DEC0 = 150.1, 2.2
 HAS_PARQUET = all(importlib.util.find_spec(m) is not None for m in ("pyarrow", "pandas"))
@@ -314,21 +318,35 @@ def test_missing_file_raises(tmp_path):
 def test_resolve_refcat_path_precedence(tmp_path):
     cli, par, env_file = (write(gaia_table(1), tmp_path / f"{n}.ecsv", "ascii.ecsv")
                           for n in ("cli", "par", "env"))
-    env = {REFCAT_ENV_VAR: str(env_file)}
-    assert resolve_refcat_path(cli, par, env=env) == cli.resolve()
-    assert resolve_refcat_path(None, par, env=env) == par.resolve()
-    assert resolve_refcat_path("", None, env=env) == env_file.resolve()
-    assert resolve_refcat_path(None, None, env={}) is None
+
+    def resolve(cli_value, parameter_value, env_value):
+        return resolve_refcat_path(("--refcat", cli_value), ("parameter set", parameter_value),
+                                   (REFCAT_ENV_VAR, env_value))
+
+    assert resolve(cli, par, env_file) == cli.resolve()
+    assert resolve(None, par, env_file) == par.resolve()
+    assert resolve("", None, str(env_file)) == env_file.resolve()
+    assert resolve(None, None, None) is None
     with pytest.raises(ReferenceCatalogError, match=r"missing\.ecsv.*--refcat"):
-        resolve_refcat_path(tmp_path / "missing.ecsv", par, env=env)
+        resolve(tmp_path / "missing.ecsv", par, env_file)
     with pytest.raises(ReferenceCatalogError, match=REFCAT_ENV_VAR):
-        resolve_refcat_path(env={REFCAT_ENV_VAR: str(tmp_path / "gone.ecsv")})
+        resolve(None, None, str(tmp_path / "gone.ecsv"))
 
 
-def test_resolve_refcat_path_reads_os_environ(tmp_path, monkeypatch):
+def test_refcat_from_the_environment_is_read_at_the_entry_point(tmp_path):
     path = write(gaia_table(1), tmp_path / "e.ecsv", "ascii.ecsv")
-    monkeypatch.setenv(REFCAT_ENV_VAR, str(path))
-    assert resolve_refcat_path() == path.resolve()
+    cli = write(gaia_table(1), tmp_path / "cli.ecsv", "ascii.ecsv")
+    options = read_environment(VisitOptions(output_dir=tmp_path), {REFCAT_ENV_VAR: str(path)})
+    assert options.environment_read and options.refcat_path == path.resolve()
+    # read once: a later environment does not change options already read
+    assert read_environment(options, {}) is options
+    given = read_environment(VisitOptions(output_dir=tmp_path, refcat=cli),
+                             {REFCAT_ENV_VAR: str(path)})
+    assert given.refcat_path == cli.resolve()
+    assert read_environment(VisitOptions(output_dir=tmp_path), {}).refcat_path is None
+    with pytest.raises(HapInputError, match=REFCAT_ENV_VAR):
+        read_environment(VisitOptions(output_dir=tmp_path),
+                         {REFCAT_ENV_VAR: str(tmp_path / "gone.ecsv")})
 
 
 # ------------------------------------------------------------------- footprints and cones --

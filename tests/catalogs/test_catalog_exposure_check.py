@@ -7,7 +7,7 @@ from astropy.io import fits
 
 from hapcore.catalogs.exposure_check import exposure_photometry, missing_in_exposure
 from hapcore.catalogs.image import CatalogImage
-from tests.test_catalog_scene import make_wcs
+from test_catalog_scene import make_wcs
 
 SCALE = 0.04
 SHAPE = (200, 200)

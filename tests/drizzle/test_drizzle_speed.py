@@ -12,7 +12,8 @@ from astropy.wcs import WCS
 from hapcore.drizzle.headers import _hull, _row_extremes, footprint_keywords, s_region_from_weight
 from hapcore.drizzle.kernel import _unmapped, blot_chip, combine_partials, drizzle_chip, \
     new_accumulator
-from hapcore.drizzle.stage import DrizzleWorkspace, _CroppedImage, _shifted
+from hapcore.drizzle import DrizzleWorkspace
+from hapcore.drizzle.jobs import CroppedImage, _shifted
 
 
 def _plain_combine(partials, fillval):
@@ -173,8 +174,8 @@ def test_cropped_image_grid_layout(tmp_path):
     np.save(grid_file, full)
     np.save(box_file, full[5:12, 7:20])
     box = (5, 12, 7, 20)
-    a = _CroppedImage(grid_file, box, shape, full=True)
-    b = _CroppedImage(box_file, box, shape)
+    a = CroppedImage(grid_file, box, shape, full=True)
+    b = CroppedImage(box_file, box, shape)
     np.testing.assert_array_equal(a[0:20], full)
     np.testing.assert_array_equal(b[3:15], full[3:15])
     np.testing.assert_array_equal(a.cropped[1:4], full[6:9, 7:20])

@@ -11,14 +11,9 @@ from photutils.aperture import CircularAnnulus, CircularAperture
 from scipy.spatial import cKDTree
 
 from hap_models.quality import QualityThresholds
-from hapcore.quality.hla import (
-    HLA_BASEPATH_ENV_VAR,
-    HLA_BUILD_ENV_VAR,
-    hla_catalog_directory,
-    read_hla_catalog,
-)
+from hapcore.quality.hla import hla_catalog_directory, hla_catalog_files, read_hla_catalog
 from hapcore.catalogs.photometry import iraf_style_photometry
-from hapcore.quality.stage import make_quality_context, run_hla_comparison
+from hapcore.quality.stage import hla_catalog_inputs, make_quality_context, run_hla_comparison
 from hapsim.hla_catalogs import write_hla_catalogs
 from test_quality import SCALE, build_visit
 
@@ -70,7 +65,7 @@ def _compare(tmp, visit, total, kwargs, **changes):
     thresholds = QualityThresholds(hla_judged_quantities=(
         "X", "Y", "Separation", "MAGNITUDE1", "MAGNITUDE2", "CI", "FLAGS"))
     ctx = make_quality_context([total], output_dir=tmp, make_plots=True, thresholds=thresholds)
-    return run_hla_comparison([total], ctx, env={})
+    return run_hla_comparison([total], ctx, catalogs=hla_catalog_inputs([total], output_dir=tmp))
 
 
 def test_hla_catalog_layout(hla_visit):
@@ -92,14 +87,22 @@ def test_hla_catalog_layout(hla_visit):
 def test_hla_directory_lookup(tmp_path, hla_visit):
     _, _, total, _ = hla_visit
     fdp = total.fdp_list[0]
-    assert hla_catalog_directory(fdp, output_dir=tmp_path, env={}) is None
+    assert hla_catalog_directory(fdp, output_dir=tmp_path) is None
+    assert hla_catalog_files(fdp, output_dir=tmp_path) is None
     (tmp_path / "hla_classic").mkdir()
-    assert hla_catalog_directory(fdp, output_dir=tmp_path, env={}) == tmp_path / "hla_classic"
+    assert hla_catalog_directory(fdp, output_dir=tmp_path) == tmp_path / "hla_classic"
     base = tmp_path / "hla"
+    # a build version without a base path (or a missing base path) falls back to hla_classic/
+    assert hla_catalog_directory(fdp, output_dir=tmp_path, build_ver="v3") == \
+        tmp_path / "hla_classic"
+    assert hla_catalog_directory(fdp, output_dir=tmp_path, basepath=base, build_ver="v3") == \
+        tmp_path / "hla_classic"
     base.mkdir()
-    env = {HLA_BASEPATH_ENV_VAR: str(base), HLA_BUILD_ENV_VAR: "v3"}
-    assert hla_catalog_directory(fdp, output_dir=tmp_path, env=env) == \
-        base / "wfc3" / "v3" / "12345" / "12345_01" / "logs"
+    logs = base / "wfc3" / "v3" / "12345" / "12345_01" / "logs"
+    assert hla_catalog_directory(fdp, output_dir=tmp_path, basepath=base, build_ver="v3") == logs
+    assert hla_catalog_files(fdp, output_dir=tmp_path, basepath=base, build_ver="v3") == {
+        "point": logs / f"{fdp.basename}{fdp.filters}_daophot.txt",
+        "segment": logs / f"{fdp.basename}{fdp.filters}_sexphot.txt"}
 
 
 def test_hla_comparison_passes_when_catalogs_agree(hla_visit):

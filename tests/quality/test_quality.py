@@ -11,12 +11,15 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from flows.options import QUALITY_ENV_VAR, quality_switch, read_environment
+from flows.stages import DirectRunner, quality_stage
+from hap_models.errors import HapInputError
 from hap_models.products import ExposureProduct, FilterProduct, TotalProduct
 from hap_models.quality import QualityReport
-from hapcore.catalogs.stage import create_catalog_products
+from hap_models.run_options import VisitOptions
 from hapcore.obset.parameters import build_product_parameters
-from hapcore.quality.stage import run_quality_analysis
-from hapcore.quality.report import QUALITY_ENV_VAR, QualitySwitchError, quality_enabled
+from hapcore.quality.summary import visit_name
+from test_catalog_products import write_catalog_products
 from test_catalog_scene import RA0, DEC0, make_visit, make_wcs, write_product
 
 MJD = 58604.5
@@ -73,7 +76,7 @@ def build_visit(tmp_path, *, filters=FILTERS, seed=2, n_stars=150, n_galaxies=10
         total.add_product(fdp)
         write_product(visit.filters[name], tmp_path / fdp.drizzle_filename)
     write_product(visit.total, tmp_path / total.drizzle_filename)
-    create_catalog_products(total, output_dir=tmp_path)
+    write_catalog_products(total, tmp_path)
     stars = visit.truth[visit.truth["type"] == "star"]
     ref = Table({"ra": stars["ra"], "dec": stars["dec"], "mag": stars["abmag_f606w"]})
     ref.meta["catalog_name"] = "GAIADR3"
@@ -82,16 +85,22 @@ def build_visit(tmp_path, *, filters=FILTERS, seed=2, n_stars=150, n_galaxies=10
     return visit, total, refcat_path
 
 
+def run_quality(total, output_dir, refcat, runner=None):
+    """The quality sequence of the flow (group tasks, then the summary), without Prefect."""
+    return quality_stage(runner or DirectRunner(), [total], output_dir, refcat, [], [],
+                         visit_name([total]))
+
+
 @pytest.fixture(scope="module")
 def quality_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quality")
     visit, total, refcat = build_visit(tmp)
     hashes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp.glob("*.fits")}
-    report = run_quality_analysis([total], output_dir=tmp, refcat=refcat,
-                                  stage_timings={"drizzle": {"seconds": 12.5,
-                                                             "peak_memory_mb": 812.0},
-                                                 "catalogs": 3.25},
-                                  hla_env={})
+    # stage costs measured by the flow's runner before the quality stage
+    runner = DirectRunner()
+    runner.timings.update({"drizzle": 12.5, "catalogs": 3.25})
+    runner.peaks = {"drizzle": 812.0}
+    report = run_quality(total, tmp, refcat, runner)
     return tmp, total, report, hashes
 
 
@@ -101,15 +110,17 @@ def quality_run(tmp_path_factory):
     ("off", False), ("No", False), ("FALSE", False), ("", False),
 ])
 def test_quality_switch_values(value, expected):
-    assert quality_enabled({QUALITY_ENV_VAR: value}) is expected
+    assert quality_switch(value) is expected
+    assert read_environment(VisitOptions(), {QUALITY_ENV_VAR: value}).quality_enabled is expected
 
 
 def test_quality_switch_unset_flag_and_invalid():
-    assert quality_enabled({}) is False
-    assert quality_enabled({}, flag=True) is True
-    assert quality_enabled({QUALITY_ENV_VAR: "off"}, flag=True) is True
-    with pytest.raises(QualitySwitchError) as err:
-        quality_enabled({QUALITY_ENV_VAR: "maybe"})
+    assert read_environment(VisitOptions(), {}).quality_enabled is False
+    assert read_environment(VisitOptions(quality=True), {}).quality_enabled is True
+    on = read_environment(VisitOptions(quality=True), {QUALITY_ENV_VAR: "off"})
+    assert on.quality_enabled is True
+    with pytest.raises(HapInputError) as err:
+        read_environment(VisitOptions(quality=True), {QUALITY_ENV_VAR: "maybe"})
     message = str(err.value)
     assert QUALITY_ENV_VAR in message and "maybe" in message and "\n" not in message
 
@@ -216,8 +227,7 @@ def test_failing_check_is_recorded_and_run_completes(tmp_path, caplog):
     empty.write(tmp_path / fdp.point_cat_filename, format="ascii.ecsv", overwrite=True)
     (tmp_path / total.edp_list[0].full_filename).unlink()
     with caplog.at_level(logging.ERROR, logger="hapsvm"):
-        report = run_quality_analysis([total], output_dir=tmp_path, refcat=None, hla_env={},
-                                      make_plots=False)
+        report = run_quality(total, tmp_path, None)
     errors = {(c.check, c.product) for c in report.checks if c.status == "error"}
     assert ("point_segment_crossmatch", fdp.product_basename) in errors
     assert ("photometry", fdp.product_basename) in errors
@@ -240,8 +250,7 @@ def test_failing_check_is_recorded_and_run_completes(tmp_path, caplog):
 def test_single_filter_visit_skips_interfilter(tmp_path):
     _, total, refcat = build_visit(tmp_path, filters=(("f606w", 400.0, 2),), n_stars=60,
                                    n_galaxies=0, seed=7)
-    report = run_quality_analysis([total], output_dir=tmp_path, refcat=refcat, hla_env={},
-                                  make_plots=False)
+    report = run_quality(total, tmp_path, refcat)
     inter = report.outcomes("interfilter_crossmatch")
     assert len(inter) == 1 and inter[0].status == "skipped"
     assert not list(tmp_path.glob("*_svm_interfilter_crossmatch.json"))

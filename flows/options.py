@@ -1,0 +1,121 @@
+"""The run's environment, read once by the entry points into :class:`VisitOptions` fields.
+
+Nothing below the flows reads the environment: :func:`read_environment` turns the variables into
+fields of the options, and the tasks and ``hapcore`` functions get them as explicit arguments
+(so they are also part of the cache keys of the tasks whose results depend on them).
+
+=========================  ==================================================================
+variable                   field
+=========================  ==================================================================
+``SVM_QUALITY_TESTING``    ``quality_enabled`` = ``quality`` or the variable (on/yes/true,
+                           off/no/false, any case, blanks ignored; unset or empty = off;
+                           anything else is an input error naming the variable)
+``HAPSVM_REFCAT``          ``refcat_path`` = ``refcat`` if given, else the variable (a named
+                           file must exist)
+``HLA_CLASSIC_BASEPATH``   ``hla_classic_basepath`` (made absolute)
+``HLA_BUILD_VER``          ``hla_build_ver``
+=========================  ==================================================================
+
+Who reads it: :func:`flows.svm.run_hap_processing` (``runsinglehap``, ``python -m flows.svm``,
+``hapsvm run``) and :func:`flows.fanout.run_fanout` before any flow starts; the flows a
+deployment starts directly (:func:`flows.svm.svm_visit`, :func:`flows.fanout.svm_fanout`) when the
+options they receive were not read yet (``environment_read`` False).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from hap_models.errors import HapInputError
+from hap_models.run_options import VisitOptions
+
+__all__ = [
+    "QUALITY_ENV_VAR",
+    "REFCAT_ENV_VAR",
+    "HLA_BASEPATH_ENV_VAR",
+    "HLA_BUILD_ENV_VAR",
+    "quality_switch",
+    "read_environment",
+]
+
+#: Turns the quality analysis on (spec §7).
+QUALITY_ENV_VAR = "SVM_QUALITY_TESTING"
+#: Local astrometric reference catalog when ``--refcat`` names none.
+REFCAT_ENV_VAR = "HAPSVM_REFCAT"
+#: Root of the HLA-classic catalogs (spec §8), with :data:`HLA_BUILD_ENV_VAR`.
+HLA_BASEPATH_ENV_VAR = "HLA_CLASSIC_BASEPATH"
+#: HLA-classic build version: ``<root>/<instrument>/<version>/...``.
+HLA_BUILD_ENV_VAR = "HLA_BUILD_VER"
+
+_TRUE = {"on", "yes", "true"}
+_FALSE = {"off", "no", "false"}
+
+
+def quality_switch(value: str | None) -> bool:
+    """The value of ``SVM_QUALITY_TESTING`` as a switch.
+
+    Parameters
+    ----------
+    value : str or None
+        on/yes/true or off/no/false, any case, surrounding blanks ignored; None or blank = off.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    HapInputError
+        For any other value; the one-line message names the variable and the value.
+    """
+    if value is None or not value.strip():
+        return False
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise HapInputError(
+        f"{QUALITY_ENV_VAR}={value!r} is not valid: use on/yes/true or off/no/false")
+
+
+def read_environment(options: VisitOptions, env: Mapping[str, str]) -> VisitOptions:
+    """``options`` with the environment's fields filled in (see the module docstring).
+
+    Parameters
+    ----------
+    options : VisitOptions
+        Returned unchanged when its environment was read already (``environment_read``).
+    env : mapping
+        The environment, e.g. ``os.environ`` (tests pass a dict).
+
+    Returns
+    -------
+    VisitOptions
+        With ``environment_read`` True.
+
+    Raises
+    ------
+    HapInputError
+        A named reference catalog file does not exist, or ``SVM_QUALITY_TESTING`` holds an
+        invalid value (one line naming the variable).
+    """
+    from hapcore.align.refcat import ReferenceCatalogError, resolve_refcat_path
+
+    if options.environment_read:
+        return options
+    try:
+        refcat = resolve_refcat_path(("--refcat", options.refcat),
+                                     (REFCAT_ENV_VAR, env.get(REFCAT_ENV_VAR)))
+    except ReferenceCatalogError as exc:
+        raise HapInputError(str(exc)) from None
+    quality = quality_switch(env.get(QUALITY_ENV_VAR))
+    base = env.get(HLA_BASEPATH_ENV_VAR)
+    return options.model_copy(update={
+        "environment_read": True,
+        "quality_enabled": bool(options.quality) or quality,
+        "refcat_path": refcat,
+        "hla_classic_basepath": Path(base).absolute() if base else None,
+        "hla_build_ver": env.get(HLA_BUILD_ENV_VAR) or None,
+    })

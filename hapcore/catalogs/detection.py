@@ -1,0 +1,329 @@
+"""The detection step of the catalog stage: sources of the total image (spec §6.2-6.4).
+
+* :func:`detect_sources` -- background, weight regions, point sources (with their swarm
+  members) and segments of a total image: a :class:`SourceDetection`, which every filter
+  measurement and the total catalogs use;
+* :func:`load_total_detection` -- the same, reading the total product from ``output_dir``;
+* :func:`save_detection` / :func:`load_detection` -- a detection in a small ``.npz`` file, so
+  that the tasks measuring the filters and writing the catalogs get it without detecting again.
+  The file holds only what cannot be re-read from the total product: the source tables, the
+  compressed segmentation map, the kernel and the background model (scalars when constant);
+  :func:`load_detection` rebuilds the convolved image and the detection catalog from the total
+  image, exactly as :func:`~hapcore.catalogs.segment.detect_segments` made them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from hapcore.atomic import atomic_output
+from hapcore.catalogs.image import BackgroundModel, CatalogImage, compute_background, make_wht_masks
+from hapcore.catalogs.point import detect_point_sources
+from hapcore.catalogs.segment import SegmentationResult, detect_segments
+from hapcore.catalogs.swarm import swarm_members
+
+__all__ = ["PHOT_MODES", "SourceDetection", "catalog_background", "detect_sources",
+           "load_total_detection", "save_detection", "load_detection"]
+
+log = logging.getLogger(f"hapsvm.{__name__}")
+
+PHOT_MODES: tuple[str, ...] = ("aperture", "segment", "both")
+
+#: Version of the detection file layout (:func:`save_detection`).
+_FILE_VERSION = 1
+
+
+@dataclass(eq=False)
+class SourceDetection:
+    """The detection step's result on a total image, shared by every filter measurement.
+
+    Attributes
+    ----------
+    total_image : CatalogImage
+    total_parameters : ProductParameters
+    phot_mode : str
+    background : BackgroundModel
+    point_sources : astropy.table.Table or None
+        DAOStarFinder sources (None when point catalogs are not requested).
+    segments : SegmentationResult or None
+        Segmentation map, detection catalog and kernel (None when not requested).
+    timings : dict
+    """
+
+    total_image: CatalogImage
+    total_parameters: object
+    phot_mode: str
+    background: object
+    point_sources: Table | None = None
+    segments: object = None
+    timings: dict = field(default_factory=dict)
+    #: point sources that are features of a brighter neighbour's profile (flag 32 in every
+    #: filter, :mod:`hapcore.catalogs.swarm`); None when not evaluated
+    point_swarm: np.ndarray | None = None
+
+    @property
+    def n_point(self) -> int:
+        return 0 if self.point_sources is None else len(self.point_sources)
+
+    @property
+    def n_segment(self) -> int:
+        return 0 if self.segments is None else len(self.segments.sources)
+
+
+def catalog_background(image: CatalogImage, cat) -> BackgroundModel:
+    """:func:`~hapcore.catalogs.image.compute_background` with the catalog parameters ``cat``."""
+    return compute_background(image, nsigma_clip=cat.nsigma_clip, maxiters=cat.maxiters,
+                              box_size=cat.bkg_box_size, filter_size=cat.bkg_filter_size,
+                              skew_threshold=cat.bkg_skew_threshold,
+                              negative_percent=cat.negative_percent, zero_percent=cat.zero_percent,
+                              simple_bkg=cat.simple_bkg)
+
+
+def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="both",
+                   deblend_limits=None) -> SourceDetection:
+    """Background, weight regions, point sources and segments of the total image (§6.2-6.4).
+
+    Parameters
+    ----------
+    total_image : CatalogImage
+    total_parameters : ProductParameters
+    phot_mode : {"aperture", "segment", "both"}, optional
+    deblend_limits : mapping, optional
+        Keyword overrides for :func:`~hapcore.catalogs.segment.detect_segments`
+        (``max_deblend_segments``, ``max_deblend_area``, ``deblend_time_budget``).
+
+    Returns
+    -------
+    SourceDetection
+    """
+    if phot_mode not in PHOT_MODES:
+        raise ValueError(f"phot_mode must be one of {PHOT_MODES}, not {phot_mode!r}")
+    cat = total_parameters.catalog
+    clock = time.perf_counter()
+    if total_image.is_blank:
+        log.warning("total image %s is blank (all zero/NaN): empty catalogs",
+                    total_image.filename or "(in memory)")
+    background = catalog_background(total_image, cat)
+    fwhm = cat.tweak_fwhmpsf / total_image.plate_scale
+    regions = make_wht_masks(total_image.weight, total_image.illuminated, scale=cat.scale,
+                             sensitivity=cat.sensitivity, ndrizim=total_image.ndrizim,
+                             rms=background.rms)
+    detection = SourceDetection(total_image, total_parameters, phot_mode, background)
+    timings = detection.timings
+    timings["total_background"] = time.perf_counter() - clock
+    log.info("total image: background %s (median %.4g, rms %.4g), %d weight region(s), kernel "
+             "FWHM %.2f px", background.method, background.median, background.rms_value,
+             len(regions), fwhm)
+    if phot_mode in ("aperture", "both"):
+        clock = time.perf_counter()
+        detection.point_sources = detect_point_sources(total_image, background, regions,
+                                                       fwhm_pixels=fwhm, nsigma=cat.nsigma)
+        detection.point_swarm = _swarm(total_image, background, detection.point_sources, cat)
+        timings["point_detection"] = time.perf_counter() - clock
+        log.info("point catalog: %d sources detected on the total image (%d swarm members, "
+                 "flag 32)", len(detection.point_sources),
+                 int(detection.point_swarm.sum()) if detection.point_swarm is not None else 0)
+    if phot_mode in ("segment", "both"):
+        clock = time.perf_counter()
+        detection.segments = detect_segments(total_image, background, regions, params=cat,
+                                             fwhm_pixels=fwhm, **(deblend_limits or {}))
+        timings["segment_detection"] = time.perf_counter() - clock
+    return detection
+
+
+def _swarm(image: CatalogImage, background, sources: Table, cat) -> np.ndarray | None:
+    """Swarm members among the point sources (:func:`hapcore.catalogs.swarm.swarm_members`)."""
+    if cat.swarm_nsigma is None or sources is None or len(sources) < 2:
+        return None
+    return swarm_members(image.data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
+                         aperture_radius=cat.aperture_2 / image.plate_scale,
+                         max_distance=cat.swarm_radius_arcsec / image.plate_scale,
+                         min_ratio=cat.swarm_min_ratio, nsigma=cat.swarm_nsigma,
+                         background_rms=background.rms, exptime=image.exptime,
+                         background=background.background)
+
+
+def load_total_detection(total, *, output_dir, phot_mode="both",
+                         deblend_limits=None) -> SourceDetection:
+    """Read a total product from ``output_dir`` and run :func:`detect_sources` on it."""
+    if total.parameters is None:
+        raise ValueError(f"{total.product_basename}: parameters are not set")
+    image = CatalogImage.from_fits(Path(output_dir) / total.drizzle_filename)
+    return detect_sources(image, total_parameters=total.parameters, phot_mode=phot_mode,
+                          deblend_limits=deblend_limits)
+
+
+# ---------------------------------------------------------------------------- detection files
+
+def _put_map(arrays: dict, key: str, values) -> None:
+    """A constant broadcast view (a constant background) as its one value, else the array."""
+    values = np.asarray(values)
+    if values.ndim and values.size and not any(values.strides):
+        arrays[key] = np.array(values.flat[0])        # 0-d, same dtype
+    else:
+        arrays[key] = np.ascontiguousarray(values)
+
+
+def _get_map(arrays, key: str, shape) -> np.ndarray:
+    values = arrays[key]
+    return np.broadcast_to(values, shape) if values.ndim == 0 else values
+
+
+def _put_background(arrays: dict, name: str, model: BackgroundModel) -> dict:
+    _put_map(arrays, f"bkg.{name}.background", model.background)
+    _put_map(arrays, f"bkg.{name}.rms", model.rms)
+    arrays[f"bkg.{name}.scalars"] = np.array(
+        [model.median, model.rms_value, model.skew, model.sigma_clipped_rms], dtype=np.float64)
+    return {"method": model.method}
+
+
+def _get_background(arrays, name: str, spec: dict, shape) -> BackgroundModel:
+    median, rms_value, skew, clipped_rms = (float(v) for v in arrays[f"bkg.{name}.scalars"])
+    return BackgroundModel(_get_map(arrays, f"bkg.{name}.background", shape),
+                           _get_map(arrays, f"bkg.{name}.rms", shape), median, rms_value,
+                           spec["method"], skew, clipped_rms)
+
+
+def _put_table(arrays: dict, name: str, table: Table) -> list:
+    columns = []
+    for k, column in enumerate(table.itercols()):
+        if column.unit is not None:
+            raise ValueError(f"detection table {name}: column {column.name} has a unit")
+        arrays[f"{name}.{k}"] = np.asarray(column)
+        columns.append([column.name, column.info.format])
+    return columns
+
+
+def _get_table(arrays, name: str, columns: list) -> Table:
+    table = Table()
+    for k, (column, fmt) in enumerate(columns):
+        table[column] = arrays[f"{name}.{k}"]
+        if fmt is not None:
+            table[column].format = fmt
+    return table
+
+
+def _compact_labels(data: np.ndarray) -> np.ndarray:
+    """Segmentation labels in the smallest unsigned type (the map compresses better)."""
+    top = int(data.max()) if data.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return data.astype(dtype)
+    return data
+
+
+def save_detection(detection: SourceDetection, path) -> Path:
+    """Write the parts of a detection that cannot be re-read from the total product.
+
+    A compressed ``.npz`` written atomically (:func:`hapcore.atomic.atomic_output`): the point
+    sources and swarm members, the background model (its value when constant, else its maps),
+    the segmentation map (labels in the smallest integer type), the segment sources, the kernel,
+    the threshold and notes. Read it with :func:`load_detection`.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict = {"version": _FILE_VERSION, "phot_mode": detection.phot_mode,
+                  "shape": list(detection.total_image.shape), "timings": detection.timings,
+                  "background": _put_background(arrays, "detection", detection.background),
+                  "point": None, "segments": None}
+    if detection.point_sources is not None:
+        meta["point"] = _put_table(arrays, "point", detection.point_sources)
+    if detection.point_swarm is not None:
+        arrays["point_swarm"] = np.asarray(detection.point_swarm)
+    seg = detection.segments
+    if seg is not None:
+        spec = {"sources": _put_table(arrays, "segments.sources", seg.sources),
+                "nsigma": float(seg.nsigma), "is_big_island": bool(seg.is_big_island),
+                "notes": list(seg.notes), "map_dtype": None,
+                "background": "detection" if seg.background is detection.background else None}
+        if spec["background"] is None:
+            spec["background"] = _put_background(arrays, "segments", seg.background)
+        if seg.segm is not None:
+            spec["map_dtype"] = np.asarray(seg.segm.data).dtype.str
+            arrays["segments.map"] = _compact_labels(np.asarray(seg.segm.data))
+            arrays["segments.kernel"] = np.asarray(seg.kernel)
+        meta["segments"] = spec
+    arrays["meta"] = np.array(json.dumps(meta))
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return Path(path)
+
+
+def _segment_catalog(image: CatalogImage, segm, background: BackgroundModel, kernel, sx):
+    """The convolved image and detection catalog of a segmentation map, exactly as
+    :func:`~hapcore.catalogs.segment.detect_segments` makes them."""
+    from photutils.segmentation import SourceCatalog
+
+    from hapcore.catalogs.segment import _convolve
+
+    residual = np.nan_to_num(image.data - background.background, nan=0.0)
+    convolved = _convolve(residual, kernel)
+    catalog = SourceCatalog(residual, segm, convolved_data=convolved,
+                            background=np.asarray(background.background, dtype=np.float32),
+                            wcs=image.wcs, kron_params=(sx.kron_scaling_radius,
+                                                        sx.kron_minimum_radius))
+    return convolved, catalog
+
+
+def load_detection(path, total_image: CatalogImage, *, total_parameters) -> SourceDetection:
+    """The detection written by :func:`save_detection`, on its total image.
+
+    Parameters
+    ----------
+    path : path-like
+    total_image : CatalogImage
+        The total product the detection was made on.
+    total_parameters : ProductParameters
+        Of the total product (the same as at detection).
+
+    Returns
+    -------
+    SourceDetection
+        Equal to the saved one: the convolved image and detection catalog are rebuilt from
+        ``total_image``.
+    """
+    from photutils.segmentation import SegmentationImage
+
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    meta = json.loads(str(arrays["meta"]))
+    if meta.get("version") != _FILE_VERSION:
+        raise ValueError(f"{path}: detection file version {meta.get('version')}, expected "
+                         f"{_FILE_VERSION}")
+    shape = tuple(total_image.shape)
+    if tuple(meta["shape"]) != shape:
+        raise ValueError(f"{path}: detection of a {tuple(meta['shape'])} image, the total image "
+                         f"is {shape}")
+    background = _get_background(arrays, "detection", meta["background"], shape)
+    detection = SourceDetection(total_image, total_parameters, meta["phot_mode"], background,
+                                timings=dict(meta["timings"]))
+    if meta["point"] is not None:
+        detection.point_sources = _get_table(arrays, "point", meta["point"])
+    if "point_swarm" in arrays:
+        detection.point_swarm = arrays["point_swarm"]
+    spec = meta["segments"]
+    if spec is not None:
+        bkg = (background if spec["background"] == "detection"
+               else _get_background(arrays, "segments", spec["background"], shape))
+        sources = _get_table(arrays, "segments.sources", spec["sources"])
+        segm = catalog = convolved = kernel = None
+        if spec["map_dtype"] is not None:
+            segm = SegmentationImage(arrays["segments.map"].astype(np.dtype(spec["map_dtype"])))
+            kernel = arrays["segments.kernel"]
+            convolved, catalog = _segment_catalog(total_image, segm, bkg, kernel,
+                                                  total_parameters.catalog.sourcex)
+        detection.segments = SegmentationResult(segm, sources, catalog, convolved, kernel,
+                                                spec["nsigma"], bkg,
+                                                is_big_island=spec["is_big_island"],
+                                                notes=list(spec["notes"]))
+    return detection

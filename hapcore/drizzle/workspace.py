@@ -1,0 +1,427 @@
+"""The workspace of one detector's drizzle work: grid, pixel maps, CR masks, worker pool.
+
+A :class:`DrizzleWorkspace` is opened by the task that drizzles (one filter product with its
+exposure products, or the total product) and closed by the same task when its work is done:
+its worker pool and per-process scratch folder never outlive that task. What later tasks need
+persists in the workspace's ``work_dir``
+(``output_dir/.hapsvm-work/drizzle-<detector>-<grid fingerprint>/``, `open_detector_workspace`):
+the pixel maps, the compressed CR masks and the final partial drizzles (which the total product
+reuses when its settings match a filter product's).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from hapcore.atomic import atomic_output
+from hapcore.drizzle.grid import OutputGrid, build_detector_grid
+from hapcore.drizzle.jobs import (
+    ChipStatsJob,
+    PartialJob,
+    drizzle_partial,
+    emit_records,
+    run_captured,
+    run_chip_stats,
+)
+from hapcore.drizzle.pixmap import PixmapCache
+from hapcore.wcs.files import read_chip_wcs
+
+__all__ = ["DrizzleWorkspace", "open_detector_workspace", "prepare_pixel_maps",
+           "filter_cr_mask_files"]
+
+log = logging.getLogger(f"hapsvm.{__name__}")
+
+
+#: Seconds an unused worker pool is kept for the next workspace before its processes end.
+POOL_IDLE_SECONDS = 5.0
+
+
+class _ReusableWorkerPools:
+    """Worker processes that successive workspaces of this process take over (cf. loky's
+    reusable executor).
+
+    Each task opens and closes its own workspace; spawning a fresh pool for each would cost
+    ~1-2 s of worker start-up (imports) per task. A released pool is kept for
+    `POOL_IDLE_SECONDS` so that the next task's workspace finds it warm, then shut down, so its
+    processes do not hold memory through later stages. Nothing outside a workspace touches it:
+    the work submitted to it is always owned, and waited for, by the workspace that submitted it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[int, ProcessPoolExecutor] = {}
+        self._users: dict[int, int] = {}
+        self._timers: dict[int, threading.Timer] = {}
+
+    def acquire(self, n_workers: int) -> ProcessPoolExecutor:
+        with self._lock:
+            timer = self._timers.pop(n_workers, None)
+            if timer is not None:
+                timer.cancel()
+            pool = self._pools.get(n_workers)
+            if pool is not None and getattr(pool, "_broken", False):
+                pool = None     # a worker died (killed, out of memory): start a new pool
+            if pool is None:
+                # spawn, not fork: the caller may be running Prefect threads (a fork server
+                # would start faster, but its workers are not this process's children: their
+                # CPU time and memory would vanish from the accounting of runs and benchmarks)
+                ctx = multiprocessing.get_context("spawn")
+                pool = self._pools[n_workers] = ProcessPoolExecutor(max_workers=n_workers,
+                                                                    mp_context=ctx)
+            self._users[n_workers] = self._users.get(n_workers, 0) + 1
+            return pool
+
+    def release(self, n_workers: int) -> None:
+        with self._lock:
+            self._users[n_workers] = max(0, self._users.get(n_workers, 0) - 1)
+            if self._users[n_workers] or n_workers not in self._pools:
+                return
+            timer = threading.Timer(POOL_IDLE_SECONDS, self._shutdown_if_idle, (n_workers,))
+            timer.daemon = True
+            self._timers[n_workers] = timer
+            timer.start()
+
+    def _shutdown_if_idle(self, n_workers: int) -> None:
+        with self._lock:
+            if self._users.get(n_workers):
+                return
+            self._timers.pop(n_workers, None)
+            pool = self._pools.pop(n_workers, None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        """End every idle pool now (at interpreter exit, and for tests)."""
+        with self._lock:
+            idle = [n for n in self._pools if not self._users.get(n)]
+            for n in idle:
+                timer = self._timers.pop(n, None)
+                if timer is not None:
+                    timer.cancel()
+        for n in idle:
+            self._shutdown_if_idle(n)
+
+
+_WORKER_POOLS = _ReusableWorkerPools()
+atexit.register(_WORKER_POOLS.shutdown)
+
+
+class DrizzleWorkspace:
+    """Grid, pixel-map cache, scratch folder, CR masks and worker pool of one detector's run.
+
+    Parameters
+    ----------
+    grid : OutputGrid
+        The detector's meta WCS (`build_detector_grid`).
+    output_dir : path-like
+        Where the SVM copies are and the products go.
+    n_workers : int, optional
+        Worker processes (1 = everything in this process).
+    pixmap_step : int, optional
+        Node spacing of the interpolated pixel maps.
+    work_dir : path-like, optional
+        Persistent folder for pixel maps and CR masks (see `open_detector_workspace`): a later
+        workspace on the same folder finds the CR masks this one computed. None: both live in
+        the scratch folder and disappear with it.
+
+    Notes
+    -----
+    Use as a context manager; closing deletes the per-process scratch folder (partial drizzles,
+    medians), never ``work_dir``.
+    """
+
+    def __init__(self, grid: OutputGrid, *, output_dir: str | os.PathLike, n_workers: int = 2,
+                 pixmap_step: int = 64, work_dir: str | os.PathLike | None = None):
+        self.grid = grid
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        parent = self.output_dir
+        if work_dir is not None:
+            parent = Path(work_dir)
+            parent.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix=".drizzle-scratch-", dir=parent))
+        self.work_dir = Path(work_dir) if work_dir is not None else self.scratch
+        self.pixmap_cache = PixmapCache(self.work_dir, step=pixmap_step)
+        self.n_workers = max(1, int(n_workers))
+        self.cr_masks: dict[tuple[str, int], Path] = {}
+        #: per (exposure file, extver): (first-pass count, final count, chip pixels)
+        self.cr_stats: dict[tuple[str, int], tuple[int, int, int]] = {}
+        self._partials: dict[str, dict] = {}
+        self._stats: dict[tuple, dict] = {}
+        self._pool: ProcessPoolExecutor | None = None
+        # background jobs (`submit_background`): queued here, handed to the pool only while it
+        # has an idle worker; _inflight counts every job the pool holds
+        self._lock = threading.RLock()
+        self._background: deque = deque()
+        self._inflight = 0
+
+    def cr_mask_file(self, edp, extver: int) -> Path:
+        """Where the CR mask of ``edp``'s chip ``extver`` is kept.
+
+        The name carries a hash of the SVM copy's path, size and modification time, so masks
+        of an earlier version of the copy (a new alignment) are never picked up.
+        """
+        path = self.svm_path(edp).resolve()
+        stat = path.stat()
+        key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+        return self.work_dir / f"crmask-{edp.product_basename}-sci{int(extver)}-{key}.npy"
+
+    def find_cr_masks(self, edp) -> dict[int, Path]:
+        """CR masks of ``edp``'s chips: in memory, else on disk in ``work_dir``."""
+        found = {ext: f for (name, ext), f in self.cr_masks.items() if name == edp.full_filename}
+        for extver in read_chip_wcs(self.svm_path(edp)):
+            if extver in found:
+                continue
+            file = self.cr_mask_file(edp, extver)
+            if file.exists():
+                found[extver] = file
+        return dict(sorted(found.items()))
+
+    def __enter__(self) -> DrizzleWorkspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for future, _, _ in self._background:
+                future.cancel()
+            self._background.clear()
+        if self._pool is not None:
+            _WORKER_POOLS.release(self.n_workers)
+            self._pool = None
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = _WORKER_POOLS.acquire(self.n_workers)
+        return self._pool
+
+    def map(self, fn, jobs: list) -> list:
+        """Run ``fn`` over ``jobs`` in the worker pool (or inline), re-emitting worker logs.
+
+        Background jobs already running finish first (at most one per worker); queued ones
+        wait until these jobs are done.
+        """
+        if self.n_workers <= 1 or len(jobs) <= 1:
+            return [fn(job) for job in jobs]
+        pool = self._get_pool()
+        with self._lock:
+            self._inflight += len(jobs)
+        futures = []
+        for job in jobs:
+            future = pool.submit(run_captured, fn, job)
+            future.add_done_callback(self._job_done)
+            futures.append(future)
+        return [emit_records(*future.result()) for future in futures]
+
+    def submit_background(self, fn, job) -> Future:
+        """Run ``fn(job)`` in a worker whenever one would otherwise be idle.
+
+        Work of this process (medians, writing products) leaves the workers idle; background
+        jobs fill those gaps without delaying `map` by more than one job per worker. Collect
+        the result with `background_result` (which re-emits the job's log records). With one
+        worker the job runs in this process, at collection.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Resolves to ``(result, log records)``.
+        """
+        future: Future = Future()
+        with self._lock:
+            self._background.append((future, fn, job))
+        if self.n_workers > 1:
+            self._feed()
+        return future
+
+    def background_result(self, future: Future):
+        """The result of a `submit_background` job (waits for it; runs it here if still
+        queued with no pool), its worker's log records re-emitted here."""
+        if not future.done():
+            with self._lock:
+                queued = [item for item in self._background if item[0] is future]
+                if queued and self.n_workers <= 1:
+                    self._background.remove(queued[0])
+            if queued and self.n_workers <= 1:
+                _, fn, job = queued[0]
+                return fn(job)
+        return emit_records(*future.result())
+
+    def _feed(self) -> None:
+        """Hand queued background jobs to idle workers (called after every job completes)."""
+        with self._lock:
+            while self._background and self._inflight < self.n_workers:
+                future, fn, job = self._background.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue
+                self._inflight += 1
+                inner = self._get_pool().submit(run_captured, fn, job)
+                inner.add_done_callback(lambda done, outer=future: self._background_done(
+                    done, outer))
+
+    def _job_done(self, _future) -> None:
+        with self._lock:
+            self._inflight -= 1
+        self._feed()
+
+    def _background_done(self, inner: Future, outer: Future) -> None:
+        with self._lock:
+            self._inflight -= 1
+        if inner.cancelled():
+            outer.cancel()
+        elif inner.exception() is not None:
+            outer.set_exception(inner.exception())
+        else:
+            outer.set_result(inner.result())
+        self._feed()
+
+    def svm_path(self, edp) -> Path:
+        return self.output_dir / edp.full_filename
+
+    # -- cached steps -------------------------------------------------------------------
+
+    def chip_stats(self, edps, pars, *, static: bool) -> dict[str, dict]:
+        """Sky statistics (and low-pixel masks) per exposure, memoised by settings."""
+        todo, keys = [], {}
+        for edp in edps:
+            key = (edp.full_filename, pars.skystat, pars.sky_bits, pars.skylower, pars.skyupper,
+                   pars.skyclip, pars.skylsigma, pars.skyusigma,
+                   pars.static_sig if static else None)
+            keys[edp.full_filename] = key
+            if key not in self._stats and key not in [k for k, _ in todo]:
+                tag = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
+                todo.append((key, ChipStatsJob(
+                    self.svm_path(edp), pars.skystat, pars.sky_bits, pars.skylower,
+                    pars.skyupper, pars.skyclip, pars.skylsigma, pars.skyusigma,
+                    pars.static_sig if static else None, self.scratch, tag)))
+        for (key, _), result in zip(todo, self.map(run_chip_stats, [j for _, j in todo])):
+            self._stats[key] = result
+        return {name: self._stats[key] for name, key in keys.items()}
+
+    def partials(self, jobs: list[PartialJob], *, persist: bool = False) -> list[dict]:
+        """Drizzle exposures onto the grid, reusing partials with identical settings.
+
+        With ``persist`` the partials are written to ``work_dir`` with a JSON record (written
+        last, atomically: a partial without its record is unfinished and never reused), so
+        that a later workspace on the same folder -- the total product's task after the filter
+        products' -- reuses those with the same settings instead of drizzling them again.
+        """
+        keyed = []
+        for job in jobs:
+            stat = Path(job.path).stat()
+            # the SVM copy's size and mtime: a re-aligned copy never reuses an old partial
+            key = hashlib.sha1(repr((str(job.path), stat.st_size, stat.st_mtime_ns, job.kernel,
+                                     job.pixfrac, job.good_bits, job.wht_type, round(job.sky, 4),
+                                     sorted(map(str, job.static_files.values())),
+                                     sorted(map(str, job.cr_files.values())))).encode())
+            keyed.append((key.hexdigest()[:16], job))
+        todo = []
+        for key, job in keyed:
+            if key in self._partials or key in [k for k, _ in todo]:
+                continue
+            record = self._persisted_partial(key) if persist else None
+            if record is not None:
+                self._partials[key] = record
+                continue
+            stem = (self.work_dir if persist else self.scratch) / f"part-{key}"
+            todo.append((key, replace(job, out_stem=stem)))
+        for (key, _), result in zip(todo, self.map(drizzle_partial, [j for _, j in todo])):
+            self._partials[key] = result
+            if persist:
+                self._record_partial(key, result)
+        log.debug("partial drizzles: %d computed, %d reused", len(todo), len(jobs) - len(todo))
+        return [self._partials[key] for key, _ in keyed]
+
+    def _record_partial(self, key: str, result: dict) -> None:
+        record = dict(result, sci=str(result["sci"]), wht=str(result["wht"]),
+                      box=list(result["box"]), shape=list(result["shape"]))
+        with atomic_output(self.work_dir / f"part-{key}.json") as tmp:
+            Path(tmp).write_text(json.dumps(record), encoding="utf-8")
+
+    def _persisted_partial(self, key: str) -> dict | None:
+        """The record of a persisted partial whose files are all there, else None."""
+        file = self.work_dir / f"part-{key}.json"
+        try:
+            record = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not (Path(record["sci"]).is_file() and Path(record["wht"]).is_file()):
+            return None
+        return dict(record, sci=Path(record["sci"]), wht=Path(record["wht"]),
+                    box=tuple(record["box"]), shape=tuple(record["shape"]))
+
+
+
+def open_detector_workspace(total, *, output_dir: str | os.PathLike, n_workers: int = 2,
+                            grid: OutputGrid | None = None) -> DrizzleWorkspace:
+    """A workspace whose pixel maps and CR masks persist between processes.
+
+    They live in ``output_dir/.hapsvm-work/drizzle-<detector>-<grid fingerprint>/``, so a
+    process that resumes an interrupted drizzle stage finds the CR masks the filter products of
+    an earlier process computed (`drizzle_total_product` loads them) and only drizzles what is
+    missing. Partial drizzles and medians stay in a per-process scratch folder inside it that
+    ``close()`` removes.
+
+    Parameters
+    ----------
+    total : TotalProduct
+        The detector's product tree (parameters assigned).
+    output_dir : path-like
+        Holds the SVM copies; receives the products.
+    n_workers : int, optional
+        Worker processes.
+    grid : OutputGrid, optional
+        Default: `build_detector_grid` from the SVM copies.
+
+    Returns
+    -------
+    DrizzleWorkspace
+    """
+    output_dir = Path(output_dir)
+    grid = grid or build_detector_grid(total, output_dir)
+    detector = str(getattr(total, "detector", "") or "detector").lower()
+    work_dir = output_dir / ".hapsvm-work" / f"drizzle-{detector}-{grid.fingerprint}"
+    return DrizzleWorkspace(grid, output_dir=output_dir, n_workers=n_workers, work_dir=work_dir)
+
+
+def filter_cr_mask_files(fdp, *, workspace: DrizzleWorkspace) -> list[Path]:
+    """The CR mask files of a filter product's exposures (for cache digests), sorted by
+    exposure and chip; empty before `drizzle_filter_product` ran or for one-exposure filters."""
+    files = []
+    for edp in fdp.edp_list:
+        files.extend(workspace.find_cr_masks(edp).values())
+    return files
+
+
+
+
+def prepare_pixel_maps(edps, *, workspace: DrizzleWorkspace) -> None:
+    """Every chip's pixel map once, in parallel, before anything needs it.
+
+    Done before background jobs are queued: otherwise two exposure products take both workers
+    first and the filter product's cosmic-ray passes (the critical path) wait for them.
+    Maps already in the workspace's cache are only looked up.
+    """
+    ws = workspace
+    ws.map(_prepare_pixmaps, [(ws.svm_path(e), ws.grid, ws.pixmap_cache) for e in edps])
+
+
+def _prepare_pixmaps(args) -> int:
+    path, grid, cache = args
+    for extver, chip_wcs in read_chip_wcs(path).items():
+        cache.get(path, extver, grid, chip_wcs=chip_wcs)
+    return 0
