@@ -14,6 +14,7 @@ variable                   field
                            file must exist)
 ``HLA_CLASSIC_BASEPATH``   ``hla_classic_basepath`` (made absolute)
 ``HLA_BUILD_VER``          ``hla_build_ver``
+(the output directory)     ``hla_classic_dir`` = ``<output_dir>/hla_classic/`` if it exists
 =========================  ==================================================================
 
 Who reads it: :func:`flows.svm.run_hap_processing` (``runsinglehap``, ``python -m flows.svm``,
@@ -112,10 +113,12 @@ def read_environment(options: VisitOptions, env: Mapping[str, str]) -> VisitOpti
         raise HapInputError(str(exc)) from None
     quality = quality_switch(env.get(QUALITY_ENV_VAR))
     base = env.get(HLA_BASEPATH_ENV_VAR)
+    local = Path(options.output_dir) / "hla_classic"
     return options.model_copy(update={
         "environment_read": True,
         "quality_enabled": bool(options.quality) or quality,
         "refcat_path": refcat,
         "hla_classic_basepath": Path(base).absolute() if base else None,
         "hla_build_ver": env.get(HLA_BUILD_ENV_VAR) or None,
+        "hla_classic_dir": local if local.is_dir() else None,
     })

@@ -103,6 +103,7 @@ def finish_drizzle_work(output_dir: Path) -> None:
 def quality_stage(run: StageRunner, totals, output_dir: Path, refcat: Path | None,
                   aligned: list[StageResult], catalogs: list[StageResult], visit: str, *,
                   hla_basepath: Path | None = None, hla_build_ver: str | None = None,
+                  hla_local_dir: Path | None = None,
                   timestamp=None):
     """The quality analysis of a visit: one task per check group, then the summary.
 
@@ -123,6 +124,9 @@ def quality_stage(run: StageRunner, totals, output_dir: Path, refcat: Path | Non
     hla_basepath, hla_build_ver : optional
         Where the HLA-classic catalogs are (``VisitOptions.hla_classic_basepath`` and
         ``hla_build_ver``); the files found are inputs of the HLA comparison task.
+    hla_local_dir : Path, optional
+        The local HLA-classic folder (``VisitOptions.hla_classic_dir``), used when the base path
+        and build version name none.
     timestamp : QualityTimestamp, optional
         Generation time of every file (default: now).
 
@@ -134,7 +138,7 @@ def quality_stage(run: StageRunner, totals, output_dir: Path, refcat: Path | Non
     from hapcore.quality.stage import hla_catalog_inputs
 
     stamp = timestamp or QualityTimestamp.now()
-    hla = {"hla_catalogs": hla_catalog_inputs(totals, output_dir=output_dir,
+    hla = {"hla_catalogs": hla_catalog_inputs(totals, local_dir=hla_local_dir,
                                               basepath=hla_basepath, build_ver=hla_build_ver),
            "hla_build_ver": hla_build_ver}
     groups = [run(quality_group_task, group, totals, output_dir, refcat, catalogs, stamp,

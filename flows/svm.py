@@ -219,7 +219,8 @@ def _process_visit(poller_file: Path, options: VisitOptions, log_part: Path) -> 
         quality_stage(run, direct, output_dir, refcat, aligned_all, catalogs_all,
                       tree.manifest_name.removesuffix("_manifest.txt"),
                       hla_basepath=options.hla_classic_basepath,
-                      hla_build_ver=options.hla_build_ver)
+                      hla_build_ver=options.hla_build_ver,
+                      hla_local_dir=options.hla_classic_dir)
 
     for total in totals:
         logger.info("%s: %d filter product(s), %d exposure(s), %d grism/prism exposure(s)",

@@ -62,6 +62,8 @@ class VisitOptions(BaseModel):
                                               "root of the HLA-classic catalogs")
     hla_build_ver: str | None = Field(default=None, description="HLA_BUILD_VER: HLA-classic build "
                                                                 "version (folder under the root)")
+    hla_classic_dir: Path | None = Field(default=None, description="<output_dir>/hla_classic/ "
+                                         "when it exists: the local HLA-classic catalogs")
 
     @field_validator("phot_mode", mode="before")
     @classmethod

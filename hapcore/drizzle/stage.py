@@ -51,20 +51,6 @@ log = logging.getLogger(f"hapsvm.{__name__}")
 _EXPOSURE_CR_LINE = "none (exposure products are drizzled without CR masks)"
 
 
-def drizzle_exposure_product(edp, *, workspace: DrizzleWorkspace) -> Path:
-    """Drizzle one exposure (HAPLEVEL 1) onto the detector grid with its own parameters, here.
-
-    Uses the exposure's ``final_*`` parameters (``resetbits`` 0: no CR masks applied).
-    """
-    ws = workspace
-    pars = edp.parameters.drizzle
-    skies, _ = sky_levels(ws, [edp], pars, static=False)
-    t0 = time.perf_counter()
-    partials = ws.partials(final_jobs(ws, [edp], pars, skies, use_cr=False))
-    return write_product(ws, edp, [edp], partials, pars, level="exposure", skies=skies,
-                         cr_lines=[_EXPOSURE_CR_LINE], t0=t0)
-
-
 @dataclass(frozen=True)
 class _ExposureProductJob:
     edp: object
@@ -88,6 +74,23 @@ def _exposure_product(job: _ExposureProductJob) -> Path:
             Path(partial[kind]).unlink(missing_ok=True)
 
 
+def _exposure_job(edp, ws: DrizzleWorkspace) -> _ExposureProductJob:
+    pars = edp.parameters.drizzle
+    skies, _ = sky_levels(ws, [edp], pars, static=False)
+    (job,) = final_jobs(ws, [edp], pars, skies, use_cr=False)
+    job = replace(job, out_stem=ws.scratch / f"exposure-{edp.product_basename}")
+    return _ExposureProductJob(edp, job, WriteContext(ws.grid, ws.output_dir), skies)
+
+
+def drizzle_exposure_product(edp, *, workspace: DrizzleWorkspace) -> Path:
+    """Drizzle one exposure (HAPLEVEL 1) onto the detector grid with its own parameters, in
+    this process (`start_exposure_products` runs the same job in the workers).
+
+    Uses the exposure's ``final_*`` parameters (``resetbits`` 0: no CR masks applied).
+    """
+    return _exposure_product(_exposure_job(edp, workspace))
+
+
 def start_exposure_products(edps, *, workspace: DrizzleWorkspace) -> dict:
     """Start exposure products as background jobs (`DrizzleWorkspace.submit_background`).
 
@@ -96,17 +99,9 @@ def start_exposure_products(edps, *, workspace: DrizzleWorkspace) -> dict:
     (``{exposure file name: future}``) and collects each with
     `DrizzleWorkspace.background_result` before it closes the workspace.
     """
-    ws = workspace
-    context = WriteContext(ws.grid, ws.output_dir)
-    futures = {}
-    for edp in edps:
-        pars = edp.parameters.drizzle
-        skies, _ = sky_levels(ws, [edp], pars, static=False)
-        (job,) = final_jobs(ws, [edp], pars, skies, use_cr=False)
-        job = replace(job, out_stem=ws.scratch / f"exposure-{edp.product_basename}")
-        futures[edp.full_filename] = ws.submit_background(
-            _exposure_product, _ExposureProductJob(edp, job, context, skies))
-    return futures
+    return {edp.full_filename: workspace.submit_background(_exposure_product,
+                                                           _exposure_job(edp, workspace))
+            for edp in edps}
 
 
 def drizzle_filter_product(fdp, *, workspace: DrizzleWorkspace) -> Path:

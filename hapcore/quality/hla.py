@@ -6,8 +6,8 @@ Where the HLA catalogs are (:func:`hla_catalog_directory`)
    ``HLA_CLASSIC_BASEPATH`` and ``HLA_BUILD_VER``, :mod:`flows.options`) and the base path
    exists: ``<BASE>/<instrument>/<build>/<prop_id 5-digit>/<prop_id 5-digit>_<obset_id>/``,
    catalogs in its ``logs/`` subfolder.
-2. Otherwise ``<output_dir>/hla_classic/`` (relative to the quality output directory, not the
-   process CWD), catalogs directly in it.
+2. Otherwise the local folder ``<output dir>/hla_classic/`` when it exists (the entry points
+   resolve it into ``VisitOptions.hla_classic_dir``), catalogs directly in it.
 3. Otherwise the comparison is skipped (one INFO log line, status ``skipped``).
 
 The flow looks the catalog files up (:func:`hla_catalog_files`) and hands them to the comparison
@@ -117,15 +117,15 @@ _SEGMENT_MAP = {"X": "X-Centroid", "Y": "Y-Centroid", "RA": "RA", "DEC": "DEC", 
 # locating and reading
 # --------------------------------------------------------------------------------------------
 
-def hla_catalog_directory(product, *, output_dir, basepath=None, build_ver: str | None = None
-                          ) -> Path | None:
+def hla_catalog_directory(product, *, local_dir=None, basepath=None,
+                          build_ver: str | None = None) -> Path | None:
     """Directory holding the HLA catalogs of ``product`` (see module docstring), or None.
 
     Parameters
     ----------
     product : hap_models.products.FilterProduct
-    output_dir : path-like
-        The quality output directory (``<output_dir>/hla_classic/`` is the fallback).
+    local_dir : path-like, optional
+        The local HLA-classic folder (``<output dir>/hla_classic/``), the fallback.
     basepath : path-like, optional
         Root of the HLA-classic catalogs (``HLA_CLASSIC_BASEPATH``).
     build_ver : str, optional
@@ -136,9 +136,8 @@ def hla_catalog_directory(product, *, output_dir, basepath=None, build_ver: str 
         prop = product.prop_id_padded
         return (Path(base) / product.instrument / build / prop
                 / f"{prop}_{product.obset_id}" / "logs")
-    local = Path(output_dir) / "hla_classic"
-    if local.is_dir():
-        return local
+    if local_dir is not None and Path(local_dir).is_dir():
+        return Path(local_dir)
     return None
 
 
@@ -148,14 +147,14 @@ def hla_catalog_names(product) -> dict[str, str]:
     return {"point": f"{stem}_daophot.txt", "segment": f"{stem}_sexphot.txt"}
 
 
-def hla_catalog_files(product, *, output_dir, basepath=None, build_ver: str | None = None
+def hla_catalog_files(product, *, local_dir=None, basepath=None, build_ver: str | None = None
                       ) -> dict[str, Path] | None:
     """The HLA catalog files ``product`` is compared with, whether they exist or not.
 
     Parameters
     ----------
     product : hap_models.products.FilterProduct
-    output_dir, basepath, build_ver
+    local_dir, basepath, build_ver
         As :func:`hla_catalog_directory`.
 
     Returns
@@ -164,7 +163,7 @@ def hla_catalog_files(product, *, output_dir, basepath=None, build_ver: str | No
         ``{"point": <dir>/<name>_daophot.txt, "segment": <dir>/<name>_sexphot.txt}``, or None
         when no HLA catalog directory exists.
     """
-    directory = hla_catalog_directory(product, output_dir=output_dir, basepath=basepath,
+    directory = hla_catalog_directory(product, local_dir=local_dir, basepath=basepath,
                                       build_ver=build_ver)
     if directory is None:
         return None

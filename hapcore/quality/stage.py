@@ -206,15 +206,15 @@ def run_wcs_reports(totals, ctx: QualityContext) -> list[CheckOutcome]:
             for o in run_isolated("wcs_report", e.product_basename, check_wcs_report, e, ctx)]
 
 
-def hla_catalog_inputs(totals, *, output_dir, basepath=None, build_ver: str | None = None
+def hla_catalog_inputs(totals, *, local_dir=None, basepath=None, build_ver: str | None = None
                        ) -> dict[str, dict[str, Path] | None]:
     """The HLA catalog files of every filter product, for :func:`run_hla_comparison`.
 
     Parameters
     ----------
     totals : sequence of TotalProduct
-    output_dir : path-like
-        The quality output directory (``<output_dir>/hla_classic/`` is the fallback).
+    local_dir : path-like, optional
+        The local HLA-classic folder (``VisitOptions.hla_classic_dir``), the fallback.
     basepath : path-like, optional
         Root of the HLA-classic catalogs (``HLA_CLASSIC_BASEPATH``, read by the entry point).
     build_ver : str, optional
@@ -226,7 +226,7 @@ def hla_catalog_inputs(totals, *, output_dir, basepath=None, build_ver: str | No
         ``{filter product basename: {"point": path, "segment": path} or None}``
         (:func:`~hapcore.quality.hla.hla_catalog_files`; None: no HLA catalog directory).
     """
-    return {f.product_basename: hla_catalog_files(f, output_dir=output_dir, basepath=basepath,
+    return {f.product_basename: hla_catalog_files(f, local_dir=local_dir, basepath=basepath,
                                                   build_ver=build_ver)
             for t in totals for f in t.fdp_list}
 

@@ -65,7 +65,8 @@ def _compare(tmp, visit, total, kwargs, **changes):
     thresholds = QualityThresholds(hla_judged_quantities=(
         "X", "Y", "Separation", "MAGNITUDE1", "MAGNITUDE2", "CI", "FLAGS"))
     ctx = make_quality_context([total], output_dir=tmp, make_plots=True, thresholds=thresholds)
-    return run_hla_comparison([total], ctx, catalogs=hla_catalog_inputs([total], output_dir=tmp))
+    return run_hla_comparison([total], ctx,
+                              catalogs=hla_catalog_inputs([total], local_dir=tmp / "hla_classic"))
 
 
 def test_hla_catalog_layout(hla_visit):
@@ -87,20 +88,21 @@ def test_hla_catalog_layout(hla_visit):
 def test_hla_directory_lookup(tmp_path, hla_visit):
     _, _, total, _ = hla_visit
     fdp = total.fdp_list[0]
-    assert hla_catalog_directory(fdp, output_dir=tmp_path) is None
-    assert hla_catalog_files(fdp, output_dir=tmp_path) is None
+    assert hla_catalog_directory(fdp, local_dir=tmp_path / "hla_classic") is None
+    assert hla_catalog_files(fdp, local_dir=tmp_path / "hla_classic") is None
     (tmp_path / "hla_classic").mkdir()
-    assert hla_catalog_directory(fdp, output_dir=tmp_path) == tmp_path / "hla_classic"
+    assert hla_catalog_directory(fdp, local_dir=tmp_path / "hla_classic") == tmp_path / "hla_classic"
     base = tmp_path / "hla"
     # a build version without a base path (or a missing base path) falls back to hla_classic/
-    assert hla_catalog_directory(fdp, output_dir=tmp_path, build_ver="v3") == \
+    assert hla_catalog_directory(fdp, local_dir=tmp_path / "hla_classic", build_ver="v3") == \
         tmp_path / "hla_classic"
-    assert hla_catalog_directory(fdp, output_dir=tmp_path, basepath=base, build_ver="v3") == \
+    assert hla_catalog_directory(fdp, local_dir=tmp_path / "hla_classic", basepath=base,
+                                 build_ver="v3") == \
         tmp_path / "hla_classic"
     base.mkdir()
     logs = base / "wfc3" / "v3" / "12345" / "12345_01" / "logs"
-    assert hla_catalog_directory(fdp, output_dir=tmp_path, basepath=base, build_ver="v3") == logs
-    assert hla_catalog_files(fdp, output_dir=tmp_path, basepath=base, build_ver="v3") == {
+    assert hla_catalog_directory(fdp, local_dir=tmp_path / "hla_classic", basepath=base, build_ver="v3") == logs
+    assert hla_catalog_files(fdp, local_dir=tmp_path / "hla_classic", basepath=base, build_ver="v3") == {
         "point": logs / f"{fdp.basename}{fdp.filters}_daophot.txt",
         "segment": logs / f"{fdp.basename}{fdp.filters}_sexphot.txt"}
 

@@ -59,7 +59,7 @@ def test_new_hla_build_reruns_only_the_hla_comparison(tmp_path):
     (fdp,) = parse_obset_tree(interpret_obset_input(sim.poller))[0].fdp_list
     base = tmp_path / "hla"
     base.mkdir()
-    logs = {build: hla_catalog_directory(fdp, output_dir=options.output_dir, basepath=base,
+    logs = {build: hla_catalog_directory(fdp, basepath=base,
                                          build_ver=build) for build in ("v1", "v2")}
     written = _write_hla_catalogs(sim, logs["v1"], fdp)
     env = {HLA_BASEPATH_ENV_VAR: str(base), HLA_BUILD_ENV_VAR: "v1"}
