@@ -4,7 +4,7 @@ Usage (same arguments as ``runsinglehap``)::
 
     python benchmarks/bench_stagewise.py --stages-json S.json -o OUT --refcat REFCAT POLLER
 
-It wraps the visit flow's stage runner (``flows.svm._Stages.__call__``): around every stage it
+It wraps the visit flow's stage runner (``flows.visit_flow._Stages.__call__``): around every stage it
 records the wall time, the CPU time of this process plus its reaped children
 (``getrusage``) and the largest sum of RSS over this process and all its descendants (sampled
 every 0.1 s with psutil). The run itself is the ordinary ``runsinglehap`` (exit code included).
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         out_json = Path(argv[i + 1])
         del argv[i:i + 2]
 
-    import flows.svm as svm
+    import flows.visit_flow as svm
     from flows.runsinglehap import main as runsinglehap_main
 
     rss = TreeRSS()

@@ -8,7 +8,7 @@ Command::
 * ``POLLER`` is a poller file; ``DIR`` means every ``*_input.out`` in that directory; ``LIST`` is a
   text file naming one poller path per line (``#`` comments and blank lines are ignored; relative
   paths are relative to the list file).
-* Each visit is processed by the per-visit flow :func:`flows.svm.svm_visit`, run as a subflow of
+* Each visit is processed by the per-visit flow :func:`flows.visit_flow.svm_visit`, run as a subflow of
   a ``process-visit`` task, and writes to ``OUTDIR/<poller stem>/`` (its log, products and cache).
 * Visits run on prefect-dask's :class:`~prefect_dask.DaskTaskRunner`: by default a
   ``LocalCluster`` of ``--workers`` *processes* with one thread each (``astropy.wcs`` is not
@@ -258,7 +258,7 @@ def _first_line(text: str | None) -> str:
 @task(name="process-visit", task_run_name="process-{poller_file.stem}", cache_policy=NO_CACHE)
 def process_visit_task(poller_file: Path, options: VisitOptions) -> VisitOutcome:
     """Run the per-visit flow as a subflow; raise :class:`VisitFailedError` if it did not complete."""
-    from flows.svm import svm_visit
+    from flows.visit_flow import svm_visit
 
     start = time.perf_counter()
     state = svm_visit(Path(poller_file), options, return_state=True)

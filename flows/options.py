@@ -19,7 +19,7 @@ variable                   field
 
 Who reads it: :func:`flows.svm.run_hap_processing` (``runsinglehap``, ``python -m flows.svm``,
 ``hapsvm run``) and :func:`flows.fanout.run_fanout` before any flow starts; the flows a
-deployment starts directly (:func:`flows.svm.svm_visit`, :func:`flows.fanout.svm_fanout`) when the
+deployment starts directly (:func:`flows.visit_flow.svm_visit`, :func:`flows.fanout.svm_fanout`) when the
 options they receive were not read yet (``environment_read`` False).
 """
 

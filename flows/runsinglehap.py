@@ -48,7 +48,8 @@ def build_parser(prog: str = "runsinglehap") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="HST single-visit mosaic processing of one poller file (hapsvm).",
-        epilog="Exit codes: 0 success, 1 error (bad input or failure), 65 no viable data.")
+        epilog="Exit codes: 0 success, 1 error (bad input or failure), 65 no viable data, "
+               "66 not aligned (with --require-alignment).")
     parser.add_argument("input_filename", metavar="POLLER", help="poller file of one visit")
     parser.add_argument("-d", "--diagnostic_mode", action="store_true",
                         help="diagnostic mode: keep intermediate files")
@@ -73,21 +74,28 @@ def build_parser(prog: str = "runsinglehap") -> argparse.ArgumentParser:
                         help="where cached stage results live (default OUTDIR/.hapsvm-cache)")
     parser.add_argument("--workers", dest="n_workers", type=int, default=2,
                         help="processes for the heavy stages (default 2)")
+    parser.add_argument("--require-alignment", dest="require_alignment", action="store_true",
+                        help="exit 66 when a detector could not be aligned to a reference "
+                             "catalog (its products are still written)")
     parser.add_argument("--phot-mode", dest="phot_mode", default="both",
                         choices=["aperture", "segment", "both"], help="catalog types to produce")
     return parser
 
 
 def _console_logging(level: int) -> None:
-    """Show the package logger on the console when Prefect's root console handler is absent."""
-    import flows.svm  # noqa: F401  (importing Prefect installs its console handler on the root)
+    """The console shows the package's lines from ``level`` up.
 
-    package = logging.getLogger("hapsvm")
-    package.setLevel(level)
-    if not logging.getLogger().handlers and not package.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
-        package.addHandler(handler)
+    No handler is added here: a bad input is answered (one line, printed) before Prefect is
+    imported, and importing the flow installs Prefect's console handler on the root logger,
+    which shows the package's lines and Prefect's alike (:func:`flows.svm.run_hap_processing`
+    adds a plain one if Prefect's logging is switched off).
+    """
+    logging.getLogger("hapsvm").setLevel(level)
+    # astropy's INFO notes (e.g. "Inconsistent SIP distortion information") are not ours to
+    # show; astropy's logger is its own class, made when astropy is imported
+    from astropy import log as astropy_log
+
+    astropy_log.setLevel(max(level, logging.WARNING))
 
 
 def main(argv: list[str] | None = None, prog: str = "runsinglehap") -> int:
@@ -101,7 +109,8 @@ def main(argv: list[str] | None = None, prog: str = "runsinglehap") -> int:
                    phot_mode=args.phot_mode, log_level=level, output_dir=args.output_dir,
                    refcat=args.refcat, force=args.force, cache_dir=args.cache_dir,
                    n_workers=args.n_workers, online_catalog=args.online_catalog,
-                   quality=args.quality)
+                   quality=args.quality, require_alignment=args.require_alignment,
+                   prog=prog)
 
 
 if __name__ == "__main__":

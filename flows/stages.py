@@ -2,7 +2,7 @@
 
 Each function here runs the tasks of one stage in their order (spec §3.4) through a *runner*:
 
-* in the per-visit flow the runner is :class:`flows.svm._Stages`, which runs each task through
+* in the per-visit flow the runner is :class:`flows.visit_flow._Stages`, which runs each task through
   Prefect with the visit's cache settings;
 * benchmarks and tests that want the real path without Prefect pass :class:`DirectRunner`, which
   calls each task's function directly (no engine, no cache).

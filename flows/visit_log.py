@@ -12,7 +12,12 @@ from pathlib import Path
 
 from hap_models.errors import HapError
 
-__all__ = ["LOG_FORMAT", "PACKAGE_LOGGER", "VisitLog", "HideUserErrorTracebacks"]
+__all__ = ["LOG_FORMAT", "PACKAGE_LOGGER", "VisitLog", "HideUserErrorTracebacks",
+           "KeepUserErrorsOffConsole", "FILE_ONLY"]
+
+#: ``extra=`` of a record that goes to the visit log but not to the console (a user error the
+#: command prints itself, as one line).
+FILE_ONLY = {"hapsvm_file_only": True}
 
 PACKAGE_LOGGER = "hapsvm"
 LOG_FORMAT = "%(asctime)s %(levelname)-7s src=%(name)s- %(message)s"
@@ -26,6 +31,36 @@ class HideUserErrorTracebacks(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+def _user_error_names() -> set[str]:
+    names, todo = set(), [HapError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+class KeepUserErrorsOffConsole(logging.Filter):
+    """On console handlers: drop records the entry point reports itself as one line.
+
+    These are records logged with :data:`FILE_ONLY`, and Prefect's own lines about a user error
+    raised inside the flow ("Encountered exception during execution: HapInputError(...)",
+    "Finished in state Failed(...HapInputError...)"): the command's one line says it, the visit
+    log keeps them all.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "hapsvm_file_only", False):
+            return False
+        if not record.name.startswith("prefect") or record.levelno < logging.ERROR:
+            return True
+        if record.exc_info and isinstance(record.exc_info[1], HapError):
+            return False
+        message = record.getMessage()
+        return not any(f"{name}(" in message or f"{name}:" in message
+                       for name in _user_error_names())
 
 
 class VisitLog:
@@ -45,37 +80,75 @@ class VisitLog:
         self.level = level
         self._handler: logging.FileHandler | None = None
         self._filter = HideUserErrorTracebacks()
+        self._console_filter = KeepUserErrorsOffConsole()
         self._saved_level: int | None = None
+        self._saved_prefect_level: int | None = None
         self._filtered_handlers: list[logging.Handler] = []
 
     def __enter__(self) -> VisitLog:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(self.part_path, mode="w", encoding="utf-8")
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        handler.setLevel(logging.DEBUG)
-        handler.addFilter(self._filter)
-        self._handler = handler
+        self._handler = self._file_handler(mode="w")
         package = logging.getLogger(PACKAGE_LOGGER)
         self._saved_level = package.level
         package.setLevel(self.level)
+        self._saved_prefect_level = logging.getLogger("prefect").level
+        self.attach()
+        return self
+
+    def _file_handler(self, *, mode: str) -> logging.FileHandler:
+        handler = logging.FileHandler(self.part_path, mode=mode, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setLevel(logging.DEBUG)
+        handler.addFilter(self._filter)
+        return handler
+
+    def attach(self) -> None:
+        """(Re)connect the log file and the console filters to the loggers and handlers as they
+        are now.
+
+        Prefect configures logging when it is first imported, replacing the root logger's
+        console handler and the ``prefect`` logger's handlers: an entry point that imports the
+        flow only once the inputs have been checked calls this again after the import.
+        Prefect's own lines follow ``-l`` from WARNING up (INFO at most: its DEBUG is noise).
+        """
+        handler = self._handler
+        if handler is None:
+            return
+        if getattr(handler, "_closed", False) or handler.stream is None:
+            # logging.config.dictConfig (Prefect's set-up) closes every existing handler: go on
+            # in a new one, appending to the same file
+            for name in (PACKAGE_LOGGER, "prefect"):
+                logging.getLogger(name).removeHandler(handler)
+            handler = self._handler = self._file_handler(mode="a")
         for name in (PACKAGE_LOGGER, "prefect"):
-            logging.getLogger(name).addHandler(handler)
+            target = logging.getLogger(name)
+            if handler not in target.handlers:
+                target.addHandler(handler)
+        logging.getLogger("prefect").setLevel(max(logging.INFO, self.level))
         # Prefect's console handler lives on the root logger: keep user errors one line there too.
         for existing in logging.getLogger().handlers:
             if self._filter not in existing.filters:
                 existing.addFilter(self._filter)
+                existing.addFilter(self._console_filter)
                 self._filtered_handlers.append(existing)
-        return self
 
     def __exit__(self, *exc) -> None:
         handler = self._handler
         if handler is None:
             return
+        if getattr(handler, "_closed", False) or handler.stream is None:
+            # logging.config.dictConfig (Prefect's set-up) closes every existing handler: go on
+            # in a new one, appending to the same file
+            for name in (PACKAGE_LOGGER, "prefect"):
+                logging.getLogger(name).removeHandler(handler)
+            handler = self._handler = self._file_handler(mode="a")
         for name in (PACKAGE_LOGGER, "prefect"):
             logging.getLogger(name).removeHandler(handler)
         for existing in self._filtered_handlers:
             existing.removeFilter(self._filter)
+            existing.removeFilter(self._console_filter)
         handler.close()
         logging.getLogger(PACKAGE_LOGGER).setLevel(self._saved_level or logging.NOTSET)
+        logging.getLogger("prefect").setLevel(self._saved_prefect_level or logging.NOTSET)
         os.replace(self.part_path, self.log_path)
         self._handler = None

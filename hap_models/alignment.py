@@ -69,3 +69,28 @@ class AlignmentResult(BaseModel):
     exposures: list[ExposureAlignment] = Field(default_factory=list)
     catalogs_tried: list[str] = Field(default_factory=list)
     summary: str = ""
+
+    def _fit_record(self) -> WCSFitRecord | None:
+        records = [e.record for e in self.exposures if e.chips]
+        return records[0] if records else None
+
+    @property
+    def aligned(self) -> bool:
+        """True when the visit was fitted to a reference catalog (an a posteriori solution)."""
+        record = self._fit_record()
+        return record is not None and record.fit_label == "SVM"
+
+    @property
+    def status(self) -> str:
+        """One line for people: ``aligned to <catalog>, N matches, RMS x mas`` or
+        ``NOT aligned: <reason>``."""
+        record = self._fit_record()
+        if record is not None and record.fit_label == "SVM":
+            rms = record.fit_rms_mas if record.fit_rms_mas >= 0 else max(record.rms_ra_mas,
+                                                                           record.rms_dec_mas)
+            return (f"aligned to {record.catalog}, {record.nmatches} matches, "
+                    f"RMS {rms:.1f} mas")
+        reason = self.summary or (record.reason if record is not None else "") or "no fit"
+        if record is not None and record.fit_label == "REL":
+            return f"NOT aligned: {reason} (exposures aligned to each other only)"
+        return f"NOT aligned: {reason} (input WCS kept)"

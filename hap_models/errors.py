@@ -19,6 +19,9 @@ code  name                         meaning
                                    data, which hapsvm processes)
 65    NO_VIABLE_DATA               every exposure of the visit was rejected, or only grism/prism
                                    exposures remain
+66    NOT_ALIGNED                  with ``--require-alignment``: a detector could not be aligned
+                                   to a reference catalog (its products were written with the
+                                   input or relative WCS)
 ====  ===========================  ==============================================================
 """
 
@@ -31,6 +34,7 @@ __all__ = [
     "HapError",
     "HapInputError",
     "NoViableDataError",
+    "NotAlignedError",
 ]
 
 
@@ -42,6 +46,7 @@ class ExitCode(IntEnum):
     KEYWORD_UPDATE_PROBLEM = 15
     SBCHRC_DATA = 55
     NO_VIABLE_DATA = 65
+    NOT_ALIGNED = 66
 
 
 class HapError(Exception):
@@ -60,3 +65,9 @@ class NoViableDataError(HapError):
     """No exposure of the visit can be processed (all rejected, or grism/prism only)."""
 
     exit_code = ExitCode.NO_VIABLE_DATA
+
+
+class NotAlignedError(HapError):
+    """``--require-alignment``: a detector of the visit was not aligned to a reference catalog."""
+
+    exit_code = ExitCode.NOT_ALIGNED

@@ -170,6 +170,9 @@ class QualitySummary(BaseModel):
     thresholds: QualityThresholds
     checks: list[CheckOutcome]
     alignment: list[AlignmentFigures] = Field(default_factory=list)
+    alignment_status: dict[str, str] = Field(
+        default_factory=dict, description="per detector: 'aligned to <catalog>, N matches, RMS x "
+                                          "mas' or 'NOT aligned: <reason>'")
     stages: dict[str, StageUsage] = Field(default_factory=dict)
     previews: list[str] = Field(default_factory=list, description="PNG files, relative paths")
     plots: list[str] = Field(default_factory=list, description="QA PNG files, relative paths")

@@ -50,6 +50,8 @@ class VisitOptions(BaseModel):
                                    description="cache records (default <output_dir>/.hapsvm-cache)")
     fail_stage: str | None = Field(default=None, description="testing only: make this stage fail")
     n_workers: int = Field(default=2, ge=1, description="processes for the heavy stages")
+    require_alignment: bool = Field(default=False, description="a detector that could not be "
+                                    "aligned to a reference catalog ends the run with exit 66")
     # Read from the environment once, by the entry point that starts the run
     # (flows.options.read_environment); nothing below the flows ever reads the environment.
     environment_read: bool = Field(default=False,
@@ -81,5 +83,9 @@ class VisitResult(BaseModel):
     detectors: list[str] = Field(default_factory=list)
     n_exposures: int = 0
     n_rejected: int = 0
+    alignment: dict[str, str] = Field(default_factory=dict,
+                                      description="per detector: AlignmentResult.status")
+    unaligned: list[str] = Field(default_factory=list,
+                                 description="detectors not aligned to a reference catalog")
     stage_states: dict[str, str] = Field(default_factory=dict,
                                          description="stage run name -> final state (Completed, Cached)")

@@ -8,7 +8,26 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_output", "write_text_atomic"]
+__all__ = ["atomic_output", "write_text_atomic", "new_file_mode"]
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux: /proc), since
+    the set-and-restore of ``os.umask`` briefly opens a window for other threads' files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode a newly created file gets here: ``0o666`` less the umask (0644 under 022)."""
+    return 0o666 & ~_current_umask()
 
 
 @contextlib.contextmanager
@@ -27,6 +46,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file 0600; a product must be readable like any other file the
+        # user writes (the umask decides), also when it replaces an existing file
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -2,8 +2,9 @@
 hapsim: realistic simulated HST single-visit data for testing hapsvm.
 
 `simulate_visit` writes calibrated FLT/FLC exposures (WFC3/UVIS, WFC3/IR,
-ACS/WFC, ACS/HRC) with TAN-SIP WCSs, the poller file and the truth
-(sources, true WCS, cosmic-ray masks, a Gaia-like reference catalog).
+ACS/WFC, ACS/HRC, ACS/SBC, WFPC2) with TAN-SIP WCSs, the poller file and
+the truth (sources, true WCS, cosmic-ray masks, a Gaia-like reference
+catalog).
 """
 
 __version__ = "0.1.0"

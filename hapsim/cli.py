@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 
-from .visit import DITHER_PATTERNS, parse_filters, simulate_visit
+from .visit import DITHER_PATTERNS, POLLER_FORMS, parse_filters, simulate_visit
 
 __all__ = ["build_simulate_parser", "run_simulate", "main"]
 
@@ -43,7 +43,8 @@ def build_simulate_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         The same parser.
     """
     parser.add_argument("--detector", default="wfc3/uvis",
-                        help="wfc3/uvis, wfc3/ir, acs/wfc or acs/hrc (default wfc3/uvis)")
+                        help="wfc3/uvis, wfc3/ir, acs/wfc, acs/hrc, acs/sbc or wfpc2 "
+                             "(default wfc3/uvis)")
     parser.add_argument("--filters", default="f606w:2",
                         help="exposures per filter, e.g. f606w:2,f814w:2 (default f606w:2)")
     parser.add_argument("--exptime", type=float, default=500.0,
@@ -55,7 +56,11 @@ def build_simulate_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="header WCS shift (arcsec) and rotation (deg) vs truth (default 1.0,0.05)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--subarray", type=int, default=None, metavar="N",
-                        help="write NxN single-chip subarrays instead of full frames")
+                        help="write NxN single-chip subarrays instead of full frames "
+                             "(not WFPC2)")
+    parser.add_argument("--poller-form", default="full", choices=POLLER_FORMS,
+                        help="poller lines: 8 fields, file names only, or filename,aperture "
+                             "(default full)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--overwrite", action="store_true",
                         help="allow a non-empty output directory")
@@ -76,7 +81,8 @@ def run_simulate(args: argparse.Namespace) -> int:
                                 filters=parse_filters(args.filters), exptime=args.exptime,
                                 dither=args.dither, pointing_error=args.pointing_error,
                                 seed=args.seed, subarray=args.subarray,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite,
+                                poller_form=getattr(args, "poller_form", "full"))
     except ValueError as exc:
         log.error("hapsim: %s", exc)
         return 2

@@ -9,9 +9,18 @@ ray rates, PSF shape and a small photometric table of common filters.
 
 The geometry and SIP numbers were measured once from real calibrated
 headers (WFC3/UVIS ib4606c6q, WFC3/IR ib4606cpq, ACS/WFC j94f05bgq) and
-are kept here as our own table of a few numbers; ACS/HRC has no
-reference header at hand, so its distortion is a plausible invention of
-the right size (a few pixels at the corners).
+are kept here as our own table of a few numbers; ACS/HRC, ACS/SBC and
+WFPC2 have no reference header at hand, so their plate scales, chip
+sizes and reference pixels follow the instrument handbooks while their
+SIP distortions are plausible inventions of the right size (one to a few
+pixels at the corners).
+
+ACS/SBC is a MAMA photon counter: data in COUNTS, no read noise, no
+cosmic rays, no saturation bleeding, a dark-limited low background.
+WFPC2 is four 800 x 800 CCDs (PC1 at 0.0455"/px, WF2-WF4 at 0.0996"/px),
+each turned by about 90 degrees from the previous one around the apex
+of the pyramid mirror; its data are in DN (COUNTS) with PHOTFLAM per DN/s,
+as in the FLT files drizzlepac makes from C0M/C1M pairs.
 
 Focal-plane convention: ``offset_arcsec`` is the position of a chip's
 reference pixel relative to the aperture reference point and
@@ -57,6 +66,13 @@ class ChipSpec:
         SIP coefficients ``{(p, q): value}`` of order 2 to 4.
     subarray_corner : tuple of int
         0-based ``(x0, y0)`` of the default subarray placement on this chip.
+    pixel_scale_arcsec : float, optional
+        Mean plate scale of this chip, for the PSF and galaxy sizes in pixels
+        and the IDCSCALE keyword; None means the detector's ``idcscale``.
+        Needed where chips differ (WFPC2) or the IDC scale is nominal (SBC).
+    sky_factor : float, optional
+        Sky per pixel relative to the filter's ``sky_rate`` (the pixel-area
+        ratio for the smaller WFPC2 PC1 pixels).
     """
 
     ccdchip: int
@@ -67,6 +83,8 @@ class ChipSpec:
     sip_a: dict
     sip_b: dict
     subarray_corner: tuple[int, int] = (0, 0)
+    pixel_scale_arcsec: float | None = None
+    sky_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,8 @@ class FilterPhotometry:
     photbw : float
         RMS bandwidth in Angstrom.
     sky_rate : float
-        Typical sky background, e-/s/pixel.
+        Typical sky background, e-/s/pixel (ACS/SBC: counts/s/pixel; WFPC2:
+        e-/s per WF pixel).
     """
 
     photflam: float
@@ -132,11 +151,27 @@ class DetectorSpec:
     ci_apertures_arcsec: tuple[float, float]
     ci_limits: tuple[float, float]
     filters: dict = field(default_factory=dict)
+    rootname_suffix: str = "q"
+    poller_detector: str = ""
 
     @property
     def is_ccd(self) -> bool:
         """True for CCD detectors (read noise, bleeding, frequent CRs)."""
-        return self.detector in ("UVIS", "WFC", "HRC")
+        return self.detector in ("UVIS", "WFC", "HRC", "WFPC2")
+
+    @property
+    def is_mama(self) -> bool:
+        """True for the ACS/SBC MAMA (photon counting: no read noise, CRs or bleeding)."""
+        return self.detector == "SBC"
+
+    @property
+    def electrons_per_data_unit(self) -> float:
+        """Electrons per unit of the SCI arrays (the gain for WFPC2's DN, else 1)."""
+        return self.gain if self.instrument == "WFPC2" else 1.0
+
+    def chip_scale(self, chip: ChipSpec) -> float:
+        """Mean plate scale (arcsec/px) of `chip`."""
+        return chip.pixel_scale_arcsec or self.idcscale
 
     @property
     def readnoise_mean(self) -> float:
@@ -252,6 +287,71 @@ _HRC_CHIP = ChipSpec(
     subarray_corner=(256, 256),
 )
 
+# ACS/SBC: real plate scale (0.0338" x 0.0301", the MAMA's pixels are not
+# square) with a small skew; SIP of plausible size (about 2 px at the corners).
+_SBC_CHIP = ChipSpec(
+    ccdchip=1, shape=(1024, 1024), crpix=(512.0, 512.0),
+    offset_arcsec=(0.0, 0.0),
+    cd_arcsec=((-0.033800, 0.0), (0.0012, 0.030100)),
+    sip_a=_sip(A_0_2=2.4e-06, A_1_1=-8.2e-06, A_2_0=9.6e-06, A_0_3=1.5e-10, A_1_2=-7.0e-10,
+               A_2_1=-1.2e-10, A_3_0=-6.0e-10, A_0_4=4.0e-14, A_1_3=-3.0e-14, A_2_2=7.0e-14,
+               A_3_1=2.0e-14, A_4_0=1.5e-14),
+    sip_b=_sip(B_0_2=-1.05e-05, B_1_1=7.4e-06, B_2_0=-2.6e-06, B_0_3=-5.5e-10, B_1_2=-1.0e-10,
+               B_2_1=-6.5e-10, B_3_0=1.2e-10, B_0_4=-3.0e-14, B_1_3=2.0e-14, B_2_2=-6.0e-14,
+               B_3_1=-1.5e-14, B_4_0=-2.0e-14),
+    subarray_corner=(256, 256),
+    pixel_scale_arcsec=0.0319,
+)
+
+
+def _wfpc2_chips() -> tuple[ChipSpec, ...]:
+    """
+    PC1, WF2, WF3 and WF4 placed around the apex of the pyramid mirror.
+
+    Each chip's readout origin lies at the apex, 44 pixels in from its
+    (1, 1) corner (the vignetted strip along the chip edges), and each
+    chip is turned by about 90 degrees from the previous one, so WF3 faces
+    PC1 across the apex and the field has WFPC2's stair-step shape. The
+    reference pixels and plate scales are those of the instrument
+    handbook; offsets are relative to the WFALL aperture reference (WF3
+    pixel 133, 149). The cubic SIP (about 1.5 px at the corners) is a
+    plausible invention of the size of WFPC2's distortion.
+    """
+    import numpy as np
+
+    apex = np.array([44.0, 44.0])
+    # (DETECTOR, CRPIX, plate scale, turn of the chip from PC1 in position angle)
+    layout = ((1, (420.0, 424.5), 0.045542, 0.0),
+              (2, (423.5, 414.0), 0.099611, 89.88),
+              (3, (436.0, 424.5), 0.099582, 180.09),
+              (4, (423.0, 421.0), 0.099641, 270.46))
+    cds = {}
+    for det, _, scale, turn in layout:
+        a = np.deg2rad(turn)
+        rot = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+        cds[det] = rot @ np.array([[-scale, 0.0], [0.0, scale]])
+    wfall = cds[3] @ (np.array([133.0, 149.0]) - 1.0 - apex)
+    chips = []
+    for det, crpix, scale, _ in layout:
+        offset = cds[det] @ (np.asarray(crpix) - 1.0 - apex) - wfall
+        # the same optics relay every chip; PC1's pixels sample it 2.2x finer
+        k = 1.0 if det > 1 else 0.9
+        chips.append(ChipSpec(
+            ccdchip=det, shape=(800, 800), crpix=crpix,
+            offset_arcsec=(round(float(offset[0]), 4), round(float(offset[1]), 4)),
+            cd_arcsec=tuple(tuple(round(float(v), 7) for v in row) for row in cds[det]),
+            sip_a=_sip(A_2_0=4.0e-07 * k, A_1_1=-2.0e-07 * k, A_0_2=1.5e-07 * k,
+                       A_3_0=-1.1e-08 * k, A_1_2=-1.1e-08 * k, A_2_1=4.0e-10 * k),
+            sip_b=_sip(B_0_2=3.5e-07 * k, B_1_1=2.5e-07 * k, B_2_0=-1.0e-07 * k,
+                       B_0_3=-1.1e-08 * k, B_2_1=-1.1e-08 * k, B_1_2=-3.0e-10 * k),
+            pixel_scale_arcsec=scale,
+            sky_factor=(scale / 0.0996) ** 2,
+        ))
+    return tuple(chips)
+
+
+_WFPC2_CHIPS = _wfpc2_chips()
+
 # PHOTFLAM, PHOTPLAM, PHOTBW, sky (e-/s/pixel, average zodiacal + earthshine).
 _UVIS_FILTERS = _phot({
     "F275W": (3.286e-18, 2709.7, 164.6, 0.0015),
@@ -287,6 +387,29 @@ _HRC_FILTERS = _phot({
     "F555W": (3.076e-19, 5356.0, 358.5, 0.009),
     "F606W": (1.893e-19, 5888.0, 660.5, 0.016),
     "F814W": (2.415e-19, 8115.3, 686.2, 0.012),
+})
+
+# ACS/SBC (counts/s): the sky is the geocoronal Lyman-alpha and OI 1304 for
+# F115LP/F122M/F125LP and almost nothing longward, below the MAMA dark.
+_SBC_FILTERS = _phot({
+    "F115LP": (2.262e-17, 1406.0, 264.7, 1.5e-03),
+    "F122M": (9.126e-17, 1274.1, 86.1, 8.0e-04),
+    "F125LP": (2.687e-17, 1438.2, 241.2, 6.0e-05),
+    "F140LP": (3.595e-17, 1528.0, 198.1, 2.0e-05),
+    "F150LP": (5.321e-17, 1612.2, 159.5, 1.5e-05),
+    "F165LP": (1.652e-16, 1762.8, 118.3, 1.0e-05),
+})
+# WFPC2: PHOTFLAM per DN/s at ATODGAIN 7 (as in WF3 headers); sky in e-/s per WF pixel.
+_WFPC2_FILTERS = _phot({
+    "F300W": (6.137e-17, 2987.0, 303.4, 0.002),
+    "F336W": (5.654e-17, 3344.0, 204.4, 0.002),
+    "F439W": (2.889e-17, 4312.0, 202.3, 0.008),
+    "F450W": (8.946e-18, 4557.0, 404.0, 0.025),
+    "F555W": (3.483e-18, 5443.0, 522.3, 0.060),
+    "F606W": (1.900e-18, 5999.0, 636.6, 0.100),
+    "F675W": (2.899e-18, 6718.0, 368.5, 0.070),
+    "F702W": (1.872e-18, 6918.0, 587.5, 0.090),
+    "F814W": (2.508e-18, 7996.0, 646.6, 0.080),
 })
 
 DETECTORS: dict[str, DetectorSpec] = {
@@ -340,6 +463,37 @@ DETECTORS: dict[str, DetectorSpec] = {
         ci_apertures_arcsec=(0.03, 0.125), ci_limits=(0.9, 1.6),
         filters=_HRC_FILTERS,
     ),
+    "acs/sbc": DetectorSpec(
+        name="acs/sbc", instrument="ACS", detector="SBC", rootname_letter="j",
+        chips=(_SBC_CHIP,), idcscale=0.025, idctab="p7d1548qj",
+        orient_offset_deg=-84.36, aperture="SBC", subarray_aperture="SBC",
+        file_suffix="flt", bunit="COUNTS", gain=1.0,
+        # a photon counter: no read noise, no full well (bright-object limits
+        # protect it), no cosmic rays; the dark rises with the tube temperature
+        readnoise=(0.0, 0.0, 0.0, 0.0), full_well=float("inf"), dark_rate=2.0e-05,
+        cr_pixel_rate=0.0, cr_track_length_mean=1.0, cr_charge_median=0.0,
+        hot_pixel_fraction=2.0e-04, bad_columns_per_chip=0,
+        # CI (0.07"/0.125") about 0.3 on a 0.025" drizzle; limits 0.15-0.45
+        psf_sigmas_arcsec=(0.024, 0.060, 0.22), psf_weights=(0.52, 0.33, 0.15),
+        ci_apertures_arcsec=(0.07, 0.125), ci_limits=(0.15, 0.45),
+        filters=_SBC_FILTERS,
+    ),
+    "wfpc2": DetectorSpec(
+        name="wfpc2", instrument="WFPC2", detector="WFPC2", rootname_letter="u",
+        chips=_WFPC2_CHIPS, idcscale=0.0996, idctab="uab1537bu",
+        orient_offset_deg=-135.44, aperture="WFALL", subarray_aperture="PC1",
+        file_suffix="flt", bunit="COUNTS", gain=7.0,
+        readnoise=(5.24, 5.51, 5.22, 5.19), full_well=53000.0, dark_rate=0.005,
+        cr_pixel_rate=2.5e-05, cr_track_length_mean=2.2, cr_charge_median=600.0,
+        hot_pixel_fraction=0.002, bad_columns_per_chip=1,
+        # FWHM about 0.1" (the WF pixels undersample it) and broad wings: as for the
+        # other detectors the CI (0.15"/0.45") on the 0.0455" drizzle, about 0.65, lies
+        # inside the CI table's limits the pipeline applies (0.51-0.89; simulation
+        # notes #3), although that table was measured with 0.10"/0.30" apertures
+        psf_sigmas_arcsec=(0.040, 0.15, 0.35), psf_weights=(0.30, 0.40, 0.30),
+        ci_apertures_arcsec=(0.15, 0.45), ci_limits=(0.25, 0.55),
+        filters=_WFPC2_FILTERS, rootname_suffix="t", poller_detector="PC",
+    ),
 }
 
 _ALIASES = {
@@ -347,6 +501,8 @@ _ALIASES = {
     "ir": "wfc3/ir", "wfc3_ir": "wfc3/ir", "wfc3-ir": "wfc3/ir",
     "wfc": "acs/wfc", "acs_wfc": "acs/wfc", "acs-wfc": "acs/wfc",
     "hrc": "acs/hrc", "acs_hrc": "acs/hrc", "acs-hrc": "acs/hrc",
+    "sbc": "acs/sbc", "acs_sbc": "acs/sbc", "acs-sbc": "acs/sbc",
+    "wfpc2/pc": "wfpc2", "wfpc2_pc": "wfpc2", "wfpc2-pc": "wfpc2", "pc": "wfpc2",
 }
 
 

@@ -7,6 +7,14 @@ primary header for WFC3/IR, FILTER for WFC3 and FILTER1/FILTER2 for
 ACS, CCDCHIP in CCD SCI headers, SAMP/TIME extensions for IR, and the
 header WCS (TAN-SIP, plus the OPUS and IDC alternates) in every SCI
 extension with its linear part in ERR/DQ.
+
+ACS/SBC headers carry no CCD keywords (no CCDCHIP, CCDGAIN, ATODGN*,
+READNSE*), FILTER2 = N/A, BUNIT = COUNTS and the MAMA's global count
+rate. WFPC2 headers are those of drizzlepac's FLT files made from
+C0M/C1M pairs: primary DETECTOR = PRIMESI = WFPC2 (added by
+``wfpc2_to_flt``), FILTNAM1/FILTNAM2, ATODGAIN, IMAGETYP = EXT and no
+OBSTYPE; each SCI extension names its chip in DETECTOR (1 = PC1, 2-4 =
+WF2-WF4) and holds PHOTMODE/PHOTFLAM (per DN/s)/PHOTZPT, BUNIT = COUNTS.
 """
 
 from __future__ import annotations
@@ -61,12 +69,19 @@ class ExposureInfo:
         return self.expstart + self.exptime / 86400.0
 
 
+#: WFPC2 filter wheel numbers (FILTER1/FILTER2 hold the number, FILTNAM1/2 the name).
+_WFPC2_FILTER_NUMBERS = {"F300W": 10, "F336W": 11, "F439W": 19, "F450W": 20, "F555W": 25,
+                         "F606W": 29, "F675W": 32, "F702W": 33, "F814W": 36}
+
+
 def wcs_name(spec: DetectorSpec) -> str:
     """A-priori WCSNAME of the simulated files (``IDC_<idctab>-GSC240``)."""
     return f"IDC_{spec.idctab}-GSC240"
 
 
 def _photmode(spec: DetectorSpec, filt: str, ccdchip: int, mjd: float) -> str:
+    if spec.instrument == "WFPC2":
+        return f"WFPC2,{ccdchip},A2D{spec.gain:.0f},{filt},,CAL"
     if spec.detector == "UVIS":
         return f"WFC3 UVIS{ccdchip} {filt} MJD#{mjd:.4f}"
     if spec.detector == "IR":
@@ -78,8 +93,9 @@ def _photmode(spec: DetectorSpec, filt: str, ccdchip: int, mjd: float) -> str:
 
 def _photometry_cards(hdr, spec, info, phot: FilterPhotometry, ccdchip):
     hdr["PHOTMODE"] = (_photmode(spec, info.filter, ccdchip, info.expstart), "observation configuration")
-    hdr["PHOTFLAM"] = (phot.photflam, "inverse sensitivity, ergs/cm2/A/e-")
-    hdr["PHOTFNU"] = (phot.photfnu, "inverse sensitivity, Jy*sec/e-")
+    unit = "DN" if spec.instrument == "WFPC2" else "e-"
+    hdr["PHOTFLAM"] = (phot.photflam, f"inverse sensitivity, ergs/cm2/A/{unit}")
+    hdr["PHOTFNU"] = (phot.photfnu, f"inverse sensitivity, Jy*sec/{unit}")
     hdr["PHOTZPT"] = (-21.1, "ST magnitude zero point")
     hdr["PHOTPLAM"] = (phot.photplam, "Pivot wavelength (Angstroms)")
     hdr["PHOTBW"] = (phot.photbw, "RMS bandwidth of filter plus detector")
@@ -149,8 +165,14 @@ def primary_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometr
     hdr["POSTARG2"] = (info.postarg[1], "POSTARG in axis 2 direction")
     hdr["OPUS_VER"] = ("HSTDP hapsim", "data processing software system version")
     hdr["CAL_VER"] = ("hapsim", "calibration code version")
-    hdr["OBSTYPE"] = ("IMAGING", "observation type - imaging or spectroscopic")
-    hdr["OBSMODE"] = ("MULTIACCUM" if spec.detector == "IR" else "ACCUM", "operating mode")
+    if spec.instrument == "WFPC2":
+        # WFPC2 has no OBSTYPE: IMAGETYP = EXT marks external (science) images
+        hdr["MODE"] = ("FULL", "instr. mode: FULL (full res.), AREA (2x2 bin)")
+        hdr["SERIALS"] = ("OFF", "serial clocks: ON, OFF")
+        hdr["SHUTTER"] = ("A", "shutter in place at beginning of exposure")
+    else:
+        hdr["OBSTYPE"] = ("IMAGING", "observation type - imaging or spectroscopic")
+        hdr["OBSMODE"] = ("MULTIACCUM" if spec.detector == "IR" else "ACCUM", "operating mode")
     hdr["SCLAMP"] = ("NONE", "lamp status, NONE or name of lamp which is on")
     hdr["NRPTEXP"] = (1, "number of repeat exposures in set: default 1")
     hdr["SUBARRAY"] = (info.subarray, "data from a subarray (T) or full frame (F)")
@@ -159,6 +181,16 @@ def primary_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometr
     hdr["DETECTOR"] = (spec.detector, "detector in use")
     if spec.instrument == "WFC3":
         hdr["FILTER"] = (info.filter, "element selected from filter wheel")
+    elif spec.instrument == "WFPC2":
+        hdr["FILTNAM1"] = (info.filter, "first filter name")
+        hdr["FILTNAM2"] = ("", "second filter name")
+        hdr["FILTER1"] = (_WFPC2_FILTER_NUMBERS.get(info.filter, 0), "first filter number (0-48)")
+        hdr["FILTER2"] = (0, "second filter number (0-48)")
+        hdr["FILTROT"] = (0.0, "partial filter rotation angle (degrees)")
+    elif spec.detector == "SBC":
+        # the SBC filters all sit in wheel 1; wheel 2 is not in the beam
+        hdr["FILTER1"] = (info.filter, "element selected from filter wheel 1")
+        hdr["FILTER2"] = ("N/A", "element selected from filter wheel 2")
     else:
         # ACS filter wheels: these filters sit in wheel 2, the others in wheel 1.
         if info.filter in ("F435W", "F814W", "F250W", "F330W", "F220W", "F344N", "F660N"):
@@ -176,13 +208,24 @@ def primary_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometr
         hdr["SAMPZERO"] = (2.911756, "sample time of the zeroth read (sec)")
     aperture = spec.subarray_aperture if info.subarray else spec.aperture
     hdr["APERTURE"] = (aperture, "aperture name")
+    if spec.instrument == "WFPC2":
+        hdr["APEROBJ"] = (aperture, "object aperture")
     hdr["PROPAPER"] = ("", "proposed aperture name")
     hdr["DIRIMAGE"] = ("NONE", "direct image for grism or prism exposure")
     if spec.instrument == "WFC3":
         hdr["SCAN_TYP"] = ("N", "C:bostrophidon; D:C with dwell; N:N/A")
     hdr["CRSPLIT"] = (1, "number of cosmic ray split exposures")
-    for key in ("DQICORR", "BLEVCORR", "DARKCORR", "FLATCORR", "PHOTCORR"):
-        hdr[key] = ("COMPLETE", "calibration switch")
+    if spec.is_mama:
+        # MAMA calibration: linearity and local-rate flags, no bias or dark
+        for key in ("DQICORR", "GLINCORR", "LFLGCORR", "FLATCORR", "PHOTCORR"):
+            hdr[key] = ("COMPLETE", "calibration switch")
+        hdr["DARKCORR"] = ("OMIT", "subtract dark image")
+        # the simulator fills in the rate once the pixels exist
+        hdr["GLOBRATE"] = (0.0, "global count rate (counts/s)")
+        hdr["GLOBLIM"] = ("WITHIN LIMIT", "was global linear count rate limit exceeded")
+    else:
+        for key in ("DQICORR", "BLEVCORR", "DARKCORR", "FLATCORR", "PHOTCORR"):
+            hdr[key] = ("COMPLETE", "calibration switch")
     if spec.detector in ("UVIS", "WFC"):
         hdr["PCTECORR"] = ("COMPLETE", "cte correction")
     hdr["CRCORR"] = ("OMIT", "combine observations to reject cosmic rays")
@@ -197,12 +240,15 @@ def primary_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometr
     hdr["PATTERN1"] = (info.pattern, "primary pattern type")
     hdr["P1_NPTS"] = (info.pattern_npts, "number of points in primary pattern")
     hdr["PATTSTEP"] = (info.pattern_step, "position number of this point in the pattern")
-    hdr["CCDAMP"] = ("ABCD", "CCD Amplifier Readout Configuration")
-    hdr["CCDGAIN"] = (spec.gain if spec.detector != "IR" else 2.5, "commanded gain of CCD")
-    for amp, rn in zip("ABCD", spec.readnoise):
-        hdr[f"ATODGN{amp}"] = (spec.gain, f"calibrated gain for amplifier {amp}")
-    for amp, rn in zip("ABCD", spec.readnoise):
-        hdr[f"READNSE{amp}"] = (rn, f"calibrated read noise for amplifier {amp}")
+    if spec.instrument == "WFPC2":
+        hdr["ATODGAIN"] = (spec.gain, "analog to digital gain (electrons/DN)")
+    elif not spec.is_mama:
+        hdr["CCDAMP"] = ("ABCD", "CCD Amplifier Readout Configuration")
+        hdr["CCDGAIN"] = (spec.gain if spec.detector != "IR" else 2.5, "commanded gain of CCD")
+        for amp, rn in zip("ABCD", spec.readnoise):
+            hdr[f"ATODGN{amp}"] = (spec.gain, f"calibrated gain for amplifier {amp}")
+        for amp, rn in zip("ABCD", spec.readnoise):
+            hdr[f"READNSE{amp}"] = (rn, f"calibrated read noise for amplifier {amp}")
     hdr["ASN_ID"] = (info.asn_id, "unique identifier assigned to association")
     hdr["ASN_TAB"] = (f"{info.asn_id.lower()}_asn.fits", "name of the association table")
     hdr["ASN_MTYP"] = ("EXP-DTH", "Role of the Member in the Association")
@@ -237,7 +283,8 @@ def _wcs_cards(hdr: fits.Header, header_wcs: ChipWCS, spec: DetectorSpec, *, sip
 
 def science_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometry, *,
                    extver: int, ccdchip: int, header_wcs: ChipWCS, ltv: tuple[float, float],
-                   full_shape: tuple[int, int], ra_aper: float, dec_aper: float) -> fits.Header:
+                   full_shape: tuple[int, int], ra_aper: float, dec_aper: float,
+                   idcscale: float | None = None) -> fits.Header:
     """
     Header of a SCI extension.
 
@@ -256,6 +303,8 @@ def science_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometr
         Full-chip shape, for CENTERA/SIZAXIS.
     ra_aper, dec_aper : float
         Aperture reference position according to the header WCS.
+    idcscale : float, optional
+        IDCSCALE of this chip (default the detector's; WFPC2's PC1 differs).
     """
     hdr = fits.Header()
     hdr["EXTNAME"] = "SCI"
@@ -264,7 +313,9 @@ def science_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometr
     hdr["ROOTNAME"] = (info.rootname, "rootname of the observation set")
     hdr["EXPNAME"] = (info.rootname, "exposure identifier")
     hdr["BUNIT"] = (spec.bunit, "brightness units")
-    if spec.detector != "IR":
+    if spec.instrument == "WFPC2":
+        hdr["DETECTOR"] = (ccdchip, "CCD detector: PC 1, WFC 2-4")
+    elif spec.is_ccd:
         hdr["CCDCHIP"] = (ccdchip, "CCD chip (1 or 2)")
     hdr["LTV1"] = (float(ltv[0]), "offset in X to subsection start")
     hdr["LTV2"] = (float(ltv[1]), "offset in Y to subsection start")
@@ -288,7 +339,7 @@ def science_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometr
     if spec.detector == "IR":
         hdr["SAMPNUM"] = (13, "MULTIACCUM sample number")
         hdr["SAMPTIME"] = (info.exptime, "total integration time (sec)")
-    hdr["IDCSCALE"] = (spec.idcscale, "pixel scale from the IDCTAB reference file")
+    hdr["IDCSCALE"] = (idcscale or spec.idcscale, "pixel scale from the IDCTAB reference file")
     hdr["IDCTHETA"] = (45.0 if spec.instrument == "WFC3" else 0.0, "detector Y-axis w.r.t. V3 axis")
     hdr["IDCXREF"] = (float(header_wcs.crpix[0] - ltv[0]), "reference pixel location in X")
     hdr["IDCYREF"] = (float(header_wcs.crpix[1] - ltv[1]), "reference pixel location in Y")

@@ -88,19 +88,23 @@ class GaussianMixturePSF:
         return 2.0 * r[np.argmax(profile <= 0.5 * profile[0])]
 
 
-def psf_for_detector(spec: DetectorSpec) -> GaussianMixturePSF:
+def psf_for_detector(spec: DetectorSpec, *, pixel_scale: float | None = None
+                     ) -> GaussianMixturePSF:
     """
     The simulator's PSF of a detector, in pixels.
 
     Parameters
     ----------
     spec : DetectorSpec
+    pixel_scale : float, optional
+        Plate scale (arcsec/px) of the chip the PSF is drawn on; default the
+        detector's ``idcscale`` (WFPC2's PC1 and WF chips differ 2.2x).
 
     Returns
     -------
     GaussianMixturePSF
     """
-    sigmas = np.asarray(spec.psf_sigmas_arcsec) / spec.idcscale
+    sigmas = np.asarray(spec.psf_sigmas_arcsec) / (pixel_scale or spec.idcscale)
     return GaussianMixturePSF(sigmas, spec.psf_weights)
 
 

@@ -6,6 +6,12 @@ filters, written as calibrated FLT/FLC files together with the poller
 file and the truth: source list, true WCS of every chip, cosmic-ray
 masks, a Gaia-like reference catalog and a JSON summary.
 
+The six SVM detectors are supported: WFC3/UVIS, WFC3/IR, ACS/WFC,
+ACS/HRC, ACS/SBC (a MAMA: counts, no read noise, no cosmic rays) and
+WFPC2 (four chips of two plate scales in DN, written as the ``_flt.fits``
+files drizzlepac makes from C0M/C1M pairs: SCI 1-4 first, then DQ/ERR
+pairs).
+
 The TRUE pointing of each exposure places the chips on the sky; pixels
 are rendered through exactly that TAN-SIP WCS. The WCS written to the
 files is the true one moved by the visit's pointing error (one rigid
@@ -25,8 +31,9 @@ import numpy as np
 from astropy.io import fits
 
 from . import __version__
-from .artifacts import (DQ_BAD_DETECTOR, DQ_BAD_REFERENCE, DQ_HOT, bad_columns,
-                        cosmic_rays, hot_pixels, saturate_and_bleed)
+from .artifacts import (DQ_ATOD_SATURATED, DQ_BAD_DETECTOR, DQ_BAD_REFERENCE, DQ_HOT,
+                        DQ_SATURATED, bad_columns, cosmic_rays, hot_pixels,
+                        saturate_and_bleed)
 from .detectors import DetectorSpec, get_detector, normalize_detector_name
 from .geometry import (chip_wcs, position_angle_rotation, radec_to_unit,
                        rotate_wcs, sky_rotation, tangent_deproject, tangent_project,
@@ -37,7 +44,7 @@ from .refcat import make_refcat
 from .render import render_sources
 from .scene import abmag_to_countrate, abmag_in_filter, countrate_to_abmag, make_scene
 
-__all__ = ["VisitResult", "simulate_visit", "parse_filters", "DITHER_PATTERNS"]
+__all__ = ["VisitResult", "simulate_visit", "parse_filters", "DITHER_PATTERNS", "POLLER_FORMS"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -49,6 +56,10 @@ DITHER_PATTERNS: dict[str, tuple[tuple[float, float], ...]] = {
     "line3": ((0.0, 0.0), (1.207, 0.604), (2.414, 1.208)),
     "box4": ((0.0, 0.0), (2.376, 1.062), (1.188, 3.188), (-1.188, 2.126)),
 }
+
+#: Poller file forms (spec §1.2): the 8-field lines, file names only, or
+#: ``filename,aperture`` (the form drizzlepac's WFPC2 processing uses).
+POLLER_FORMS = ("full", "names", "aperture")
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _OUR_PATTERNS = ("*_flc.fits", "*_flt.fits", "*_input.out", "truth_sources.ecsv",
@@ -69,7 +80,8 @@ class VisitResult:
         FLT/FLC files, in observation order.
     rootnames : tuple of str
     poller : Path
-        The 8-field poller file ``<instr>_<ppp>_<obset>_input.out``.
+        The poller file ``<instr>_<ppp>_<obset>_input.out`` (8-field lines
+        unless another `POLLER_FORMS` entry was asked for).
     truth_sources : Path
         ``truth_sources.ecsv``.
     truth_wcs : tuple of Path
@@ -144,6 +156,10 @@ def _check_out_dir(out_dir: Path, overwrite: bool):
 
 def _subarray_box(spec: DetectorSpec, size: int):
     """(chip index, x0, y0) of the subarray and the chip it sits on."""
+    if spec.instrument == "WFPC2":
+        # WFPC2 always read out all four chips (its AREA mode only binned them)
+        raise ValueError("WFPC2 has no subarray readouts; simulate the four chips "
+                         "(subarray=None)")
     chip = spec.chips[0] if spec.detector != "WFC" else spec.chips[1]
     ny, nx = chip.shape
     if size > min(nx, ny) or size < 16:
@@ -159,8 +175,50 @@ def _aperture_offset(chip, x_center, y_center):
     return np.asarray(chip.offset_arcsec) + np.asarray(chip.cd_arcsec) @ d
 
 
+def _mama_pixels(spec, rng, exptime, model):
+    """
+    Photon counts of the SBC MAMA; returns sci, err, dq, crmask.
+
+    A MAMA counts photons: no read noise, almost blind to cosmic rays (none
+    are simulated), no full well and no bleeding. Calibration divides
+    by the flat but subtracts no dark (too low to measure per pixel), so
+    with the dark-limited FUV sky most pixels hold exactly 0, which the
+    pipeline's SBC background rule relies on.
+    """
+    shape = model.shape
+    hot_flat, hot_counts = hot_pixels(rng, shape, spec.hot_pixel_fraction, exptime)
+    model.flat[hot_flat] += hot_counts
+    counts = rng.poisson(model).astype(np.float64)
+    dq = np.zeros(shape, dtype=np.int16)
+    dq.flat[hot_flat] |= DQ_HOT
+    n_bad_ref = rng.binomial(shape[0] * shape[1], 2e-4)
+    dq.flat[rng.choice(shape[0] * shape[1], n_bad_ref, replace=False)] |= DQ_BAD_REFERENCE
+    # calacs' Poisson error, kept at one count where none were detected so
+    # that signal-to-noise ratios stay finite
+    err = np.sqrt(np.maximum(counts, 1.0))
+    return (counts.astype(np.float32), err.astype(np.float32), dq,
+            np.zeros(shape, dtype=bool))
+
+
+#: WFPC2 DQ bits (C1M files): 2 calibration-file defect, 4 permanent camera
+#: defect, 8 A-to-D saturation, 1024 unrepaired warm pixel.
+_WFPC2_DQ = {DQ_BAD_REFERENCE: 2, DQ_BAD_DETECTOR: 4, DQ_SATURATED: 8,
+             DQ_ATOD_SATURATED: 8, DQ_HOT: 1024}
+#: Largest signal (DN) of WFPC2's 12-bit converter above its ~310 DN bias.
+_WFPC2_ATOD_DN = 4095.0 - 310.0
+
+
+def _wfpc2_dq(dq):
+    out = np.zeros(dq.shape, dtype=np.int16)
+    for acs_bit, wfpc2_bit in _WFPC2_DQ.items():
+        out[(dq & acs_bit) != 0] |= wfpc2_bit
+    return out
+
+
 def _chip_pixels(spec, chip_wcs_true, rng, exptime, model, cr_fraction, psf_unused=None):
     """Noise, cosmic rays and detector artefacts; returns sci, err, dq, crmask."""
+    if spec.is_mama:
+        return _mama_pixels(spec, rng, exptime, model)
     shape = model.shape
     readnoise = spec.readnoise_mean if spec.is_ccd else spec.readnoise_mean / 1.5
     dark = spec.dark_rate * exptime
@@ -172,7 +230,16 @@ def _chip_pixels(spec, chip_wcs_true, rng, exptime, model, cr_fraction, psf_unus
     electrons = rng.poisson(model).astype(np.float64)
     electrons += rng.normal(0.0, readnoise, shape)
     electrons += cr_charge
-    if spec.is_ccd:
+    if spec.instrument == "WFPC2":
+        # the full well (53000 e-) lies above the converter's range at gain 7:
+        # bright stars bleed only in the brightest cores and are clipped at
+        # the A-to-D limit (WFPC2 DQ 8)
+        atod = _WFPC2_ATOD_DN * spec.gain
+        dq = saturate_and_bleed(electrons, spec.full_well, atod)
+        over = electrons >= atod
+        electrons[over] = atod
+        dq[over] |= DQ_ATOD_SATURATED
+    elif spec.is_ccd:
         dq = saturate_and_bleed(electrons, spec.full_well, 65535.0 * spec.gain)
     else:
         # IR ramps are fitted from the unsaturated reads: flag, keep the rate.
@@ -186,6 +253,12 @@ def _chip_pixels(spec, chip_wcs_true, rng, exptime, model, cr_fraction, psf_unus
     n_bad_ref = rng.binomial(shape[0] * shape[1], 2e-4)
     dq.flat[rng.choice(shape[0] * shape[1], n_bad_ref, replace=False)] |= DQ_BAD_REFERENCE
     err = np.sqrt(np.clip(electrons + dark, 0.0, None) + readnoise**2)
+    if spec.instrument == "WFPC2":
+        # DN, and the ERR drizzlepac's wfpc2_to_flt writes: sqrt(SCI), not a
+        # noise model (clipped at 0 where it would be NaN)
+        electrons /= spec.gain
+        err = np.sqrt(np.clip(electrons, 0.0, None))
+        dq = _wfpc2_dq(dq)
     if spec.detector == "IR":
         electrons /= exptime
         err /= exptime
@@ -197,7 +270,8 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
                    overwrite=False, target=(150.1163, 2.2009), pa_v3=None,
                    proposal_id=None, program_id=None, obset_id="01", mjd_start=59580.25,
                    targname="HAPSIM-FIELD", star_density=150.0, galaxy_density=60.0,
-                   star_mag_range=(17.0, 27.0), cr_fraction=None) -> VisitResult:
+                   star_mag_range=(17.0, 27.0), cr_fraction=None,
+                   poller_form="full") -> VisitResult:
     """
     Write a simulated single-detector HST visit to `out_dir`.
 
@@ -206,7 +280,8 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
     out_dir : str or Path
         Output directory (created; must be empty unless `overwrite`).
     detector : str, optional
-        ``"wfc3/uvis"``, ``"wfc3/ir"``, ``"acs/wfc"`` or ``"acs/hrc"``.
+        ``"wfc3/uvis"``, ``"wfc3/ir"``, ``"acs/wfc"``, ``"acs/hrc"``,
+        ``"acs/sbc"`` or ``"wfpc2"``.
     filters : dict, str or sequence, optional
         Exposures per filter, e.g. ``{"f606w": 2}`` (default) or
         ``"f606w:2,f814w:2"``.
@@ -221,7 +296,8 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
     seed : int, optional
         Everything random derives from it; equal seeds give identical files.
     subarray : int, optional
-        Write square ``subarray x subarray`` single-chip subarrays.
+        Write square ``subarray x subarray`` single-chip subarrays (not for
+        WFPC2, which always read out its four chips).
     overwrite : bool, optional
         Allow a non-empty `out_dir` (files of a previous simulation are replaced).
     target : tuple of float, optional
@@ -240,7 +316,12 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
         AB magnitude range (at 6000 A) of the stellar luminosity function.
     cr_fraction : float, optional
         Fraction of pixels hit by cosmic rays in every exposure; default is
-        the detector's rate times the exposure time.
+        the detector's rate times the exposure time (0 for ACS/SBC, whose
+        MAMA does not register cosmic rays, whatever is asked).
+    poller_form : str, optional
+        One of `POLLER_FORMS`: ``"full"`` 8-field lines (default),
+        ``"names"`` one file name per line, ``"aperture"`` lines
+        ``filename,aperture`` with the exposure's APERTURE keyword.
 
     Returns
     -------
@@ -261,6 +342,8 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
     shift_arcsec, rotation_deg = (float(v) for v in pointing_error)
     if cr_fraction is not None and not 0.0 <= cr_fraction < 0.5:
         raise ValueError(f"cr_fraction must be in [0, 0.5), got {cr_fraction}")
+    if poller_form not in POLLER_FORMS:
+        raise ValueError(f"unknown poller form {poller_form!r} (known: {', '.join(POLLER_FORMS)})")
     out_dir = Path(out_dir).resolve()
     _check_out_dir(out_dir, overwrite)
 
@@ -315,7 +398,12 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
     for filt, count in filters.items():
         for k in range(count):
             dx, dy = pattern[k % len(pattern)]
-            rootname = f"{letter}{program_id}{obset_id}{_ALPHABET[10 + n // 36]}{_ALPHABET[n % 36]}q"
+            if spec.instrument == "WFPC2":
+                # WFPC2 exposure ids are numbers (u2as0101t, u2as0102t, ...)
+                exposure_id = f"{n + 1:02d}"
+            else:
+                exposure_id = f"{_ALPHABET[10 + n // 36]}{_ALPHABET[n % 36]}"
+            rootname = f"{letter}{program_id}{obset_id}{exposure_id}{spec.rootname_suffix}"
             # The aperture reference moves by the dither along detector axes
             # (x points to -xi at ORIENTAT = 0, y to +eta).
             xi, eta = turn @ (np.array([-dx, dy]) / 3600.0)
@@ -345,10 +433,14 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
         rate = abmag_to_countrate(mag, phot)
         scene[f"countrate_{filt.lower()}"] = rate
         scene[f"abmag_{filt.lower()}"] = countrate_to_abmag(rate, phot)
-        scene[f"countrate_{filt.lower()}"].unit = "electron / s"
+        # WFPC2 calibrates DN, as its PHOTFLAM does; SBC counts photons
+        scene[f"countrate_{filt.lower()}"].unit = ("adu / s" if spec.instrument == "WFPC2"
+                                                   else "ct / s" if spec.is_mama
+                                                   else "electron / s")
         scene[f"abmag_{filt.lower()}"].unit = "mag"
 
-    psf = psf_for_detector(spec)
+    psfs = {spec.chip_scale(chip): psf_for_detector(spec, pixel_scale=spec.chip_scale(chip))
+            for chip, _ in chips}
     (out_dir / "truth_wcs").mkdir(exist_ok=True)
     (out_dir / "truth_crmask").mkdir(exist_ok=True)
     exposures, truth_wcs_paths, crmask_paths, cr_fractions = [], [], [], {}
@@ -375,26 +467,36 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
             pattern_npts=len(pattern), pattern_step=plan["step"],
             subarray=subarray is not None, nextend=n_ext_per_chip * len(chips))
         hdus = [fits.PrimaryHDU(header=primary_header(spec, info, phot))]
+        companions = []
         masks = []
         for extver, ((chip, box), true, header_wcs) in enumerate(
                 zip(chips, plan["true_wcs"], plan["header_wcs"]), start=1):
-            model = np.full(true.shape, (phot.sky_rate + spec.dark_rate) * t)
-            counts = np.asarray(scene[f"countrate_{filt.lower()}"]) * t
-            render_sources(model, true, psf, scene, counts, orientat_deg=true.orientat(),
-                           pixel_scale_arcsec=spec.idcscale)
+            model = np.full(true.shape, (phot.sky_rate * chip.sky_factor + spec.dark_rate) * t)
+            counts = (np.asarray(scene[f"countrate_{filt.lower()}"]) * t
+                      * spec.electrons_per_data_unit)
+            scale = spec.chip_scale(chip)
+            render_sources(model, true, psfs[scale], scene, counts, orientat_deg=true.orientat(),
+                           pixel_scale_arcsec=scale)
             sci, err, dq, crmask = _chip_pixels(spec, true, rng, t, model, fraction)
             masks.append(crmask)
             ltv = (-box[0], -box[1]) if box else (0.0, 0.0)
             sci_hdr = science_header(spec, info, phot, extver=extver, ccdchip=chip.ccdchip,
                                      header_wcs=header_wcs, ltv=ltv, full_shape=chip.shape,
-                                     ra_aper=ra_ap_hdr, dec_aper=dec_ap_hdr)
+                                     ra_aper=ra_ap_hdr, dec_aper=dec_ap_hdr,
+                                     idcscale=scale)
             unit_err = spec.bunit
             sci_hdr.update(_image_statistics(sci, err, dq, spec, t))
             hdus.append(fits.ImageHDU(sci, header=sci_hdr))
-            hdus.append(fits.ImageHDU(err, header=companion_header(
-                "ERR", extver, info, header_wcs, spec, ltv, bunit=unit_err)))
-            hdus.append(fits.ImageHDU(dq, header=companion_header(
-                "DQ", extver, info, header_wcs, spec, ltv, bunit="UNITLESS")))
+            err_hdu = fits.ImageHDU(err, header=companion_header(
+                "ERR", extver, info, header_wcs, spec, ltv, bunit=unit_err))
+            dq_hdu = fits.ImageHDU(dq, header=companion_header(
+                "DQ", extver, info, header_wcs, spec, ltv, bunit="UNITLESS"))
+            if spec.instrument == "WFPC2":
+                # drizzlepac's wfpc2_to_flt appends the C1M DQ and a new ERR
+                # after the four SCI extensions of the C0M file
+                companions += [dq_hdu, err_hdu]
+            else:
+                hdus += [err_hdu, dq_hdu]
             if spec.detector == "IR":
                 hdus.append(fits.ImageHDU(np.full(true.shape, 14, dtype=np.int16),
                                           header=companion_header("SAMP", extver, info, header_wcs,
@@ -409,8 +511,11 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
             true_hdr["NAXIS2"] = true.shape[0]
             true_hdr.totextfile(truth_path, overwrite=True)
             truth_wcs_paths.append(truth_path)
+        if spec.is_mama:
+            hdus[0].header["GLOBRATE"] = round(
+                sum(float(h.data.sum()) for h in hdus[1:] if h.name == "SCI") / t, 3)
         path = out_dir / filename
-        fits.HDUList(hdus).writeto(path, overwrite=True)
+        fits.HDUList(hdus + companions).writeto(path, overwrite=True)
         exposures.append(path)
         crmask_path = out_dir / "truth_crmask" / f"{plan['rootname']}_crmask.fits"
         _write_crmask(crmask_path, masks)
@@ -428,11 +533,18 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
     lines = []
     for plan, path in zip(plans, exposures):
         filt = plan["filter"]
+        primary = fits.getheader(path, 0)
         if spec.instrument == "ACS":
-            with fits.open(path) as hdul:
-                filt = f"{hdul[0].header['FILTER1']};{hdul[0].header['FILTER2']}"
-        lines.append(",".join([path.name, str(proposal_id), program_id.upper(), obset_id,
-                               f"{plan['exptime']:.1f}", filt, spec.detector, str(path)]))
+            filt = f"{primary['FILTER1']};{primary['FILTER2']}"
+        if poller_form == "names":
+            lines.append(path.name)
+        elif poller_form == "aperture":
+            # drizzlepac's WFPC2 pollers: the aperture may not contain blanks
+            lines.append(f"{path.name},{str(primary['APERTURE']).replace(' ', '')}")
+        else:
+            lines.append(",".join([path.name, str(proposal_id), program_id.upper(), obset_id,
+                                   f"{plan['exptime']:.1f}", filt,
+                                   spec.poller_detector or spec.detector, str(path)]))
     poller.write_text("\n".join(lines) + "\n")
 
     # Pointing-error vector as measured at the target (header minus truth).
@@ -446,6 +558,7 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
         "exptime": {f.lower(): t for f, t in exptimes.items()},
         "seed": seed,
         "subarray": subarray,
+        "poller_form": poller_form,
         "target": [ra_t, dec_t],
         "pa_v3_true": pa_v3,
         "orientat_true": orientat,
@@ -506,7 +619,8 @@ def _image_statistics(sci, err, dq, spec, exptime):
     """Good-pixel statistics cards of SCI headers (AstroDrizzle reads NGOODPIX)."""
     good = (dq & _SDQFLAGS) == 0
     values = sci[good]
-    snr = values / err[good]
+    # WFPC2's ERR (sqrt of the DN) is 0 where the data are: no ratio there
+    snr = values[err[good] > 0] / err[good][err[good] > 0]
     return {
         "NGOODPIX": (int(good.sum()), "number of good pixels"),
         "SDQFLAGS": (_SDQFLAGS, "serious data quality flags"),

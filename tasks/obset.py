@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from prefect import task
@@ -31,16 +30,17 @@ def interpret_obset_input_task(poller_file: Path, exposure_files: list[Path]) ->
 @task(name="build-product-tree", cache_policy=FILE_STAGE)
 def build_product_tree_task(tree: ObsetTree, input_custom_pars_file: Path | None = None,
                             output_custom_pars_file: Path | None = None,
-                            use_defaults_configs: bool = True,
-                            log_level: int = logging.INFO) -> StageResult:
+                            use_defaults_configs: bool = True) -> StageResult:
     """Tree -> total/filter/exposure products with their parameter sets (spec §1.6, §9).
 
     Its inputs are the options it uses (the custom parameter files of
     :class:`~hap_models.run_options.VisitOptions`), not the whole options: an option it does
-    not read (e.g. the quality or HLA settings) leaves its cache key alone.
+    not read (e.g. the quality or HLA settings) leaves its cache key alone. The products keep
+    the default ``log_level``, not the run's: a product made at ``-l info`` is the same product
+    at ``-l warning`` (and every later task's cache key is made of the products).
     """
     def build(tree):
-        totals = parse_obset_tree(tree, log_level=log_level)
+        totals = parse_obset_tree(tree)
         return assign_product_parameters(
             totals, custom_pars_file=input_custom_pars_file,
             output_custom_pars_file=output_custom_pars_file,

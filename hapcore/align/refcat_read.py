@@ -330,7 +330,7 @@ def _finish(table: Table, *, name: str, positions_epoch: float, source: str, ra:
                        "RA=%.6f Dec=%.6f radius=%.4f deg: 0 reference sources",
                        name, source, n_before, ra, dec, radius_deg)
     else:
-        logger.info("Reference catalog %s: %d of %d sources within %.4f deg of "
+        logger.debug("Reference catalog %s: %d of %d sources within %.4f deg of "
                     "(%.6f, %.6f) at epoch %.3f", name, len(catalog), n_before, radius_deg,
                     ra, dec, positions_epoch)
     return catalog

@@ -11,7 +11,6 @@ when a fit was applied. The originals are never written.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -35,6 +34,7 @@ from hapcore.align.refcat import (
     fetch_reference_catalog,
 )
 from hapcore.align.refcat_read import LocalCatalogProvider
+from hapcore.processes import worker_context
 from hapcore.wcs.records import write_headerlet, write_svm_copy
 
 __all__ = ["detect_all_sources", "load_reference_catalog", "run_alignment", "exposure_record"]
@@ -54,8 +54,8 @@ def detect_all_sources(paths: list[Path], *, settings, max_sources_per_chip: int
                    filter_size=settings.win_size, max_sources_per_chip=max_sources_per_chip)
     if n_workers <= 1 or len(paths) <= 1:
         return [work(p) for p in paths]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(n_workers, len(paths)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=min(n_workers, len(paths)),
+                             mp_context=worker_context()) as pool:
         return list(pool.map(work, paths))
 
 
@@ -179,7 +179,9 @@ def run_alignment(total: TotalProduct, *, output_dir: Path, params, refcat_path:
         alignment = _exposure_alignment(gdp, None)
         write_svm_copy(gdp.input_path, output_dir / gdp.full_filename, alignment)
         result.exposures.append(alignment)
-    logger.info("%s: alignment %s (%s)", total.product_basename,
+    logger.info("%s: alignment %s (%s); %d SVM copies and their headerlets written",
+                total.product_basename,
                 {"SVM": f"a posteriori to {visit.catalog}", "REL": "relative only",
-                 None: "not applied, input WCS kept"}[visit.fit_label], visit.reason)
+                 None: "not applied, input WCS kept"}[visit.fit_label], visit.reason,
+                len(result.exposures))
     return result

@@ -133,7 +133,7 @@ def detect_exposure_sources(path: str | Path, *, fwhmpsf_arcsec: float, nsigma: 
                                      np.asarray(ra), np.asarray(dec), np.asarray(tab["mag"])))
             fwhms.append(found.fwhm_px)
             n_cr += found.n_cosmic_rays
-    logger.info("%s: %d alignment sources on %d chip(s), FWHM %.2f px, %d cosmic-ray peaks rejected",
+    logger.debug("%s: %d alignment sources on %d chip(s), FWHM %.2f px, %d cosmic-ray peaks rejected",
                 path.name, sum(len(c.x) for c in chips), len(chips),
                 float(np.median(fwhms)) if fwhms else np.nan, n_cr)
     return ExposureCatalog(rootname, path, chips, float(np.median(fwhms)) if fwhms else np.nan,
@@ -280,7 +280,7 @@ def _relative_alignment(catalogs, ra0, dec0, *, settings, relgeom_minimums, min_
             rx, ry = fit.rms_xy
             figures[cat.rootname] = ExposureFit(relgeom=fit.fitgeom, relmatch=fit.nmatches,
                                                 relrms_ra_mas=rx * 1000, relrms_dec_mas=ry * 1000)
-            logger.info("%s: relative fit to %s: %s, %d matches, rms %.2f mas, shift (%.3f, %.3f)\"",
+            logger.debug("%s: relative fit to %s: %s, %d matches, rms %.2f mas, shift (%.3f, %.3f)\"",
                         cat.rootname, catalogs[0].rootname, fit.fitgeom, fit.nmatches,
                         fit.rms * 1000, *fit.shift)
             moved = fit.apply(xy)

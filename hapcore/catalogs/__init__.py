@@ -8,20 +8,30 @@ trimmed (`total`), and written as drizzlepac's ECSV files (`writer`); `stage` ho
 points the tasks call, `image` reads the products.
 """
 
-from hapcore.catalogs.detection import (
-    PHOT_MODES,
-    SourceDetection,
-    detect_sources,
-    load_detection,
-    load_total_detection,
-    save_detection,
-)
-from hapcore.catalogs.stage import (
-    build_catalogs,
-    measure_filter_product,
-    write_detector_catalogs,
-)
+import importlib
 
-__all__ = ["PHOT_MODES", "SourceDetection", "detect_sources", "load_total_detection",
-           "save_detection", "load_detection", "measure_filter_product",
-           "write_detector_catalogs", "build_catalogs"]
+# entry points, imported on first use: importing one module of the stage (a light one, say)
+# must not import the whole stage
+_EXPORTS = {
+    "PHOT_MODES": "hapcore.catalogs.detection",
+    "SourceDetection": "hapcore.catalogs.detection",
+    "detect_sources": "hapcore.catalogs.detection",
+    "load_total_detection": "hapcore.catalogs.detection",
+    "save_detection": "hapcore.catalogs.detection",
+    "load_detection": "hapcore.catalogs.detection",
+    "measure_filter_product": "hapcore.catalogs.stage",
+    "write_detector_catalogs": "hapcore.catalogs.stage",
+    "build_catalogs": "hapcore.catalogs.stage",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

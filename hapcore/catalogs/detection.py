@@ -118,7 +118,7 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
     detection = SourceDetection(total_image, total_parameters, phot_mode, background)
     timings = detection.timings
     timings["total_background"] = time.perf_counter() - clock
-    log.info("total image: background %s (median %.4g, rms %.4g), %d weight region(s), kernel "
+    log.debug("total image: background %s (median %.4g, rms %.4g), %d weight region(s), kernel "
              "FWHM %.2f px", background.method, background.median, background.rms_value,
              len(regions), fwhm)
     if phot_mode in ("aperture", "both"):

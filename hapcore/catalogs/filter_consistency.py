@@ -158,7 +158,7 @@ def flag_single_filter_detections(tables: Mapping[str, object], n_exposures: Map
         stack.flags[:, dominated] |= np.where(stack.covered[:, dominated], bit, 0)
     stack.write_flags(tables)
     n = int(flagged.sum()) + int(dominated.sum())
-    log.info("cross-filter check: of %d sources, %d seen in one filter only (S/N >= %.1f there, "
+    log.debug("cross-filter check: of %d sources, %d seen in one filter only (S/N >= %.1f there, "
              "< %.1f elsewhere) and %d called a cosmic ray by their strongest filter without "
              "S/N >= %s support elsewhere; flag %d", stack.ids.size, int(flagged.sum()), snr,
              snr, int(dominated.sum()), support_snr, bit)

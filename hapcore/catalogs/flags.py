@@ -193,6 +193,6 @@ def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plat
         flags |= nexp_flags(x, y, nexp, radius=aperture_2 / plate_scale, detector=detector,
                             footprint=footprint)
     counts = {bit: int(np.count_nonzero(flags & bit)) for bit in (1, 4, 8, 16, 64)}
-    log.info("flags set: extended %d, saturated %d, faint %d, low-CI %d, low coverage %d "
+    log.debug("flags set: extended %d, saturated %d, faint %d, low-CI %d, low coverage %d "
              "(of %d sources)", counts[1], counts[4], counts[8], counts[16], counts[64], len(x))
     return flags

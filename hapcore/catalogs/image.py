@@ -141,7 +141,10 @@ class ProductKeywords:
 
     @property
     def ndrizim(self) -> int:
-        return int(self._float_keyword("NDRIZIM", None) or self.numexp)
+        """Drizzled exposures. Products' NDRIZIM counts input *chips* since issue #19 (as
+        drizzlepac's does); the WHT-mask step was tuned on exposure counts, so it keeps them
+        (whether to follow drizzlepac's chip count there is the catalog stage's decision)."""
+        return self.numexp
 
     def _max_of(self, prefix):
         values = []

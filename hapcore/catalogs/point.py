@@ -175,7 +175,7 @@ def detect_point_sources(image: CatalogImage, background: BackgroundModel,
             warnings.simplefilter("ignore", AstropyUserWarning)
             found = finder(detection * region.mask)
         n_found = 0 if found is None else len(found)
-        log.info("point detection: weight region %d (rel. weight %.3g, %d px): threshold %.4g "
+        log.debug("point detection: weight region %d (rel. weight %.3g, %d px): threshold %.4g "
                  "e-/s, %d sources", number, region.rel_weight, int(region.mask.sum()), threshold,
                  n_found)
         if n_found:

@@ -292,7 +292,7 @@ def _deblend(convolved, segm, labels, *, npixels, nlevels, contrast, max_segment
             log.warning("deblending failed for a batch of %d segments (%s); kept undeblended",
                         batch.size, exc)
         done += batch.size
-    log.info("deblending: %d candidate segments processed in %.1f s", done,
+    log.debug("deblending: %d candidate segments processed in %.1f s", done,
              time.perf_counter() - start)
     return segm
 
@@ -342,7 +342,7 @@ def detect_segments(image: CatalogImage, background: BackgroundModel, regions, *
             segm, n_valid, kernel_area=kernel.size, biggest_source_limit=biggest_limit,
             source_fraction_limit=fraction_limit, biggest_pixels_limit=sx.rw2d_biggest_pixels,
             ratio_deblend_limit=sx.ratio_bigsource_deblend_limit, big_island_only=big_island_only)
-        log.info("segmentation (%s kernel, nsigma %.2f): %d segments, biggest %.4f, fraction %.4f%s",
+        log.debug("segmentation (%s kernel, nsigma %.2f): %d segments, biggest %.4f, fraction %.4f%s",
                  "Gaussian" if kernel is gauss else "RickerWavelet", nsigma, segm.nlabels,
                  quality.biggest_source, quality.source_fraction, " -> crowded" if quality.is_big else "")
         return segm, convolved, quality

@@ -117,6 +117,6 @@ def flag_sharp_detections(tables: Mapping[str, object], sharpness_by_id: Mapping
     stack.flags[:, outliers] |= np.where(stack.present[:, outliers], bit, 0)
     stack.write_flags(tables)
     n = int(outliers.sum())
-    log.info("sharpness test: %d of %d point sources sharper than %.3f (stellar locus + %.1f "
+    log.debug("sharpness test: %d of %d point sources sharper than %.3f (stellar locus + %.1f "
              "sigma) flagged %d", n, stack.ids.size, cut, nsigma, bit)
     return n

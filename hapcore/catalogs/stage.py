@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
 from hap_models.catalogs import (
@@ -137,7 +138,8 @@ def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
 
 
 def measure_filter_catalogs(detection: SourceDetection, name: str, image: CatalogImage, *,
-                            parameters, saturated_xy=None, exposure_images=()) -> FilterCatalogs:
+                            parameters, saturated_xy=None, exposure_images=(),
+                            nexp=None) -> FilterCatalogs:
     """Forced photometry and flags of one filter product at the total's sources (§6.3, §6.4, §6.7).
 
     Parameters
@@ -155,6 +157,8 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
         The filter's exposure products (same grid, no cosmic-ray masks): rows absent from one
         that covers them are cosmic-ray residuals and get flag 16
         (:mod:`hapcore.catalogs.exposure_check`; ``exposure_check_nsigma`` None disables it).
+    nexp : 2-D ndarray, optional
+        Exposure count per pixel for the low-coverage flag (64); default ``image.nexp``.
 
     Returns
     -------
@@ -170,7 +174,7 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     total_detector = detection.total_parameters.detector
     common = dict(plate_scale=image.plate_scale, aperture_2=fcat.aperture_2,
                   detector=image.detector or total_detector, saturated_xy=saturated_xy,
-                  nexp=image.nexp, data=image.data)
+                  nexp=image.nexp if nexp is None else nexp, data=image.data)
     points = detection.point_sources
     if points is not None:
         clock = time.perf_counter()
@@ -205,7 +209,7 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
                                          (entry.segment, "X-Centroid", "Y-Centroid")],
                                         exposure_images, fcat=fcat)
     if any(counts):
-        log.info("filter %s: %d point and %d segment source(s) missing from a covering exposure "
+        log.debug("filter %s: %d point and %d segment source(s) missing from a covering exposure "
                  "(cosmic-ray residuals) flagged 16", name, *counts)
     entry.timings["exposure_check"] = time.perf_counter() - clock
     return entry
@@ -297,7 +301,7 @@ def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=N
                       len(entry.segment) if entry.segment is not None else 0)
             entry.point = _keep_total_rows(entry.point, result.point)
             entry.segment = _keep_total_rows(entry.segment, result.segment)
-            log.info("filter %s catalogs trimmed to the total catalogs' rows: point %d -> %d, "
+            log.debug("filter %s catalogs trimmed to the total catalogs' rows: point %d -> %d, "
                      "segment %d -> %d", entry.name, before[0],
                      len(entry.point) if entry.point is not None else 0, before[1],
                      len(entry.segment) if entry.segment is not None else 0)
@@ -317,7 +321,7 @@ def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=N
             detector=total_image.detector or detection.total_parameters.detector,
             n_pixels=n_pixels)
             for kind in totals}
-        log.info("cosmic-ray dominance thresholds: %s", {k: round(v, 2) for k, v in thresholds.items()})
+        log.debug("cosmic-ray dominance thresholds: %s", {k: round(v, 2) for k, v in thresholds.items()})
         result.rejected = reject_cr_dominated(totals, thresholds)
     return result
 
@@ -440,6 +444,10 @@ def write_catalog_set(catalogs: CatalogSet, *, total_paths, filter_paths,
                                     extra=_aperture_correction_record(entry.image))
             written.append(write_catalog(table, filter_paths[entry.name][kind], columns=columns,
                                          metadata=meta, rejected_reason=reason))
+    rows = {kind: (0 if catalogs.rejected.get(kind) else len(getattr(catalogs, attr)))
+            for kind, (attr, *_) in layouts.items() if getattr(catalogs, attr) is not None}
+    log.info("%d catalog files written (%s rows in each)", len(written),
+             ", ".join(f"{kind} {n}" for kind, n in rows.items()))
     return written
 
 
@@ -463,6 +471,22 @@ def _filter_exposure_times(total) -> dict | None:
     return exposures if len(exposures) == len(total.fdp_list) else None
 
 
+def _exposure_count(paths, shape) -> np.ndarray:
+    """Number of exposure products with finite non-zero data at each pixel (spec §6.7.3).
+
+    The filter product's context is not used: it also drops an exposure where its pixel was
+    masked (cosmic ray, bad pixel), and on a grid finer than the input pixels (WFPC2's WF chips
+    on the PC1 scale) one masked pixel empties a whole block, which put the low-coverage flag
+    on most WFPC2 sources.
+    """
+    count = np.zeros(shape, np.int16)
+    for path in paths:
+        with fits.open(path, mode="readonly", memmap=True) as hdul:
+            data = hdul["SCI"].data
+            count += (np.isfinite(data) & (data != 0)).astype(np.int16)
+    return count
+
+
 def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
                            saturated_xy=None) -> FilterCatalogs:
     """Read a filter product, its exposure products and (except for IR) the saturated pixels
@@ -484,8 +508,10 @@ def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
     # paths: each exposure product is read only while it is measured
     exposure_images = [p for p in (output_dir / e.drizzle_filename for e in fdp.edp_list)
                        if p.exists()]
+    nexp = _exposure_count(exposure_images, image.shape) if exposure_images else None
     return measure_filter_catalogs(detection, fdp.filters, image, parameters=fdp.parameters,
-                                   saturated_xy=saturated_xy, exposure_images=exposure_images)
+                                   saturated_xy=saturated_xy, exposure_images=exposure_images,
+                                   nexp=nexp)
 
 
 def write_detector_catalogs(total, detection: SourceDetection, filters, *, output_dir,

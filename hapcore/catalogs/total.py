@@ -87,7 +87,7 @@ def trim_total_catalog(table: Table, *, flag_trim_value=5) -> Table:
     flags = np.column_stack([np.asarray(table[c], dtype=np.int64) for c in columns])
     bad = np.all((flags > flag_trim_value) | (flags < 0), axis=1)
     if bad.any():
-        log.info("total catalog: %d of %d rows trimmed (all flags > %d)", int(bad.sum()),
+        log.debug("total catalog: %d of %d rows trimmed (all flags > %d)", int(bad.sum()),
                  len(table), flag_trim_value)
     return table[~bad]
 

@@ -188,6 +188,6 @@ def write_catalog(table: Table, path, *, columns, metadata, rejected_reason=None
     path = Path(path)
     with atomic_output(path) as tmp:
         out.write(tmp, format="ascii.ecsv", overwrite=True)
-    log.info("wrote %s (%d sources%s)", path.name, len(out),
+    log.debug("wrote %s (%d sources%s)", path.name, len(out),
              f"; rejected: {rejected_reason}" if rejected_reason else "")
     return path

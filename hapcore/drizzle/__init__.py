@@ -8,22 +8,32 @@ drizzlepac's headers and HDRTAB (`headers`) and a trailer (`trailer`). The work 
 runs in a `workspace` (worker pool, pixel maps, persisted CR masks and partials).
 """
 
-from hapcore.drizzle.grid import OutputGrid, build_detector_grid
-from hapcore.drizzle.stage import (
-    drizzle_exposure_product,
-    drizzle_filter_product,
-    drizzle_filter_with_exposures,
-    drizzle_total_product,
-    total_inputs,
-)
-from hapcore.drizzle.workspace import (
-    DrizzleWorkspace,
-    filter_cr_mask_files,
-    open_detector_workspace,
-    prepare_pixel_maps,
-)
+import importlib
 
-__all__ = ["OutputGrid", "build_detector_grid", "DrizzleWorkspace", "open_detector_workspace",
-           "prepare_pixel_maps", "filter_cr_mask_files", "drizzle_exposure_product",
-           "drizzle_filter_product", "drizzle_filter_with_exposures", "drizzle_total_product",
-           "total_inputs"]
+# entry points, imported on first use: importing one module of the stage (a light one, say)
+# must not import the whole stage
+_EXPORTS = {
+    "OutputGrid": "hapcore.drizzle.grid",
+    "build_detector_grid": "hapcore.drizzle.grid",
+    "DrizzleWorkspace": "hapcore.drizzle.workspace",
+    "open_detector_workspace": "hapcore.drizzle.workspace",
+    "prepare_pixel_maps": "hapcore.drizzle.workspace",
+    "filter_cr_mask_files": "hapcore.drizzle.workspace",
+    "drizzle_exposure_product": "hapcore.drizzle.stage",
+    "drizzle_filter_product": "hapcore.drizzle.stage",
+    "drizzle_filter_with_exposures": "hapcore.drizzle.stage",
+    "drizzle_total_product": "hapcore.drizzle.stage",
+    "total_inputs": "hapcore.drizzle.stage",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -94,7 +94,7 @@ def find_cosmic_rays(ws, fdp, edps, pars, skies, static_files) -> None:
             ws.cr_masks[(edp.full_filename, extver)] = file
             counts[extver] = (int(masks[0].sum()), int(mask.sum()))
             ws.cr_stats[(edp.full_filename, extver)] = counts[extver] + (int(mask.size),)
-        log.info("%s: %s cosmic-ray pixels flagged (first pass, both passes)",
+        log.debug("%s: %s cosmic-ray pixels flagged (first pass, both passes)",
                  edp.full_filename,
                  ", ".join(f"SCI,{k}: {a}, {b}" for k, (a, b) in sorted(counts.items())))
 

@@ -251,7 +251,7 @@ def build_detector_grid(total, output_dir: str | os.PathLike) -> OutputGrid:
     pars = total.parameters.drizzle if total.parameters is not None else None
     grid = make_output_grid(wcs_list, scale=getattr(pars, "final_scale", None),
                             rotation=getattr(pars, "final_rot", 0.0), labels=labels)
-    log.info("%s: output grid %d x %d px at %.5f arcsec/px from %d chips",
+    log.debug("%s: output grid %d x %d px at %.5f arcsec/px from %d chips",
              total.product_basename, grid.shape[1], grid.shape[0], grid.pixel_scale_arcsec,
              len(wcs_list))
     return grid

@@ -137,9 +137,20 @@ def good_pixel_mask(dq: np.ndarray, good_bits: int) -> np.ndarray:
 
 
 def exposure_keywords(path: str | os.PathLike) -> dict:
-    """Primary and SCI,1 header keywords a product header is built from."""
+    """Header keywords a product header is built from.
+
+    Returns
+    -------
+    dict
+        ``primary`` (Header), ``sci`` (SCI,1 header, empty if there is none), ``chips``
+        (``{extver: SCI header}`` of every SCI extension) and ``filename`` (the file's name).
+    """
     with fits.open(path, mode="readonly", memmap=False) as hdul:
         primary = hdul[0].header.copy()
-        sci1 = _find_ext(hdul, "SCI", 1)
-        sci_header = sci1.header.copy() if sci1 is not None else fits.Header()
-    return {"primary": primary, "sci": sci_header}
+        chips = {}
+        for hdu in hdul[1:]:
+            if str(hdu.header.get("EXTNAME", "")).strip().upper() == "SCI":
+                chips[int(hdu.header.get("EXTVER", 1))] = hdu.header.copy()
+    sci_header = chips.get(1, fits.Header())
+    return {"primary": primary, "sci": sci_header, "chips": chips,
+            "filename": os.path.basename(os.fspath(path))}

@@ -149,12 +149,16 @@ def drizzle_partial(job: PartialJob) -> dict:
            for name, file in (("sci", sci_file), ("wht", wht_file))}
     acc = new_accumulator(grid.shape, kernel=job.kernel, out_img=out["sci"],
                           out_wht=out["wht"])
+    masks = {}  # what each chip's weights excluded besides DQ, for the product's D###MASK
     for extver, chip_wcs, chip, pixmap in chips:
         good = good_pixel_mask(chip.dq, job.good_bits) & chip.finite
+        masks[str(extver)] = []
         if extver in job.static_files:
             good &= ~np.load(job.static_files[extver])
+            masks[str(extver)].append("static")
         if extver in job.cr_files:
             good &= ~load_mask(job.cr_files[extver])
+            masks[str(extver)].append("cr")
         weight = _weight_map(chip, job.wht_type, job.sky) * good
         ratio = grid_scale / chip_plate_scale(chip_wcs)
         drizzle_chip(acc, chip.sci - np.float32(job.sky), pixmap,
@@ -168,7 +172,7 @@ def drizzle_partial(job: PartialJob) -> dict:
     sci[~(out["wht"][y0:y1, x0:x1] > 0)] = 0.0
     del acc, out, sci
     return {"sci": sci_file, "wht": wht_file, "box": box, "shape": grid.shape, "used": used,
-            "skipped": skipped, "layout": "grid"}
+            "skipped": skipped, "masks": masks, "layout": "grid"}
 
 
 def _footprint_box(pixmaps, shape: tuple[int, int], *, margin: int) -> tuple[int, int, int, int]:

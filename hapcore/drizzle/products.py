@@ -17,6 +17,7 @@ from astropy.io.fits.verify import VerifyWarning
 from hapcore.atomic import atomic_output
 from hapcore.drizzle.grid import OutputGrid
 from hapcore.drizzle.headers import hdrtab, product_headers
+from hapcore.drizzle.provenance import product_provenance
 from hapcore.drizzle.inputs import exposure_keywords
 from hapcore.drizzle.jobs import PartialJob, load_mask, load_partial
 from hapcore.drizzle.kernel import combine_partials
@@ -35,9 +36,13 @@ log = logging.getLogger(f"hapsvm.{__name__}")
 
 def write_drizzle_product(path: str | os.PathLike, sci: np.ndarray, wht: np.ndarray,
                           ctx: np.ndarray, *, primary_header: fits.Header,
-                          sci_header: fits.Header, hdrtab_hdu: fits.BinTableHDU | None = None
-                          ) -> Path:
-    """Write primary + SCI + WHT + CTX (+ HDRTAB) atomically."""
+                          sci_header: fits.Header, hdrtab_hdu: fits.BinTableHDU | None = None,
+                          wht_header: fits.Header | None = None,
+                          ctx_header: fits.Header | None = None) -> Path:
+    """Write primary + SCI + WHT + CTX (+ HDRTAB) atomically.
+
+    WHT and CTX get ``wht_header``/``ctx_header``, by default the WCS cards of ``sci_header``.
+    """
     wcs_cards = {k: sci_header[k] for k in sci_header if k.startswith(("CRPIX", "CRVAL", "CD",
                                                                        "PC", "CDELT", "CTYPE",
                                                                        "CUNIT", "RADESYS",
@@ -46,9 +51,13 @@ def write_drizzle_product(path: str | os.PathLike, sci: np.ndarray, wht: np.ndar
                                                                        "MJDREF"))}
     hdus = [fits.PrimaryHDU(header=primary_header)]
     hdus.append(fits.ImageHDU(np.asarray(sci, np.float32), header=sci_header, name="SCI"))
-    for name, data in (("WHT", np.asarray(wht, np.float32)), ("CTX", np.asarray(ctx, np.int32))):
-        header = fits.Header()
-        header.update(wcs_cards)
+    for name, data, given in (("WHT", np.asarray(wht, np.float32), wht_header),
+                              ("CTX", np.asarray(ctx, np.int32), ctx_header)):
+        if given is None:
+            header = fits.Header()
+            header.update(wcs_cards)
+        else:
+            header = given
         hdus.append(fits.ImageHDU(data, header=header, name=name))
     for hdu in hdus[1:]:
         hdu.header["EXTVER"] = 1
@@ -81,21 +90,23 @@ def write_product(ws: DrizzleWorkspace, product, edps, partials, pars, *, level:
     sci, wht, ctx = combine_partials(
         [(load_partial(p, "sci").cropped, load_partial(p, "wht").cropped) for p in partials],
         fillval=fill, boxes=[p["box"] for p in partials], shape=ws.grid.shape)
-    inputs = []
-    for edp in edps:
-        keywords = exposure_keywords(ws.svm_path(edp))
-        keywords["filename"] = edp.full_filename
-        inputs.append(keywords)
-    footprint = product.haplevel == 2
-    primary, sci_header = product_headers(
-        input_headers=inputs, product=product, grid_wcs=ws.grid.wcs, sci=sci, wht=wht, ctx=ctx,
-        filename=product.drizzle_filename, drizpars=product.trl_filename, footprint=footprint)
-    table = hdrtab(inputs, [e.product_basename for e in edps])
+    inputs = [exposure_keywords(ws.svm_path(edp)) for edp in edps]
+    # the product's provenance, built once: every header and the HDRTAB are written from it
+    provenance = product_provenance(
+        inputs, product, pars=pars, output_scale=ws.grid.pixel_scale_arcsec,
+        hap_names=[e.product_basename for e in edps], used=[p.get("used") for p in partials],
+        masks=[p.get("masks") for p in partials], skies=skies)
+    headers = product_headers(inputs, provenance, grid_wcs=ws.grid.wcs, wht=wht, ctx=ctx,
+                              footprint=product.haplevel == 2)
+    table = hdrtab(inputs, provenance.drizzle)
     path = write_drizzle_product(ws.output_dir / product.drizzle_filename, sci, wht, ctx,
-                                 primary_header=primary, sci_header=sci_header, hdrtab_hdu=table)
+                                 primary_header=headers.primary, sci_header=headers.sci,
+                                 hdrtab_hdu=table, wht_header=headers.wht,
+                                 ctx_header=headers.ctx)
     covered = 100.0 * float(np.mean(wht > 0))
-    log.info("%s: written (%d inputs, %.1f%% of the grid covered)", path.name, len(edps),
-             covered)
+    # exposure products are many and alike: their line is DEBUG, filter and total products INFO
+    log.log(logging.DEBUG if level == "exposure" else logging.INFO,
+            "%s: written (%d inputs, %.1f%% of the grid covered)", path.name, len(edps), covered)
     skies = skies or {}
     grid = ws.grid
     crval = grid.wcs.wcs.crval

@@ -15,7 +15,6 @@ import atexit
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ from hapcore.drizzle.jobs import (
     run_chip_stats,
 )
 from hapcore.drizzle.pixmap import PixmapCache
+from hapcore.processes import worker_context
 from hapcore.wcs.files import read_chip_wcs
 
 __all__ = ["DrizzleWorkspace", "open_detector_workspace", "prepare_pixel_maps",
@@ -74,12 +74,11 @@ class _ReusableWorkerPools:
             if pool is not None and getattr(pool, "_broken", False):
                 pool = None     # a worker died (killed, out of memory): start a new pool
             if pool is None:
-                # spawn, not fork: the caller may be running Prefect threads (a fork server
-                # would start faster, but its workers are not this process's children: their
-                # CPU time and memory would vanish from the accounting of runs and benchmarks)
-                ctx = multiprocessing.get_context("spawn")
-                pool = self._pools[n_workers] = ProcessPoolExecutor(max_workers=n_workers,
-                                                                    mp_context=ctx)
+                # spawned, without the caller's main module (hapcore.processes); not a fork
+                # server: its workers would not be this process's children, and their CPU time
+                # and memory would vanish from the accounting of runs and benchmarks
+                pool = self._pools[n_workers] = ProcessPoolExecutor(
+                    max_workers=n_workers, mp_context=worker_context())
             self._users[n_workers] = self._users.get(n_workers, 0) + 1
             return pool
 

@@ -7,7 +7,24 @@ configuration files and an optional custom parameter file (`parameters`, `custom
 `product_parameters`).
 """
 
-from hapcore.obset.product_parameters import assign_product_parameters
-from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
+import importlib
 
-__all__ = ["interpret_obset_input", "parse_obset_tree", "assign_product_parameters"]
+# entry points, imported on first use: importing one module of the stage (a light one, say)
+# must not import the whole stage
+_EXPORTS = {
+    "interpret_obset_input": "hapcore.obset.tree",
+    "parse_obset_tree": "hapcore.obset.tree",
+    "assign_product_parameters": "hapcore.obset.product_parameters",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hap_models.parameters import STEP_NAMES, ParameterError, ProductParameters
+from hapcore.atomic import new_file_mode
 
 __all__ = ["CustomParameters", "load_custom_pars_file", "write_custom_pars_file",
            "check_custom_pars_paths"]
@@ -271,6 +272,7 @@ def write_custom_pars_file(
                 stream.write("\n")
                 stream.flush()
                 os.fsync(stream.fileno())
+            os.chmod(temp_name, new_file_mode())     # mkstemp's 0600 -> what the umask says
             os.replace(temp_name, output)
         except BaseException:
             with contextlib.suppress(OSError):

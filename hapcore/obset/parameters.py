@@ -558,19 +558,18 @@ def log_product_parameters(
     *,
     level: int = logging.INFO,
 ) -> None:
-    """Log the parameter set of a product: one header line, then one line per step.
+    """Log the parameter set of a product: one header line at ``level``, then one line per step
+    at DEBUG (the whole set is 2-3 kB per product; ``output_custom_pars_file`` records it too).
 
     Parameters
     ----------
     params : ProductParameters
     logger : logging.Logger, optional
-        Defaults to the ``"hapsvm"`` logger.
+        Defaults to this module's logger.
     level : int, optional
-        Logging level of the lines (INFO).
+        Logging level of the header line (INFO).
     """
     logger = logger or log
-    if not logger.isEnabledFor(level):
-        return
     what = f"{params.product_kind} product, {params.instrument}/{params.detector}"
     if params.filter_name:
         what += f", filter {params.filter_name}"
@@ -581,6 +580,8 @@ def log_product_parameters(
         what,
         " + ".join(params.conditions),
     )
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
     for step, values in params.step_dicts().items():
         text = ", ".join(f"{k}={_format_value(v)}" for k, v in _flat_items(values))
-        logger.log(level, "  %s: %s", step, text)
+        logger.debug("  %s: %s", step, text)

@@ -7,19 +7,31 @@ isolated, so a failing check never stops the others; the checks live in `checks`
 `summary` writes the visit's pass/fail summary; `plots` makes the PNG previews.
 """
 
-from hapcore.quality.stage import (
-    finish_quality_report,
-    hla_catalog_inputs,
-    make_quality_context,
-    run_catalog_checks,
-    run_hla_comparison,
-    run_interfilter_checks,
-    run_num_sources,
-    run_previews,
-    run_reference_checks,
-    run_wcs_reports,
-)
+import importlib
 
-__all__ = ["make_quality_context", "run_num_sources", "run_reference_checks",
-           "run_catalog_checks", "run_interfilter_checks", "run_wcs_reports",
-           "hla_catalog_inputs", "run_hla_comparison", "run_previews", "finish_quality_report"]
+# entry points, imported on first use: importing one module of the stage (a light one, say)
+# must not import the whole stage
+_EXPORTS = {
+    "make_quality_context": "hapcore.quality.stage",
+    "run_num_sources": "hapcore.quality.stage",
+    "run_reference_checks": "hapcore.quality.stage",
+    "run_catalog_checks": "hapcore.quality.stage",
+    "run_interfilter_checks": "hapcore.quality.stage",
+    "run_wcs_reports": "hapcore.quality.stage",
+    "hla_catalog_inputs": "hapcore.quality.stage",
+    "run_hla_comparison": "hapcore.quality.stage",
+    "run_previews": "hapcore.quality.stage",
+    "finish_quality_report": "hapcore.quality.stage",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

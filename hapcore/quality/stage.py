@@ -46,7 +46,12 @@ from hapcore.quality.checks_catalogs import (
     check_point_segment_crossmatch,
 )
 from hapcore.quality.checks_reference import check_reference_distribution, check_reference_sources
-from hapcore.quality.plots import plot_alignment_figures, preview_filename, write_preview
+from hapcore.quality.plots import (
+    catalog_overlay,
+    plot_alignment_figures,
+    preview_filename,
+    write_preview,
+)
 from hapcore.quality.report import QualityTimestamp
 from hapcore.quality.summary import (
     alignment_figures,
@@ -243,21 +248,44 @@ def run_hla_comparison(totals, ctx: QualityContext, *,
                                   catalogs=catalogs.get(f.product_basename))]
 
 
+def _preview_titles(product, image) -> tuple[str, str]:
+    """Title (product file) and subtitle (instrument, filter(s), exposure time, pixel scale)."""
+    if getattr(product, "fdp_list", None):
+        filters = " + ".join(f.filters.upper() for f in product.fdp_list)
+        band = f"total of {filters}"
+    else:
+        band = str(getattr(product, "filters", "") or image.keyword("FILTER", "")).upper()
+    nexp = image.numexp
+    exposure = f"{image.exptime:g} s in {nexp} exposure{'s' if nexp != 1 else ''}"
+    instrument = "/".join(v for v in (image.instrument, image.detector) if v)
+    parts = [instrument, band, exposure, f'{image.plate_scale:.3g}"/pixel']
+    return product.drizzle_filename, "   |   ".join(p for p in parts if p)
+
+
 def _preview(product, ctx: QualityContext) -> CheckOutcome:
     image = ctx.image(product)
     cat = ctx.output_dir / product.point_cat_filename
-    x = y = None
+    x = y = flagged = None
     if cat.exists():
-        table = Table.read(cat, format="ascii.ecsv")
-        x, y = table["X-Center"], table["Y-Center"]
+        x, y, flagged = catalog_overlay(Table.read(cat, format="ascii.ecsv"))
+    else:
+        # the preview is still useful without sources; say why none are drawn
+        log.info("Preview of %s: no point catalog %s", product.product_basename, cat.name)
+    title, subtitle = _preview_titles(product, image)
     path = write_preview(image.data, ctx.output_dir / preview_filename(product.drizzle_filename),
-                         x=x, y=y, title=product.drizzle_filename)
+                         wcs=image.wcs, weight=image.weight, x=x, y=y, flagged=flagged,
+                         title=title, subtitle=subtitle)
     return CheckOutcome(check="preview", product=product.product_basename, status="done",
                         files=[ctx.relative(path)])
 
 
 def run_previews(totals, ctx: QualityContext) -> list[CheckOutcome]:
-    """PNG preview of every total and filter product with its point sources."""
+    """PNG preview of every total and filter product (:func:`~hapcore.quality.plots.write_preview`).
+
+    Each shows the product with its point catalog (``point_cat_filename``, flagged rows in
+    their own colour), a scale bar and compass from its WCS, and a title with the product
+    name, filter(s) and exposure time.
+    """
     return [o for t in totals for p in (t, *t.fdp_list)
             for o in run_isolated("preview", p.product_basename, _preview, p, ctx)]
 
@@ -286,9 +314,13 @@ def finish_quality_report(totals, ctx: QualityContext, outcomes: Sequence[CheckO
     files = [f for o in outcomes for f in o.files]
     previews = [f for o in outcomes if o.check == "preview" for f in o.files]
     plots = [f for o in outcomes if o.check != "preview" for f in o.files if f.endswith(".png")]
+    results = alignment_results if isinstance(alignment_results, (list, tuple)) else (
+        [alignment_results] if alignment_results is not None else [])
+    status = {r.detector.upper(): r.status for r in results if hasattr(r, "status")}
     summary = build_summary(visit, outcomes, generated=ctx.timestamp.iso,
                             thresholds=ctx.thresholds, alignment=figures,
-                            stage_timings=stage_timings, previews=previews, plots=plots)
+                            stage_timings=stage_timings, previews=previews, plots=plots,
+                            alignment_status=status)
     report = QualityReport(visit=visit, output_dir=str(ctx.output_dir), checks=outcomes,
                            overall_status=summary.overall_status)
     try:

@@ -190,7 +190,8 @@ def check_alignment(figures: Sequence[AlignmentFigures], thresholds: QualityThre
 def build_summary(visit: str, checks: Iterable[CheckOutcome], *, generated: str,
                   thresholds: QualityThresholds, alignment: Sequence[AlignmentFigures] = (),
                   stage_timings: Mapping | None = None, previews: Sequence[str] = (),
-                  plots: Sequence[str] = ()) -> QualitySummary:
+                  plots: Sequence[str] = (),
+                  alignment_status: Mapping[str, str] | None = None) -> QualitySummary:
     """Assemble the :class:`QualitySummary` (counts and overall status from ``checks``).
 
     ``stage_timings`` maps stage name to a StageUsage, a dict with ``seconds`` and
@@ -210,6 +211,7 @@ def build_summary(visit: str, checks: Iterable[CheckOutcome], *, generated: str,
     return QualitySummary(visit=visit, generated=generated,
                           overall_status="failed" if failed else "passed", counts=counts,
                           thresholds=thresholds, checks=checks, alignment=list(alignment),
+                          alignment_status=dict(alignment_status or {}),
                           stages=stages, previews=list(previews), plots=list(plots))
 
 

@@ -213,7 +213,7 @@ def write_headerlet(svm_copy_path: str | os.PathLike, headerlet_path: str | os.P
         headerlet = build_headerlet(copy_hdul, alignment, copy_name=copy_path.name)
         with atomic_output(target) as tmp:
             headerlet.writeto(tmp, overwrite=True)
-    log.info("wrote headerlet %s (%s)", target.name, headerlet[0].header["HDRNAME"])
+    log.debug("wrote headerlet %s (%s)", target.name, headerlet[0].header["HDRNAME"])
     if attach:
         attach_headerlet(copy_path, target)
     return target
@@ -267,7 +267,7 @@ def attach_headerlet(svm_copy_path: str | os.PathLike, headerlet_path: str | os.
     with open_readonly(copy_path) as copy_hdul:
         attached = attached_hdrnames(copy_hdul)
         if hdrname in attached:
-            log.info("%s: headerlet %s already attached", copy_path.name, hdrname)
+            log.debug("%s: headerlet %s already attached", copy_path.name, hdrname)
             return False
         extvers = [int(hdu.header.get("EXTVER", 1)) for hdu in copy_hdul[1:]
                    if str(hdu.header.get("EXTNAME", "")).strip() == "HDRLET"]
@@ -281,5 +281,5 @@ def attach_headerlet(svm_copy_path: str | os.PathLike, headerlet_path: str | os.
             # of HDUs, so appending the complete extension's bytes is a valid file.
             with open(tmp, "ab") as stream:
                 stream.write(extension)
-    log.info("attached headerlet %s to %s", hdrname, copy_path.name)
+    log.debug("attached headerlet %s to %s", hdrname, copy_path.name)
     return True

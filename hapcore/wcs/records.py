@@ -182,7 +182,7 @@ def write_svm_copy(input_path: str | os.PathLike, output_path: str | os.PathLike
 
         with atomic_output(target) as tmp:
             hdul.writeto(tmp, overwrite=True, output_verify="silentfix", checksum=had_checksum)
-    log.info("wrote SVM copy %s (%s)", target.name, kind)
+    log.debug("wrote SVM copy %s (%s)", target.name, kind)
     return target
 
 

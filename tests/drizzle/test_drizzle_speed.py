@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
-from hapcore.drizzle.headers import _hull, _row_extremes, footprint_keywords, s_region_from_weight
+from hapcore.drizzle.footprint import (
+    _hull,
+    _row_extremes,
+    footprint_keywords,
+    s_region_from_weight,
+)
 from hapcore.drizzle.kernel import _unmapped, blot_chip, combine_partials, drizzle_chip, \
     new_accumulator
 from hapcore.drizzle import DrizzleWorkspace

@@ -627,7 +627,14 @@ def test_existing_broken_output_is_not_overwritten(tmp_path):
 def test_log_product_parameters(caplog):
     params = build("acs_wfc", "filter", 2)
     logger = logging.getLogger("hapsvm.test")
+    # INFO: one short line per product (issue #17: no 2-3 kB lines at INFO)
     with caplog.at_level(logging.INFO, logger="hapsvm.test"):
+        log_product_parameters(params, logger)
+    assert len(caplog.records) == 1 and caplog.records[0].levelno == logging.INFO
+    assert "filter_basic + acs_wfc_any_n2" in caplog.records[0].getMessage()
+    caplog.clear()
+    # DEBUG: the whole set, one line per step
+    with caplog.at_level(logging.DEBUG, logger="hapsvm.test"):
         log_product_parameters(params, logger)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 5
@@ -635,7 +642,7 @@ def test_log_product_parameters(caplog):
     assert lines[2].startswith("  drizzle: ") and "final_bits=336" in lines[2]
     assert "match_2dhist_fit.searchrad=400.0" in lines[1]
     assert "ci_filter.aperture.ci_lower_limit=0.87" in lines[4]
-    assert all(r.levelno == logging.INFO for r in caplog.records)
+    assert [r.levelno for r in caplog.records] == [logging.INFO] + [logging.DEBUG] * 4
 
 
 def test_alignment_parameters_model_round_trip():
