@@ -15,13 +15,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 from pathlib import Path
 
-from hap_models.errors import HapError, HapInputError
+from hap_models.errors import HapError, HapInputError, OutputWriteError
 from hap_models.run_options import VisitOptions
 
 __all__ = ["check_output_dir", "check_visit_inputs", "check_custom_pars_options",
-           "user_error_line"]
+           "output_space_error", "remove_scratch", "user_error_line"]
 
 
 def check_output_dir(output_dir: Path) -> None:
@@ -86,6 +87,50 @@ def check_custom_pars_options(options: VisitOptions) -> None:
     if (custom_in is not None and custom_out is not None
             and Path(custom_in).resolve() == Path(custom_out).resolve()):
         raise HapInputError(f"{custom_out}: input and output custom parameter files must differ")
+
+
+#: Below this many free bytes an output file system counts as full: a short write there, or a
+#: worker that died writing its memory-mapped scratch (SIGBUS), is a full disk
+_FULL_BELOW_BYTES = 64 * 1024 * 1024
+
+
+def output_space_error(exc: BaseException, output_dir: Path) -> OutputWriteError | None:
+    """The one-line error for a failure caused by a full output file system, else None.
+
+    A full disk shows as ``OSError`` ENOSPC/EDQUOT, as a short write (numpy: "N requested and
+    M written", no errno) or as a worker process that died writing memory-mapped scratch
+    (``BrokenProcessPool``): the last two count only when the output file system is nearly
+    full.
+    """
+    seen, chain = set(), []
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    try:
+        free = shutil.disk_usage(output_dir).free
+    except OSError:
+        free = None
+    nospace = [e for e in chain if isinstance(e, OSError) and e.errno in (errno.ENOSPC,
+                                                                          errno.EDQUOT)]
+    if not nospace and not (free is not None and free < _FULL_BELOW_BYTES and any(
+            isinstance(e, OSError) or type(e).__name__ == "BrokenProcessPool" for e in chain)):
+        return None
+    where = next((e.filename for e in nospace if getattr(e, "filename", None)), output_dir)
+    left = f", {free / 1e6:.1f} MB free" if free is not None else ""
+    return OutputWriteError(f"{where}: no space left on the device{left}; nothing is left "
+                            "half-written: free some space and run the same command again")
+
+
+def remove_scratch(output_dir: Path) -> None:
+    """Delete the scratch of an interrupted run that only speeds up a resumed one (pixel maps,
+    partial drizzles, detections in ``.hapsvm-work``; the CR masks, outputs of cached tasks,
+    stay) and temporary files of unfinished writes."""
+    from hapcore.drizzle.workspace import remove_work_files
+
+    remove_work_files(output_dir)
+    for stale in Path(output_dir).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def user_error_line(prog: str, error: HapError | str) -> str:

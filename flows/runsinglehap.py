@@ -49,7 +49,8 @@ def build_parser(prog: str = "runsinglehap") -> argparse.ArgumentParser:
         prog=prog,
         description="HST single-visit mosaic processing of one poller file (hapsvm).",
         epilog="Exit codes: 0 success, 1 error (bad input or failure), 65 no viable data, "
-               "66 not aligned (with --require-alignment).")
+               "66 not aligned (with --require-alignment), 75 another run is writing to the "
+               "output directory, 130/143 stopped by SIGINT/SIGTERM (rerun to resume).")
     parser.add_argument("input_filename", metavar="POLLER", help="poller file of one visit")
     parser.add_argument("-d", "--diagnostic_mode", action="store_true",
                         help="diagnostic mode: keep intermediate files")

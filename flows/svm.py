@@ -16,14 +16,18 @@ import os
 import sys
 from pathlib import Path
 
+from flows.interrupts import StopOnSignals, keep_prefect_server_apart
 from flows.options import read_environment
 from flows.preflight import (
     check_output_dir,
     check_visit_inputs,
+    output_space_error,
+    remove_scratch,
     user_error_line,
 )
+from flows.run_lock import OutputDirLock
 from flows.visit_log import FILE_ONLY, VisitLog
-from hap_models.errors import ExitCode, HapError, HapInputError
+from hap_models.errors import ExitCode, HapError, HapInputError, RunInterrupted
 from hap_models.run_options import VisitOptions
 
 __all__ = ["run_hap_processing", "main"]   # and svm_visit, from flows.visit_flow
@@ -64,7 +68,8 @@ def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_confi
     Returns
     -------
     int
-        0 success, 1 error, 65 no viable data, 66 not aligned with ``require_alignment``
+        0 success, 1 error, 65 no viable data, 66 not aligned with ``require_alignment``, 75
+        another run holds the output directory, 130/143 stopped by SIGINT/SIGTERM
         (:class:`hap_models.errors.ExitCode`).
     """
     poller_file = Path(input_filename).resolve()
@@ -91,18 +96,26 @@ def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_confi
         return int(ExitCode.ERROR)
     try:
         check_output_dir(out)      # before the log: the log file lives there
+        # one run at a time in a directory, locked before anything is written: a second run
+        # must not truncate the first one's log nor delete its temporary files (exit 75)
+        lock = OutputDirLock(out)
+        lock.acquire()
     except HapError as exc:
         _report_user_error(exc, prog, logged=False)
         return int(exc.exit_code)
 
     code = ExitCode.OK
-    with VisitLog(log_path, level=options.log_level) as visit_log:
+    # SIGTERM/SIGINT (main thread only) raise RunInterrupted: caught below, or by `stopped`
+    # when it comes while the log is opened or closed (flows.interrupts)
+    with lock, StopOnSignals() as stopped, \
+            VisitLog(log_path, level=options.log_level) as visit_log:
         try:
             # the environment is read here, once, and the inputs checked, before the flow starts
             options = read_environment(options, os.environ)
             check_visit_inputs(poller_file, options)
             from flows.visit_flow import svm_visit
 
+            keep_prefect_server_apart()     # Ctrl-C must not stop a temporary server too
             if prog and not logging.getLogger().handlers:
                 _plain_console()        # Prefect's logging configuration is switched off
             visit_log.attach()      # importing the flow set up Prefect's logging
@@ -112,12 +125,34 @@ def run_hap_processing(input_filename, diagnostic_mode=False, use_defaults_confi
         except HapError as exc:
             _report_user_error(exc, prog)
             code = exc.exit_code
-        except Exception:
-            logger.exception("unexpected failure while processing %s", poller_file)
-            code = ExitCode.ERROR
+        except RunInterrupted as exc:
+            code = _interrupted(exc, out)
+        except Exception as exc:
+            full = output_space_error(exc, out)
+            if full is None:
+                logger.exception("unexpected failure while processing %s", poller_file)
+                code = ExitCode.ERROR
+            else:
+                # the products written so far are complete (atomic writes) and cached: free
+                # the scratch space, say so in one line; the same command later resumes
+                logger.debug("output write failure", exc_info=exc)
+                remove_scratch(out)
+                _report_user_error(full, prog)
+                code = full.exit_code
         # a command says how it ended through its exit code (and a user error's one line)
         logger.info("return value: %d", int(code), extra=FILE_ONLY if prog else None)
-    return int(code)
+    # a run a signal stopped says so, whatever it was doing then (also outside the try above)
+    return int(128 + stopped.received if stopped.received is not None else code)
+
+
+def _interrupted(exc: RunInterrupted, out: Path) -> int:
+    """A run stopped by SIGINT/SIGTERM: its stage has unwound (worker pools stopped, see
+    :mod:`flows.interrupts`); the scratch and temporary files of the unfinished work go, the
+    finished stages stay cached for the rerun. Returns 130 or 143."""
+    remove_scratch(out)
+    logger.warning("%s; the stages finished so far are kept: run the same command again to "
+                   "resume", exc)
+    return exc.exit_code
 
 
 def _plain_console() -> None:

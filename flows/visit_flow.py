@@ -26,6 +26,7 @@ from flows.stages import quality_stage
 from flows.preflight import (
     check_custom_pars_options,
 )
+from flows.run_lock import OutputDirLock
 from flows.visit_log import FILE_ONLY, VisitLog
 from hap_models.stage import StageResult
 from tasks.align import align_detector_task
@@ -167,9 +168,11 @@ def svm_visit(poller_file: Path, options: VisitOptions, log_part: Path | None = 
     Every stage is a cached task (:mod:`tasks.caching`): a rerun recomputes only what changed.
     """
     if log_part is None:
-        # called directly (a deployment, the fan-out flow): this run keeps its own .log file
-        with VisitLog(options.output_dir / (Path(poller_file).stem + ".log"),
-                      level=options.log_level) as visit_log:
+        # called directly (a deployment, the fan-out flow): this run keeps its own .log file,
+        # and takes the output directory's lock first, as run_hap_processing does
+        with OutputDirLock(options.output_dir), VisitLog(
+                options.output_dir / (Path(poller_file).stem + ".log"),
+                level=options.log_level) as visit_log:
             return _process_visit(Path(poller_file), options, visit_log.part_path)
     return _process_visit(Path(poller_file), options, log_part)
 

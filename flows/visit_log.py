@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 
-from hap_models.errors import HapError
+from hap_models.errors import HapError, RunInterrupted
 
 __all__ = ["LOG_FORMAT", "PACKAGE_LOGGER", "VisitLog", "HideUserErrorTracebacks",
            "KeepUserErrorsOffConsole", "FILE_ONLY"]
@@ -47,20 +47,47 @@ class KeepUserErrorsOffConsole(logging.Filter):
 
     These are records logged with :data:`FILE_ONLY`, and Prefect's own lines about a user error
     raised inside the flow ("Encountered exception during execution: HapInputError(...)",
-    "Finished in state Failed(...HapInputError...)"): the command's one line says it, the visit
-    log keeps them all.
+    "Finished in state Failed(...HapInputError...)") or about a write that failed because the
+    output file system (``output_dir``) is full: the command's one line says it, the visit log
+    keeps them all.
     """
+
+    def __init__(self, output_dir: Path | None = None):
+        super().__init__()
+        self.output_dir = output_dir
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "hapsvm_file_only", False):
             return False
         if not record.name.startswith("prefect") or record.levelno < logging.ERROR:
             return True
-        if record.exc_info and isinstance(record.exc_info[1], HapError):
+        if record.exc_info and isinstance(record.exc_info[1], (HapError, RunInterrupted)):
             return False
         message = record.getMessage()
-        return not any(f"{name}(" in message or f"{name}:" in message
-                       for name in _user_error_names())
+        if "RunInterrupted" in message or message.startswith("Crash detected"):
+            return False        # a stopped run: the command's one line and exit code say it
+        if any(f"{name}(" in message or f"{name}:" in message for name in _user_error_names()):
+            return False
+        return not self._disk_full(record, message)
+
+    def _disk_full(self, record: logging.LogRecord, message: str) -> bool:
+        if self.output_dir is None:
+            return False
+        from flows.preflight import output_space_error
+
+        if record.exc_info and record.exc_info[1] is not None:
+            return output_space_error(record.exc_info[1], self.output_dir) is not None
+        if not any(word in message for word in ("OSError", "BrokenProcessPool", "No space")):
+            return False
+        return output_space_error(OSError(message), self.output_dir) is not None
+
+
+class _LogFileHandler(logging.FileHandler):
+    """The visit log's handler: a log line that cannot be written (a full disk) is dropped
+    quietly, so logging's own tracebacks never bury the run's one-line answer."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
 
 
 class VisitLog:
@@ -80,7 +107,7 @@ class VisitLog:
         self.level = level
         self._handler: logging.FileHandler | None = None
         self._filter = HideUserErrorTracebacks()
-        self._console_filter = KeepUserErrorsOffConsole()
+        self._console_filter = KeepUserErrorsOffConsole(self.log_path.parent)
         self._saved_level: int | None = None
         self._saved_prefect_level: int | None = None
         self._filtered_handlers: list[logging.Handler] = []
@@ -96,7 +123,7 @@ class VisitLog:
         return self
 
     def _file_handler(self, *, mode: str) -> logging.FileHandler:
-        handler = logging.FileHandler(self.part_path, mode=mode, encoding="utf-8")
+        handler = _LogFileHandler(self.part_path, mode=mode, encoding="utf-8")
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         handler.setLevel(logging.DEBUG)
         handler.addFilter(self._filter)
@@ -136,12 +163,6 @@ class VisitLog:
         handler = self._handler
         if handler is None:
             return
-        if getattr(handler, "_closed", False) or handler.stream is None:
-            # logging.config.dictConfig (Prefect's set-up) closes every existing handler: go on
-            # in a new one, appending to the same file
-            for name in (PACKAGE_LOGGER, "prefect"):
-                logging.getLogger(name).removeHandler(handler)
-            handler = self._handler = self._file_handler(mode="a")
         for name in (PACKAGE_LOGGER, "prefect"):
             logging.getLogger(name).removeHandler(handler)
         for existing in self._filtered_handlers:

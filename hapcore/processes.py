@@ -9,6 +9,11 @@ its own modules, which the workers import by name, so the main module is never n
 :func:`worker_context` is a ``spawn`` context whose processes are started without it.
 
 Spawn (a fresh interpreter), not fork: the caller may be running Prefect's threads.
+
+A run that is interrupted (SIGTERM, Ctrl-C) stops its pools with :func:`stop_pool` instead of
+waiting for their jobs. The workers ignore SIGINT from their first line on: Ctrl-C at a
+terminal signals the whole process group, and is the run's to answer (without a traceback
+from every worker).
 """
 
 from __future__ import annotations
@@ -16,16 +21,19 @@ from __future__ import annotations
 import io
 import multiprocessing.context
 import os
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import popen_spawn_posix, reduction, spawn, util
 
-__all__ = ["worker_context"]
+__all__ = ["stop_pool", "worker_context"]
 
 _MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
+# run by a worker before anything else (an initializer would come after its start-up imports)
+_IGNORE_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
 
 
 class _PopenWithoutMain(popen_spawn_posix.Popen):
-    """``popen_spawn_posix.Popen`` whose preparation data leave out the main module (the rest
-    of ``_launch`` is CPython's, unchanged)."""
+    """``popen_spawn_posix.Popen`` whose preparation data leave out the main module and whose
+    command ignores SIGINT first (the rest of ``_launch`` is CPython's, unchanged)."""
 
     def _launch(self, process_obj):
         from multiprocessing import resource_tracker
@@ -47,7 +55,9 @@ class _PopenWithoutMain(popen_spawn_posix.Popen):
         try:
             parent_r, child_w = os.pipe()
             child_r, parent_w = os.pipe()
-            cmd = spawn.get_command_line(tracker_fd=tracker_fd, pipe_handle=child_r)
+            cmd = [_IGNORE_SIGINT + arg if isinstance(arg, str) and "spawn_main(" in arg
+                   else arg
+                   for arg in spawn.get_command_line(tracker_fd=tracker_fd, pipe_handle=child_r)]
             self._fds.extend([child_r, child_w])
             self.pid = util.spawnv_passfds(spawn.get_executable(), cmd, self._fds)
             self.sentinel = parent_r
@@ -86,3 +96,25 @@ def worker_context() -> multiprocessing.context.BaseContext:
         :class:`concurrent.futures.ProcessPoolExecutor`.
     """
     return _CONTEXT
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a worker pool now: cancel its queued jobs and end the running ones.
+
+    For an interrupted run: a running job's partial outputs are scratch or temporary files,
+    which the run removes, so waiting for it would only delay the stop by its whole duration.
+
+    Parameters
+    ----------
+    pool : concurrent.futures.ProcessPoolExecutor
+        The pool; unusable afterwards.
+    """
+    # the worker processes, read before shutdown forgets them (Python >= 3.14 has
+    # terminate_workers() for this; 3.11 has only the attribute)
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)

@@ -1,18 +1,28 @@
-"""Caching that is right for files (issue #8).
+"""Caching that is right for files (issues #8, #18).
 
 A stage's cache key is the digest of: the stage name, the code version (a hash of every source
-file of ``hap_models``, ``hapcore`` and ``tasks``), its JSON-able inputs, and the *content* of
-every input file (any ``Path`` to a file found anywhere in the inputs, pydantic models
-included). Directories count by name only. A cache hit is honoured only if every output file the
-cached :class:`~hap_models.stage.StageResult` lists still exists with the same content;
-otherwise the record is dropped and the stage runs again. A record that cannot be read is
-treated as a miss and logged.
+file of ``hap_models``, ``hapcore`` and ``tasks``, of the packaged parameter sets in ``configs``,
+and of the Python and science-library versions), its JSON-able inputs, the absolute location
+of every ``Path`` in the inputs (directories included: the output directory is part of the key)
+and the *content* of every input file (any ``Path`` to a file found anywhere in the inputs,
+pydantic models included). A cache hit is honoured only if every output file the cached
+:class:`~hap_models.stage.StageResult` lists still exists with the same content; otherwise the
+record is dropped and the stage runs again. A record that cannot be read, or that is stored
+under a name other than its own key (a file renamed or copied over another), is treated as a
+miss and logged.
+
+So one cache directory can serve several visits (``--cache-dir``), be copied to another output
+directory or machine, or outlive an upgrade: a record is reused only for the same code, the
+same input files at the same place, and the same output directory -- whose files it proves
+are still there.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +43,12 @@ __all__ = ["code_version", "iter_paths", "FileStagePolicy", "FILE_STAGE", "run_s
 logger = logging.getLogger(f"hapsvm.{__name__}")
 
 _PACKAGES = ("hap_models", "hapcore", "tasks")
+#: Packaged data the stages read: the default parameter sets and tables.
+_DATA = ("configs",)
+_DATA_SUFFIXES = (".json", ".txt")
+#: Distributions whose results are in the products (a cache made elsewhere, or before an
+#: upgrade, with other versions of them is not reused).
+_LIBRARIES = ("numpy", "scipy", "astropy", "photutils", "drizzle", "reproject", "scikit-image")
 
 #: Task inputs that never change a cache key: those that describe the run, not the work, and
 #: ``measured`` -- results of upstream cached tasks whose own keys are made of the consuming
@@ -41,9 +57,18 @@ _PACKAGES = ("hap_models", "hapcore", "tasks")
 NOT_IN_KEY = frozenset({"force", "stage_timings", "timestamp", "measured"})
 
 
+def _library_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """Digest of the package sources: any code change invalidates every cached stage."""
+    """Digest of what the results depend on besides the inputs: the package sources, the
+    packaged parameter sets, the Python and science-library versions. Any change invalidates
+    every cached stage."""
     import hap_models
 
     root = Path(hap_models.__file__).resolve().parents[1]
@@ -52,6 +77,14 @@ def code_version() -> str:
         for source in sorted((root / package).rglob("*.py")):
             h.update(source.relative_to(root).as_posix().encode())
             h.update(source.read_bytes())
+    for package in _DATA:
+        for data in sorted((root / package).rglob("*")):
+            if data.suffix in _DATA_SUFFIXES and data.is_file():
+                h.update(data.relative_to(root).as_posix().encode())
+                h.update(data.read_bytes())
+    h.update(f"python {sys.version_info.major}.{sys.version_info.minor}".encode())
+    for name in _LIBRARIES:
+        h.update(f"\n{name} {_library_version(name)}".encode())
     return h.hexdigest()[:16]
 
 
@@ -94,7 +127,11 @@ class FileStagePolicy(CachePolicy):
         files = sorted({p.resolve() for p in iter_paths(inputs) if p.is_file()})
         digests = [(str(p), file_digest(p)) for p in files]
         plain = {k: v for k, v in inputs.items() if k not in NOT_IN_KEY}
-        key = hash_objects(task_ctx.task.name, code_version(), plain, digests,
+        # every path as the absolute place it names: a relative output directory given in two
+        # working directories (one --cache-dir) names two places, so two keys; as text alone
+        # the second run was served the first one's records, whose files are elsewhere
+        places = sorted({str(p.resolve()) for p in iter_paths(plain)})
+        key = hash_objects(task_ctx.task.name, code_version(), plain, places, digests,
                            raise_on_failure=True)
         store = getattr(task_ctx, "result_store", None)
         if key and store is not None:
@@ -107,7 +144,16 @@ class FileStagePolicy(CachePolicy):
         raw = Path(basepath, key) if basepath else None
         try:
             exists = store.exists(key)
-            why = _outputs_still_valid(store.read(key).result) if exists else None
+            why = None
+            if exists:
+                record = store.read(key)
+                stored = getattr(record.metadata, "storage_key", None)
+                # a record is written under its key; one found under another name (renamed,
+                # or copied over another record) is not this key's result
+                if stored and Path(stored).name != key:
+                    why = f"cache record was written as {Path(stored).name}, not under this key"
+                else:
+                    why = _outputs_still_valid(record.result)
         except Exception as exc:  # unreadable record
             exists, why = True, f"cache record unreadable ({exc.__class__.__name__})"
         if not exists and raw is not None and raw.exists():

@@ -24,25 +24,10 @@ from hapcore.drizzle import (
     filter_cr_mask_files,
     open_detector_workspace,
 )
+from hapcore.drizzle.workspace import remove_work_files
 from tasks.caching import FILE_STAGE, run_stage
 
 __all__ = ["remove_work_files", "drizzle_filter_task", "drizzle_total_task"]
-
-
-def remove_work_files(output_dir: Path) -> None:
-    """Delete the pixel maps and partial drizzles of ``.hapsvm-work`` once a visit has finished
-    (~1 GB for a full-frame UVIS visit; they only speed up a resumed run). The compressed
-    cosmic-ray masks stay: they are outputs of the cached filter products that a re-made total
-    product needs."""
-    work = Path(output_dir) / ".hapsvm-work"
-    if not work.is_dir():
-        return
-    for item in work.rglob("*"):
-        if item.is_file() and not item.name.startswith("crmask-"):
-            item.unlink(missing_ok=True)
-    for folder in sorted((p for p in work.rglob("*") if p.is_dir()), reverse=True):
-        if not any(folder.iterdir()):
-            folder.rmdir()
 
 
 @task(name="drizzle-filter", task_run_name="drizzle-{fdp.filters}", cache_policy=FILE_STAGE)

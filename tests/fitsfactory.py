@@ -21,11 +21,13 @@ _DEFAULTS = {
 def write_exposure(directory: Path, filename: str, *, detector: str = "uvis", filters: str = "F606W",
                    exptime: float = 100.0, expstart: float = 58000.0, photflam: float = 1e-19,
                    proposid: int = 11665, nsci: int = 1, zero_data: bool = False,
-                   drop: tuple[str, ...] = (), **keywords) -> Path:
+                   drop: tuple[str, ...] = (), without: tuple[str, ...] = (),
+                   **keywords) -> Path:
     """Write a minimal calibrated exposure ``directory/filename`` and return its path.
 
     ``filters`` is the ``;``-joined FILTER1;FILTER2 for ACS, FILTER for WFC3. ``keywords`` override
-    primary keywords; ``drop`` removes keywords from the primary header.
+    primary keywords; ``drop`` removes keywords from the primary header. Every chip has its SCI,
+    ERR and DQ extensions (DQ all 0), but those named in ``without``.
     """
     instrument = {"i": "wfc3", "j": "acs", "u": "wfpc2"}.get(filename[0], "wfc3")
     primary = fits.Header()
@@ -51,7 +53,12 @@ def write_exposure(directory: Path, filename: str, *, detector: str = "uvis", fi
         sci.update(dict(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=150.0, CRVAL2=2.0 + ver * 1e-3,
                         CRPIX1=2.5, CRPIX2=2.5, CD1_1=-1.1e-5, CD1_2=0.0, CD2_1=0.0, CD2_2=1.1e-5,
                         WCSNAME="IDC_test"))
-        hdus.append(fits.ImageHDU(data=data, name="SCI", ver=ver, header=sci))
+        if "SCI" not in without:
+            hdus.append(fits.ImageHDU(data=data, name="SCI", ver=ver, header=sci))
+        if "ERR" not in without:
+            hdus.append(fits.ImageHDU(data=np.ones_like(data), name="ERR", ver=ver))
+        if "DQ" not in without:
+            hdus.append(fits.ImageHDU(data=np.zeros(data.shape, np.int16), name="DQ", ver=ver))
     path = Path(directory) / filename
     fits.HDUList(hdus).writeto(path, overwrite=True)
     return path

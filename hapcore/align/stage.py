@@ -34,7 +34,7 @@ from hapcore.align.refcat import (
     fetch_reference_catalog,
 )
 from hapcore.align.refcat_read import LocalCatalogProvider
-from hapcore.processes import worker_context
+from hapcore.processes import stop_pool, worker_context
 from hapcore.wcs.records import write_headerlet, write_svm_copy
 
 __all__ = ["detect_all_sources", "load_reference_catalog", "run_alignment", "exposure_record"]
@@ -54,9 +54,17 @@ def detect_all_sources(paths: list[Path], *, settings, max_sources_per_chip: int
                    filter_size=settings.win_size, max_sources_per_chip=max_sources_per_chip)
     if n_workers <= 1 or len(paths) <= 1:
         return [work(p) for p in paths]
-    with ProcessPoolExecutor(max_workers=min(n_workers, len(paths)),
-                             mp_context=worker_context()) as pool:
-        return list(pool.map(work, paths))
+    pool = ProcessPoolExecutor(max_workers=min(n_workers, len(paths)),
+                               mp_context=worker_context())
+    try:
+        catalogs = list(pool.map(work, paths))
+    except BaseException:
+        # a failed detection or an interrupted run: the other detections are of no use, and
+        # an interrupted run must stop now, not when they finish (they only read)
+        stop_pool(pool)
+        raise
+    pool.shutdown()
+    return catalogs
 
 
 def load_reference_catalog(refcat_path: Path | None, catalogs: list[ExposureCatalog], *,
@@ -148,6 +156,10 @@ def run_alignment(total: TotalProduct, *, output_dir: Path, params, refcat_path:
     max_per_chip = int(params.flattened()["max_sources_per_chip"])
     catalogs = detect_all_sources([e.input_path for e in edps], settings=settings,
                                   max_sources_per_chip=max_per_chip, n_workers=n_workers)
+    for catalog in catalogs:
+        for extver, why in catalog.skipped.items():
+            logger.warning("%s SCI,%d: %s; chip skipped for alignment", catalog.path.name,
+                           extver, why)
     provider = None
     if refcat_path is None and online_cache_dir is not None:
         from hapcore.align.refcat_gaia import GaiaOnlineProvider

@@ -80,6 +80,9 @@ class ExposureCatalog:
     plate_scale: float
     epoch_mjd: float | None = None
     footprints: list = field(default_factory=list, repr=False)
+    #: chips left out of the detection, with why (logged as warnings by the caller: the
+    #: detection may run in a worker process, whose log records would be lost)
+    skipped: dict[int, str] = field(default_factory=dict)
 
     @property
     def n_sources(self) -> int:
@@ -107,6 +110,7 @@ def detect_exposure_sources(path: str | Path, *, fwhmpsf_arcsec: float, nsigma: 
     path = Path(path)
     chips: list[ChipCatalog] = []
     fwhms, n_cr, scale, footprints = [], 0, np.nan, []
+    skipped: dict[int, str] = {}
     with fits.open(path, mode="readonly", memmap=True) as hdul:
         rootname = str(hdul[0].header.get("ROOTNAME", path.name.split("_")[0])).lower()
         epoch = hdul[0].header.get("EXPSTART")
@@ -114,14 +118,17 @@ def detect_exposure_sources(path: str | Path, *, fwhmpsf_arcsec: float, nsigma: 
         for extver, wcs in wcs_by_ver.items():
             sci = hdul["SCI", extver].data
             if not wcs.has_celestial:
-                logger.warning("%s SCI,%d: no celestial WCS, skipped for alignment", path.name, extver)
+                skipped[extver] = "no celestial WCS"
                 continue
             if sci is not None:
                 footprints.append(wcs.calc_footprint(axes=sci.shape[::-1], undistort=True))
             if sci is None or not np.any(np.isfinite(sci) & (sci != 0)):
-                logger.warning("%s SCI,%d: no data, skipped for alignment", path.name, extver)
+                skipped[extver] = "no data (all zero or NaN)"
                 continue
             dq = hdul["DQ", extver].data if ("DQ", extver) in hdul else None
+            if dq is not None and np.shape(dq) == np.shape(sci) and np.all(np.asarray(dq) != 0):
+                skipped[extver] = "every pixel flagged in DQ"
+                continue
             scale = float(np.mean([abs(s.to_value("deg")) for s in wcs.proj_plane_pixel_scales()])) * 3600.0
             found = detect_chip_sources(
                 sci, dq, fwhm_px=fwhmpsf_arcsec / scale, nsigma=nsigma,
@@ -136,9 +143,11 @@ def detect_exposure_sources(path: str | Path, *, fwhmpsf_arcsec: float, nsigma: 
     logger.debug("%s: %d alignment sources on %d chip(s), FWHM %.2f px, %d cosmic-ray peaks rejected",
                 path.name, sum(len(c.x) for c in chips), len(chips),
                 float(np.median(fwhms)) if fwhms else np.nan, n_cr)
+    for extver, why in skipped.items():
+        logger.debug("%s SCI,%d: %s, skipped for alignment", path.name, extver, why)
     return ExposureCatalog(rootname, path, chips, float(np.median(fwhms)) if fwhms else np.nan,
                            n_cr, scale, float(epoch) if epoch not in (None, "") else None,
-                           footprints)
+                           footprints, skipped)
 
 
 @dataclass

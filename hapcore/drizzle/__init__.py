@@ -8,10 +8,9 @@ drizzlepac's headers and HDRTAB (`headers`) and a trailer (`trailer`). The work 
 runs in a `workspace` (worker pool, pixel maps, persisted CR masks and partials).
 """
 
-import importlib
+from hapcore._lazy import lazy_exports
 
-# entry points, imported on first use: importing one module of the stage (a light one, say)
-# must not import the whole stage
+# entry points, imported on first use (hapcore._lazy)
 _EXPORTS = {
     "OutputGrid": "hapcore.drizzle.grid",
     "build_detector_grid": "hapcore.drizzle.grid",
@@ -27,13 +26,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,14 @@ from astropy.io import fits
 
 from hapcore.atomic import atomic_output
 from hapcore.drizzle.cr import combine_images
-from hapcore.drizzle.jobs import BlotCRJob, PartialJob, blot_and_flag, load_mask, load_partial
+from hapcore.drizzle.jobs import (
+    BlotCRJob,
+    PartialJob,
+    blot_and_flag,
+    load_mask,
+    load_partial,
+    reserve_rows,
+)
 
 __all__ = ["combine_static", "find_cosmic_rays"]
 
@@ -121,6 +128,8 @@ def _cr_pass(ws, fdp, edps, pars, skies, static_files, *, cr_files: dict, tag: s
     median = np.lib.format.open_memmap(median_file, mode="w+", dtype=np.float32, shape=(ny, nx))
     coverage = np.lib.format.open_memmap(coverage_file, mode="w+", dtype=np.float32,
                                          shape=(ny, nx))
+    for array in (median, coverage):
+        reserve_rows(array, 0, ny)          # a full disk: OSError here, not SIGBUS below
     images = [load_partial(p, "sci") for p in seps]
     weights = [load_partial(p, "wht") for p in seps]
     valid_weights = [load_partial(p, "wht") for p in validity] if validity else None

@@ -14,6 +14,7 @@ Each job runs in a worker process of a :class:`~hapcore.drizzle.workspace.Drizzl
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from hapcore.wcs.files import read_chip_wcs
 
 __all__ = ["ChipStatsJob", "PartialJob", "BlotCRJob", "run_chip_stats", "drizzle_partial",
            "blot_and_flag", "CroppedImage", "load_partial", "load_mask", "run_captured",
-           "emit_records"]
+           "emit_records", "reserve_rows"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -134,6 +135,12 @@ def drizzle_partial(job: PartialJob) -> dict:
                         job.path.name, extver)
             skipped.append(extver)
             continue
+        if not (good_pixel_mask(chip.dq, job.good_bits) & chip.finite).any():
+            # it would add nothing but zero weights: said, and left out like an empty chip
+            log.warning("%s[SCI,%d]: every pixel flagged in DQ (none among the good bits %d); "
+                        "chip skipped", job.path.name, extver, job.good_bits)
+            skipped.append(extver)
+            continue
         pixmap = job.cache.get(job.path, extver, grid, chip_wcs=chip_wcs, shape=chip.shape)
         if not _overlaps(pixmap, grid.shape):
             log.warning("%s[SCI,%d]: does not overlap the output grid; chip skipped",
@@ -147,6 +154,8 @@ def drizzle_partial(job: PartialJob) -> dict:
     wht_file = Path(f"{job.out_stem}-wht.npy")
     out = {name: np.lib.format.open_memmap(file, mode="w+", dtype=np.float32, shape=grid.shape)
            for name, file in (("sci", sci_file), ("wht", wht_file))}
+    for array in out.values():
+        reserve_rows(array, y0, y1)
     acc = new_accumulator(grid.shape, kernel=job.kernel, out_img=out["sci"],
                           out_wht=out["wht"])
     masks = {}  # what each chip's weights excluded besides DQ, for the product's D###MASK
@@ -355,6 +364,22 @@ def emit_records(value, records):
         if logger.isEnabledFor(record.levelno):
             logger.handle(record)
     return value
+
+
+def reserve_rows(array: np.memmap, start: int, stop: int) -> None:
+    """Allocate the disk blocks of rows ``start:stop`` of a memory-mapped ``.npy`` file now.
+
+    The files are sparse, and a page first written through the map on a full file system kills
+    the process (SIGBUS) instead of raising: allocated here, a full disk is an ``OSError``
+    (ENOSPC) that the entry point reports in one line. Only the rows the writer touches are
+    allocated (a partial's box rows), so the files stay as sparse as before.
+    """
+    row_bytes = int(array.strides[0])
+    if stop <= start or row_bytes <= 0:
+        return
+    with open(array.filename, "r+b") as fh:
+        os.posix_fallocate(fh.fileno(), int(array.offset) + start * row_bytes,
+                           (stop - start) * row_bytes)
 
 
 def run_captured(fn, job):

@@ -35,11 +35,11 @@ from hapcore.drizzle.jobs import (
     run_chip_stats,
 )
 from hapcore.drizzle.pixmap import PixmapCache
-from hapcore.processes import worker_context
+from hapcore.processes import stop_pool, worker_context
 from hapcore.wcs.files import read_chip_wcs
 
 __all__ = ["DrizzleWorkspace", "open_detector_workspace", "prepare_pixel_maps",
-           "filter_cr_mask_files"]
+           "filter_cr_mask_files", "remove_work_files"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -100,6 +100,18 @@ class _ReusableWorkerPools:
             pool = self._pools.pop(n_workers, None)
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def stop_all(self) -> None:
+        """Stop every pool now, busy or not: queued jobs cancelled, running ones ended
+        (:func:`hapcore.processes.stop_pool`; the run is being interrupted)."""
+        with self._lock:
+            pools = list(self._pools.values())
+            self._pools.clear()
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+        for pool in pools:
+            stop_pool(pool)
 
     def shutdown(self) -> None:
         """End every idle pool now (at interpreter exit, and for tests)."""
@@ -191,7 +203,12 @@ class DrizzleWorkspace:
     def __enter__(self) -> DrizzleWorkspace:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            # the run is interrupted (SIGTERM, Ctrl-C: hap_models.errors.RunInterrupted,
+            # Prefect's TerminationSignal, KeyboardInterrupt): stop the workers now instead of
+            # letting the pool finish their jobs; what they leave is scratch or temporary files
+            _WORKER_POOLS.stop_all()
         self.close()
 
     def close(self) -> None:
@@ -424,3 +441,19 @@ def _prepare_pixmaps(args) -> int:
     for extver, chip_wcs in read_chip_wcs(path).items():
         cache.get(path, extver, grid, chip_wcs=chip_wcs)
     return 0
+
+
+def remove_work_files(output_dir) -> None:
+    """Delete what ``output_dir/.hapsvm-work`` holds to speed up a resumed run (pixel maps,
+    partial drizzles, the catalog detection; ~1 GB for a full-frame UVIS visit) once a visit has
+    finished or failed. The compressed cosmic-ray masks stay: they are outputs of the cached
+    filter products that a re-made total product needs."""
+    work = Path(output_dir) / ".hapsvm-work"
+    if not work.is_dir():
+        return
+    for item in work.rglob("*"):
+        if item.is_file() and not item.name.startswith("crmask-"):
+            item.unlink(missing_ok=True)
+    for folder in sorted((p for p in work.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()

@@ -1,16 +1,15 @@
 """The input stage: poller file to product tree with parameter sets (spec §1, §9).
 
 The poller is parsed and its exposures located (`poller`), each exposure is kept or rejected
-with its reason (`viability`) and sorted, the tree of total, filter and exposure products is
-built (`tree`, `filters`), and every product gets its parameter set from the packaged
-configuration files and an optional custom parameter file (`parameters`, `custom_parameters`,
-`product_parameters`).
+with its reason (`integrity`: is the file whole; `viability`) and sorted, the tree of total,
+filter and exposure products is built (`tree`, `filters`), and every product gets its parameter
+set from the packaged configuration files and an optional custom parameter file (`parameters`,
+`custom_parameters`, `product_parameters`).
 """
 
-import importlib
+from hapcore._lazy import lazy_exports
 
-# entry points, imported on first use: importing one module of the stage (a light one, say)
-# must not import the whole stage
+# entry points, imported on first use (hapcore._lazy)
 _EXPORTS = {
     "interpret_obset_input": "hapcore.obset.tree",
     "parse_obset_tree": "hapcore.obset.tree",
@@ -18,13 +17,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

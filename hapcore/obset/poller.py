@@ -20,6 +20,7 @@ from hap_models.errors import HapInputError
 from hap_models.instruments import instrument_from_filename, normalise_detector
 from hap_models.poller import EMPTY_APERTURE, ExposureRecord, PollerLine
 from hapcore.obset.filters import determine_filter_name
+from hapcore.obset.integrity import NotFitsError, check_exposure_file
 
 __all__ = [
     "POLLER_FIELDS",
@@ -121,17 +122,29 @@ def locate_exposure(line: PollerLine, *, cwd: Path | None = None) -> Path:
 
 @dataclass
 class ExposureHeader:
-    """What the poller, the viability filter and the sort need from one exposure's file."""
+    """What the poller, the viability filter and the sort need from one exposure's file.
+
+    ``damage`` (:func:`hapcore.obset.integrity.check_exposure_file`) is why the file cannot be
+    used at all -- then nothing else is filled in; ``notes`` what it lacks but can be processed
+    without; ``no_usable_chip`` why no chip has a usable pixel (finite, non-zero, DQ 0).
+    """
 
     path: Path
     primary: dict = field(default_factory=dict)
     photflam: float = 0.0
     sci_all_zero: bool = False
     n_sci: int = 0
+    damage: str | None = None
+    notes: list[str] = field(default_factory=list)
+    no_usable_chip: str | None = None
 
 
 def read_exposure_header(path: Path, *, where: str = "") -> ExposureHeader:
     """Open an exposure read-only and collect its primary header, PHOTFLAM and SCI emptiness.
+
+    The file's structure is checked first (:func:`~hapcore.obset.integrity.check_exposure_file`,
+    headers only): a damaged file -- truncated, an unreadable header card, a missing SCI or DQ
+    extension -- comes back with ``damage`` set, to be rejected with that reason.
 
     Raises
     ------
@@ -139,6 +152,14 @@ def read_exposure_header(path: Path, *, where: str = "") -> ExposureHeader:
         If the file is not FITS, or lacks INSTRUME, DETECTOR (not WFPC2) or EXPTIME.
     """
     prefix = f"{where}: " if where else ""
+    try:
+        check = check_exposure_file(path)
+    except NotFitsError as exc:
+        raise HapInputError(f"{prefix}{path.name} is not a readable FITS file ({exc})") from None
+    except OSError as exc:
+        raise HapInputError(f"{prefix}{path.name} cannot be read ({exc.strerror or exc})") from None
+    if check.damage is not None:
+        return ExposureHeader(path=path, damage=check.damage)
     try:
         hdul = fits.open(path, mode="readonly", memmap=True, lazy_load_hdus=True)
     except Exception as exc:  # astropy raises OSError/TypeError/ValueError for non-FITS files
@@ -161,7 +182,10 @@ def read_exposure_header(path: Path, *, where: str = "") -> ExposureHeader:
             ) from None
 
         photflam = primary.get("PHOTFLAM")
+        dq_by_ver = {int(h.header.get("EXTVER", 1)): h for h in hdul[1:] if h.name == "DQ"}
         any_data = False
+        usable = False
+        problems: list[str] = []
         n_sci = 0
         for hdu in hdul:
             if hdu.name != "SCI":
@@ -169,10 +193,37 @@ def read_exposure_header(path: Path, *, where: str = "") -> ExposureHeader:
             n_sci += 1
             if photflam is None or float(photflam or 0.0) == 0.0:
                 photflam = hdu.header.get("PHOTFLAM", photflam)
-            if not any_data and hdu.data is not None and hdu.data.size:
-                any_data = bool(np.any(hdu.data))
+            if usable:
+                # one usable chip keeps the exposure; the others are judged where their
+                # pixels are read (alignment, drizzling), which exclude an unusable chip
+                continue
+            ver = int(hdu.header.get("EXTVER", 1))
+            problem = _chip_problem(hdu.data, dq_by_ver[ver].data if ver in dq_by_ver else None)
+            # drizzlepac's test is "all zeros": NaN counts as data there
+            any_data = any_data or problem not in ("all zeros", "has no data")
+            if problem is None:
+                usable = True
+            else:
+                problems.append(f"SCI,{ver} {problem}")
     return ExposureHeader(path=path, primary=primary, photflam=float(photflam or 0.0),
-                          sci_all_zero=(n_sci > 0 and not any_data), n_sci=n_sci)
+                          sci_all_zero=(n_sci > 0 and not any_data), n_sci=n_sci,
+                          notes=list(check.notes),
+                          no_usable_chip=None if usable or not n_sci else
+                          f"no usable chip ({'; '.join(problems)})")
+
+
+def _chip_problem(sci, dq) -> str | None:
+    """Why a chip has no usable pixel (finite, non-zero, DQ 0), or None if it has one."""
+    if sci is None or not sci.size:
+        return "has no data"
+    data = np.isfinite(sci) & (sci != 0)
+    if not data.any():
+        if np.isnan(sci).all():
+            return "all NaN"
+        return "all zeros" if not np.any(sci) else "all zero or NaN"
+    if dq is not None and np.shape(dq) == np.shape(sci) and not np.any(np.asarray(dq)[data] == 0):
+        return "every pixel flagged in DQ"
+    return None
 
 
 def _header_filters(instrument: str, primary: dict) -> str:

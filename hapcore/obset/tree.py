@@ -95,7 +95,8 @@ def interpret_obset_input(input_filename: str | os.PathLike, *, cwd: Path | None
         For a bad poller line, a missing or unreadable exposure, a missing keyword, an unknown
         instrument or detector, an exposure listed twice, or exposures of different visits.
     NoViableDataError
-        If every exposure is rejected by the viability filter.
+        If every exposure is rejected by the viability filter (a damaged file -- see
+        :mod:`hapcore.obset.integrity` -- is rejected too, with its reason).
     """
     poller_file = Path(input_filename).resolve()
     lines = read_poller_lines(poller_file)
@@ -113,6 +114,14 @@ def interpret_obset_input(input_filename: str | os.PathLike, *, cwd: Path | None
         seen[rootname] = line.line_number
         path = locate_exposure(line, cwd=cwd)
         header = read_exposure_header(path, where=where)
+        if header.damage is not None:
+            # a damaged file (truncated, unreadable header card, missing extension): rejected
+            # before its headers are trusted for anything else
+            name = Path(line.filename).name.lower()
+            rejected.append(RejectedExposure(filename=name, line_number=line.line_number,
+                                             reason=header.damage))
+            logger.warning("%s: %s not processed: %s", where, name, header.damage)
+            continue
         record = complete_poller_line(line, header)
         if first is None:
             first = record
@@ -123,9 +132,12 @@ def interpret_obset_input(input_filename: str | os.PathLike, *, cwd: Path | None
                 "one poller file must hold one visit")
         reason = rejection_reason(header.primary, instrument=record.instrument,
                                   detector=record.detector, sci_all_zero=header.sci_all_zero,
+                                  no_usable_chip=header.no_usable_chip,
                                   filename=record.filename)
         if reason is None:
             viable.append(record)
+            for note in header.notes:
+                logger.warning("%s: %s: %s", where, record.filename, note)
         else:
             rejected.append(RejectedExposure(filename=record.filename,
                                              line_number=line.line_number, reason=reason))

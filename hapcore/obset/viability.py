@@ -1,8 +1,10 @@
 """Viability filter for single-visit processing (spec §1.3).
 
-Each exposure is judged from its primary header (and whether its SCI arrays hold any data); the
-first failing test gives the reason it is not processed. Grism/prism exposures with a non-zero
-exposure time are always accepted (they are needed for WCS reconciliation).
+Each exposure is judged from its primary header (and whether its SCI arrays hold any data, and
+whether any chip has a usable pixel); the first failing test gives the reason it is not
+processed. A damaged file (:mod:`hapcore.obset.integrity`: truncated, an unreadable header
+card, a missing SCI or DQ extension) is rejected before these tests. Grism/prism exposures with
+a non-zero exposure time are always accepted (they are needed for WCS reconciliation).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def _text(header: Mapping, key: str) -> str:
 
 
 def rejection_reason(header: Mapping, *, instrument: str, detector: str,
-                     sci_all_zero: bool = False, filename: str = "") -> str | None:
+                     sci_all_zero: bool = False, no_usable_chip: str | None = None,
+                     filename: str = "") -> str | None:
     """Return why an exposure must not be processed, or ``None`` if it is viable.
 
     Parameters
@@ -35,6 +38,9 @@ def rejection_reason(header: Mapping, *, instrument: str, detector: str,
         Lower-case instrument and detector.
     sci_all_zero : bool, optional
         Whether every SCI array of the file is all zeros.
+    no_usable_chip : str, optional
+        Why no chip has a usable pixel (finite, non-zero, DQ 0): all NaN, every pixel flagged
+        in DQ (:func:`hapcore.obset.poller.read_exposure_header`); None when one has.
     filename : str, optional
         Only used in the FGSLOCK warning.
     """
@@ -88,4 +94,6 @@ def rejection_reason(header: Mapping, *, instrument: str, detector: str,
 
     if reason is None and sci_all_zero:
         reason = "SCI data all zeros"
+    elif reason is None and no_usable_chip:
+        reason = no_usable_chip
     return reason

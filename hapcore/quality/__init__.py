@@ -7,10 +7,9 @@ isolated, so a failing check never stops the others; the checks live in `checks`
 `summary` writes the visit's pass/fail summary; `plots` makes the PNG previews.
 """
 
-import importlib
+from hapcore._lazy import lazy_exports
 
-# entry points, imported on first use: importing one module of the stage (a light one, say)
-# must not import the whole stage
+# entry points, imported on first use (hapcore._lazy)
 _EXPORTS = {
     "make_quality_context": "hapcore.quality.stage",
     "run_num_sources": "hapcore.quality.stage",
@@ -25,13 +24,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,23 +7,13 @@ point, `solution` classifies an alignment outcome, `tangent` is the gnomonic pro
 by the alignment and the quality checks.
 """
 
-import importlib
+from hapcore._lazy import lazy_exports
 
-# entry points, imported on first use: importing one module of the stage (a light one, say)
-# must not import the whole stage
+# entry points, imported on first use (hapcore._lazy)
 _EXPORTS = {
     "read_chip_wcs": "hapcore.wcs.files",
     "write_svm_copy": "hapcore.wcs.records",
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
