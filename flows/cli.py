@@ -30,7 +30,7 @@ def demo_previews(products_dir: Path) -> list[Path]:
 
 
 def run_demo(out_dir: Path, *, overwrite: bool = True, visit: dict | None = None,
-             n_workers: int = 2) -> int:
+             n_workers: int = 2, prog: str | None = None) -> int:
     """Simulate the demo visit into ``out_dir/visit`` and run the per-visit flow into
     ``out_dir/products``, with the quality analysis on; print where the previews are.
 
@@ -61,7 +61,7 @@ def run_demo(out_dir: Path, *, overwrite: bool = True, visit: dict | None = None
     logger.info("demo visit simulated in %s (poller %s)", visit_dir, sim.poller.name)
     # quality on: it writes the previews, the part of the demo a person looks at
     code = perform(sim.poller, output_dir=products, refcat=sim.refcat, log_level="info",
-                   quality=True, n_workers=n_workers)
+                   quality=True, n_workers=n_workers, prog=prog)
     previews = demo_previews(products)
     # the user-facing end of the demo: the pictures to open (after the flow's own summary)
     if previews:
@@ -93,10 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "simulate":
         return run_simulate(args)
+    # the console handler is Prefect's, installed when the flow is imported (as runsinglehap)
     logging.getLogger("hapsvm").setLevel(logging.INFO)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(message)s")
-    return run_demo(Path(args.out).resolve())
+    return run_demo(Path(args.out).resolve(), prog="hapsvm demo")
 
 
 if __name__ == "__main__":

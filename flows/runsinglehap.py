@@ -91,12 +91,7 @@ def _console_logging(level: int) -> None:
     which shows the package's lines and Prefect's alike (:func:`flows.svm.run_hap_processing`
     adds a plain one if Prefect's logging is switched off).
     """
-    logging.getLogger("hapsvm").setLevel(level)
-    # astropy's INFO notes (e.g. "Inconsistent SIP distortion information") are not ours to
-    # show; astropy's logger is its own class, made when astropy is imported
-    from astropy import log as astropy_log
-
-    astropy_log.setLevel(max(level, logging.WARNING))
+    logging.getLogger("hapsvm").setLevel(level)    # astropy's notes: flows.visit_log.VisitLog
 
 
 def main(argv: list[str] | None = None, prog: str = "runsinglehap") -> int:

@@ -110,6 +110,7 @@ class VisitLog:
         self._console_filter = KeepUserErrorsOffConsole(self.log_path.parent)
         self._saved_level: int | None = None
         self._saved_prefect_level: int | None = None
+        self._saved_astropy_level: int | None = None
         self._filtered_handlers: list[logging.Handler] = []
 
     def __enter__(self) -> VisitLog:
@@ -119,6 +120,13 @@ class VisitLog:
         self._saved_level = package.level
         package.setLevel(self.level)
         self._saved_prefect_level = logging.getLogger("prefect").level
+        # astropy's INFO notes (e.g. "Inconsistent SIP distortion information", ~25 lines each
+        # time a product WCS is read) are not the run's to show, except at DEBUG
+        from astropy import log as astropy_log
+
+        self._saved_astropy_level = astropy_log.level
+        astropy_log.setLevel(max(logging.WARNING, self.level) if self.level > logging.DEBUG
+                             else logging.DEBUG)
         self.attach()
         return self
 
@@ -171,5 +179,8 @@ class VisitLog:
         handler.close()
         logging.getLogger(PACKAGE_LOGGER).setLevel(self._saved_level or logging.NOTSET)
         logging.getLogger("prefect").setLevel(self._saved_prefect_level or logging.NOTSET)
+        from astropy import log as astropy_log
+
+        astropy_log.setLevel(self._saved_astropy_level or logging.NOTSET)
         os.replace(self.part_path, self.log_path)
         self._handler = None

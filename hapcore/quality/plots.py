@@ -47,7 +47,7 @@ def _save(fig, path, *, dpi=None) -> Path:
     path = Path(path)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", **({} if dpi is None else {"dpi": dpi}))
-    log.info("Wrote %s", path.name)
+    log.debug("Wrote %s", path.name)
     return path
 
 

@@ -256,5 +256,5 @@ class DiagnosticDocument:
         """Write the document atomically as indented JSON; return the path."""
         path = write_text_atomic(path, json.dumps(self.to_dict(), indent=2, allow_nan=False)
                                  + "\n")
-        log.info("Wrote %s", Path(path).name)
+        log.debug("Wrote %s", Path(path).name)
         return path
