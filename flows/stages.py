@@ -23,6 +23,7 @@ from tasks.catalogs import (
     measure_filter_catalogs_task,
     write_catalogs_task,
 )
+from hapcore.drizzle.workspace import release_worker_pools
 from tasks.drizzle import drizzle_filter_task, drizzle_total_task, remove_work_files
 from tasks.quality import QUALITY_GROUPS, quality_group_task, quality_summary_task
 
@@ -68,6 +69,8 @@ def drizzle_stage(run: StageRunner, total, output_dir: Path, aligned: StageResul
                for fdp in total.fdp_list]
     made_total = run(drizzle_total_task, total, output_dir, filters, n_workers,
                      label=f"drizzle-{det}-total")
+    # the stage is done: its workers end now (memory freed, usage counted as our children's)
+    release_worker_pools()
     outputs: dict[str, str] = {}
     wall = 0.0
     for result in [*filters, made_total]:
