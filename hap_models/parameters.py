@@ -518,6 +518,14 @@ class CatalogParameters(_StrictModel):
     swarm_nsigma: PositiveFloat | None = 3.0
     swarm_radius_arcsec: PositiveFloat = 1.0
     swarm_min_ratio: PositiveFloat = 10.0
+    # PSF features (hapcore.catalogs.psf_features): the product's PSF, stacked from its bright
+    # isolated stars out to psf_feature_radius_arcsec, is scaled to every bright star; a point
+    # source whose aperture-2 light that prediction explains (the rest below
+    # psf_feature_nsigma sigma, with psf_feature_model_error of the prediction as its error)
+    # is a ring/spike/halo feature (flag 32). None: no test.
+    psf_feature_nsigma: PositiveFloat | None = 3.0
+    psf_feature_radius_arcsec: PositiveFloat = 3.0
+    psf_feature_model_error: Annotated[float, Field(ge=0.0)] = 0.2
     # Sharpness test (hapcore.catalogs.sharpness): a point source whose DAOStarFinder sharpness
     # is more than sharpness_nsigma robust sigma above the locus of the catalog's good point
     # sources (S/N 20-500, unsaturated) is a cosmic ray or hot pixel (flag 16). None: no test.

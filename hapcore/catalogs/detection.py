@@ -26,6 +26,7 @@ from astropy.table import Table
 from hapcore.atomic import atomic_output
 from hapcore.catalogs.image import BackgroundModel, CatalogImage, compute_background, make_wht_masks
 from hapcore.catalogs.point import detect_point_sources
+from hapcore.catalogs.psf_features import psf_features
 from hapcore.catalogs.segment import SegmentationResult, detect_segments
 from hapcore.catalogs.swarm import swarm_members
 
@@ -139,15 +140,38 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
 
 
 def _swarm(image: CatalogImage, background, sources: Table, cat) -> np.ndarray | None:
-    """Swarm members among the point sources (:func:`hapcore.catalogs.swarm.swarm_members`)."""
-    if cat.swarm_nsigma is None or sources is None or len(sources) < 2:
+    """Features of a brighter neighbour's profile among the point sources (flag 32).
+
+    The swarm test (:func:`hapcore.catalogs.swarm.swarm_members`: azimuthal and mirror
+    symmetry) or the product's own PSF (:func:`hapcore.catalogs.psf_features.psf_features`:
+    rings, spikes and halo of a stacked PSF), whichever recognises them.
+    """
+    if sources is None or len(sources) < 2:
         return None
-    return swarm_members(image.data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
-                         aperture_radius=cat.aperture_2 / image.plate_scale,
-                         max_distance=cat.swarm_radius_arcsec / image.plate_scale,
-                         min_ratio=cat.swarm_min_ratio, nsigma=cat.swarm_nsigma,
-                         background_rms=background.rms, exptime=image.exptime,
-                         background=background.background)
+    if cat.swarm_nsigma is None and cat.psf_feature_nsigma is None:
+        return None
+    members = np.zeros(len(sources), bool)
+    aperture = cat.aperture_2 / image.plate_scale
+    if cat.swarm_nsigma is not None:
+        members |= swarm_members(image.data, sources["xcentroid"], sources["ycentroid"],
+                                 sources["flux"], aperture_radius=aperture,
+                                 max_distance=cat.swarm_radius_arcsec / image.plate_scale,
+                                 min_ratio=cat.swarm_min_ratio, nsigma=cat.swarm_nsigma,
+                                 background_rms=background.rms, exptime=image.exptime,
+                                 background=background.background)
+    if cat.psf_feature_nsigma is not None:
+        features, psf = psf_features(
+            image.data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
+            aperture_radius=aperture, core_radius=aperture,
+            model_radius=int(np.ceil(cat.psf_feature_radius_arcsec / image.plate_scale)),
+            background=background.background, background_rms=background.rms,
+            exptime=image.exptime, min_ratio=cat.swarm_min_ratio,
+            nsigma=cat.psf_feature_nsigma, model_error=cat.psf_feature_model_error,
+            valid=image.weight > 0)
+        log.debug("PSF features: %d (%d not swarm members)", int(features.sum()),
+                  int((features & ~members).sum()))
+        members |= features
+    return members
 
 
 def load_total_detection(total, *, output_dir, phot_mode="both",

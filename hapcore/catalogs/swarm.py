@@ -34,12 +34,12 @@ import warnings
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["swarm_members"]
+__all__ = ["aperture_sums", "swarm_members"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
 
-def _aperture_sums(data: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float,
+def aperture_sums(data: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float,
                    background=None) -> np.ndarray:
     """Sum of ``data - background`` over pixels whose centres lie within ``radius`` of each
     (x, y); NaN where the aperture leaves the image or holds a non-finite pixel. The
@@ -138,10 +138,10 @@ def swarm_members(data: np.ndarray, x, y, flux, *, aperture_radius: float,
     # samples whose aperture overlaps the detection's would carry its light into the reference
     chord = 2 * distance[:, None] * np.abs(np.sin(steps[None, :] / 2))
     usable = chord > 2 * aperture_radius
-    ring = _aperture_sums(data, sx.ravel(), sy.ravel(), aperture_radius,
+    ring = aperture_sums(data, sx.ravel(), sy.ravel(), aperture_radius,
                           background).reshape(sx.shape)
     ring = np.where(usable, ring, np.nan)
-    own = _aperture_sums(data, x[tested], y[tested], aperture_radius, background)
+    own = aperture_sums(data, x[tested], y[tested], aperture_radius, background)
     enough = np.sum(np.isfinite(ring), axis=1) >= max(4, n_samples // 3)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows (too few samples)
@@ -160,7 +160,7 @@ def swarm_members(data: np.ndarray, x, y, flux, *, aperture_radius: float,
     # crowded field the ring holds other stars, so its scatter hides a real star's excess,
     # but the mirror point (when no detection sits there) shows it
     mx, my = 2 * x[b] - x[tested], 2 * y[b] - y[tested]
-    mirror = _aperture_sums(data, mx, my, aperture_radius, background)
+    mirror = aperture_sums(data, mx, my, aperture_radius, background)
     # any detection whose aperture overlaps the mirror aperture blocks the test (two swarm
     # members facing each other are then kept: in a crowded field the detection there is
     # more likely a star than another member)

@@ -1,0 +1,334 @@
+"""Detections that are features of a bright star's PSF: rings, spikes, the halo.
+
+An HST PSF is not a Gaussian: Airy rings, the four diffraction spikes of the secondary
+mirror's spider and a scattered halo reach arcseconds from a bright star. Noise on them, and
+their own structure (the knots along a spike), make peaks that pass the detection threshold:
+"sources" 0.3-3" from bright stars, mostly extended (CI ~2), that no catalog should hold.
+The azimuthal and mirror tests of :mod:`hapcore.catalogs.swarm` catch those on rings, but a
+spike is neither azimuthally symmetric nor alone (its mirror through the star is another
+spike feature), so they miss it.
+
+This module uses the product's own PSF instead:
+
+* :func:`empirical_psf` stacks bright, isolated stars of the image (median of stamps centred
+  on their detections, each normalised by its light in an annulus outside the core) out to
+  ``radius``. On a drizzled, north-up product every star has its spikes at the same angles, so
+  the stack holds the rings, the spikes and the halo, whatever the telescope roll; nothing is
+  assumed about the instrument.
+* :func:`psf_features` scales the stack to every detection bright enough to matter (by its
+  annulus light, checked farther out for a saturated core), predicts how much of each fainter
+  detection's aperture light its brighter neighbours' PSFs hold, and calls a detection a
+  feature when the light left after removing that prediction is not significant
+  (``nsigma``, with the background noise, the Poisson noise and a ``model_error`` fraction of
+  the prediction) while the prediction explains a good part (``min_model_fraction``) of what
+  was detected. A real companion keeps its own light above the wing and stays.
+
+The result joins the swarm flag (32), whose rows the total catalog's trimming drops when every
+filter flags them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.signal import fftconvolve
+from scipy.spatial import cKDTree
+
+__all__ = ["EmpiricalPSF", "empirical_psf", "psf_features"]
+
+log = logging.getLogger(f"hapsvm.{__name__}")
+
+#: Normal-distribution factor of the median absolute deviation.
+MAD_TO_SIGMA: float = 1.482602
+
+
+@dataclass(frozen=True)
+class EmpiricalPSF:
+    """A PSF stacked from the stars of an image.
+
+    Attributes
+    ----------
+    image : ndarray, shape (2 * radius + 1, 2 * radius + 1)
+        Median of the normalised stamps: its sum over the annulus ``norm_radii`` is 1.
+    norm_radii : tuple of float
+        Inner and outer radius (pixels) of the normalisation annulus.
+    n_stars : int
+        Stars stacked.
+    """
+
+    image: np.ndarray
+    norm_radii: tuple[float, float]
+    n_stars: int
+
+    @property
+    def radius(self) -> int:
+        return self.image.shape[0] // 2
+
+    def annulus_mask(self, inner: float, outer: float) -> np.ndarray:
+        r = _radius_grid(self.radius)
+        return (r >= inner) & (r <= outer)
+
+    def aperture_map(self, aperture_radius: float) -> np.ndarray:
+        """Sum of the PSF over a disk of ``aperture_radius`` centred at each offset."""
+        disk = _disk(aperture_radius)
+        return fftconvolve(self.image, disk, mode="same")
+
+
+def _radius_grid(half: int) -> np.ndarray:
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    return np.hypot(xx, yy)
+
+
+def _disk(radius: float) -> np.ndarray:
+    half = int(np.ceil(radius))
+    return (_radius_grid(half) <= radius).astype(float)
+
+
+def _stamps(data, background, x, y, half):
+    """Stamps of ``data - background`` centred on the nearest pixels (NaN off the image)."""
+    ny, nx = data.shape
+    offsets = np.arange(-half, half + 1)
+    ix = np.rint(x).astype(int)
+    iy = np.rint(y).astype(int)
+    rows = iy[:, None] + offsets[None, :]
+    cols = ix[:, None] + offsets[None, :]
+    inside = ((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :]
+    r = np.clip(rows, 0, ny - 1)[:, :, None]
+    c = np.clip(cols, 0, nx - 1)[:, None, :]
+    values = np.asarray(data[r, c], dtype=np.float64)
+    if background is not None:
+        values = values - np.asarray(np.broadcast_to(background, data.shape)[r, c], np.float64)
+    return np.where(inside, values, np.nan)
+
+
+def empirical_psf(data: np.ndarray, x, y, flux, *, radius: int, norm_radii: tuple[float, float],
+                  background=None, max_stars: int = 40, min_stars: int = 5,
+                  isolation_ratio: float = 0.1, valid=None) -> EmpiricalPSF | None:
+    """Median stack of the brightest isolated stars of an image.
+
+    Parameters
+    ----------
+    data : 2-D ndarray
+        Image (background-subtracted, or give ``background``).
+    x, y : array_like
+        0-based positions of the detections.
+    flux : array_like
+        A brightness measure of each detection.
+    radius : int
+        Half size of the stack (pixels).
+    norm_radii : tuple of float
+        Annulus (pixels) each stamp is normalised by: outside the core, so that a saturated or
+        slightly mis-centred core does not set the scale.
+    background : 2-D ndarray or float, optional
+    max_stars, min_stars : int, optional
+        At most ``max_stars`` are stacked; with fewer than ``min_stars`` usable, None.
+    isolation_ratio : float, optional
+        A star is used only when no other detection within ``radius`` has more than this
+        fraction of its flux.
+    valid : 2-D ndarray of bool, optional
+        Pixels with data (e.g. weight > 0); stamps must lie entirely inside.
+
+    Returns
+    -------
+    EmpiricalPSF or None
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    flux = np.asarray(flux, float)
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(flux) & (flux > 0)
+    if ok.sum() < min_stars:
+        return None
+    idx = np.flatnonzero(ok)
+    tree = cKDTree(np.column_stack([x[idx], y[idx]]))
+    order = idx[np.argsort(flux[idx])[::-1]]
+    chosen = []
+    ny, nx = data.shape
+    for k in order:
+        if not (radius <= x[k] < nx - radius - 1 and radius <= y[k] < ny - radius - 1):
+            continue
+        near = idx[tree.query_ball_point([x[k], y[k]], radius)]
+        near = near[near != k]
+        if near.size and flux[near].max() > isolation_ratio * flux[k]:
+            continue
+        if valid is not None:
+            iy, ix = int(round(y[k])), int(round(x[k]))
+            if not valid[iy - radius:iy + radius + 1, ix - radius:ix + radius + 1].all():
+                continue
+        chosen.append(k)
+        if len(chosen) >= max_stars:
+            break
+    # the brightest candidates may be saturated: their normalised cores are flat, and the
+    # median over the rest keeps the core right as long as they are a minority
+    if len(chosen) < min_stars:
+        return None
+    chosen = np.asarray(chosen)
+    stamps = _stamps(data, background, x[chosen], y[chosen], radius)
+    annulus = (_radius_grid(radius) >= norm_radii[0]) & (_radius_grid(radius) <= norm_radii[1])
+    norms = np.nansum(stamps[:, annulus], axis=1)
+    good = np.isfinite(norms) & (norms > 0)
+    if good.sum() < min_stars:
+        return None
+    normalised = stamps[good] / norms[good, None, None]
+    stack = np.nanmedian(normalised, axis=0)
+    # Far out the stack is mostly the noise of a few stamps; scaled to every bright star and
+    # summed over neighbours it would predict light that is not there. Pixels not 3 sigma
+    # above zero (the median's error, from the stamps' scatter) are set to zero.
+    spread = MAD_TO_SIGMA * np.nanmedian(np.abs(normalised - stack), axis=0)
+    error = 1.253 * spread / np.sqrt(good.sum())
+    stack = np.where(stack > 3.0 * error, stack, 0.0)
+    stack = np.nan_to_num(stack, nan=0.0)
+    return EmpiricalPSF(stack, (float(norm_radii[0]), float(norm_radii[1])), int(good.sum()))
+
+
+def psf_features(data: np.ndarray, x, y, flux, *, aperture_radius: float, model_radius: int,
+                 core_radius: float, background=None, background_rms=0.0, exptime: float = 0.0,
+                 min_ratio: float = 10.0, nsigma: float = 3.0, model_error: float = 0.2,
+                 min_model_fraction: float = 0.3, valid=None,
+                 psf: EmpiricalPSF | None = None) -> tuple[np.ndarray, EmpiricalPSF | None]:
+    """Detections explained by the PSF of a brighter neighbour (see module notes).
+
+    Parameters
+    ----------
+    data : 2-D ndarray
+        Image the sources were detected on (rate units when ``exptime`` is given).
+    x, y, flux : array_like
+        Detections: 0-based positions and a brightness measure (e.g. DAOStarFinder's flux).
+    aperture_radius : float
+        Radius (pixels) of the aperture compared with the prediction.
+    model_radius : int
+        Half size of the PSF stack (pixels): features farther out are not looked for.
+    core_radius : float
+        Radius (pixels) of the PSF core: the normalisation annulus starts there, and
+        detections closer than it to a neighbour are left to the deblending.
+    background : 2-D ndarray or float, optional
+    background_rms : float or 2-D ndarray, optional
+        Per-pixel background noise.
+    exptime : float, optional
+        Exposure time turning rates into counts for the Poisson noise (0: none).
+    min_ratio : float, optional
+        A neighbour must be at least this many times brighter (``flux``) than the detection.
+    nsigma : float, optional
+    model_error : float, optional
+        Fractional error of the scaled PSF prediction (colour and field variations of the
+        PSF, the stack's own noise).
+    min_model_fraction : float, optional
+        The prediction must hold at least this fraction of the detection's aperture light.
+    valid : 2-D ndarray of bool, optional
+        Pixels with data, for the PSF stack.
+    psf : EmpiricalPSF, optional
+        A PSF to use instead of stacking one from ``data``.
+
+    Returns
+    -------
+    features : ndarray of bool
+    psf : EmpiricalPSF or None
+        The PSF used (None when too few stars were usable: nothing is flagged).
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    flux = np.asarray(flux, float)
+    n = x.size
+    features = np.zeros(n, bool)
+    if n < 2:
+        return features, psf
+    norm_radii = (float(core_radius), float(core_radius) * 2.5)
+    if psf is None:
+        psf = empirical_psf(data, x, y, flux, radius=int(model_radius), norm_radii=norm_radii,
+                            background=background, valid=valid)
+    if psf is None:
+        log.debug("PSF features: too few isolated bright stars for a PSF stack")
+        return features, None
+    half = psf.radius
+    scales = _psf_scales(data, background, x, y, psf, aperture_radius)
+    aperture_map = psf.aperture_map(aperture_radius)
+    finite = np.isfinite(flux) & (flux > 0) & np.isfinite(scales) & (scales > 0)
+    # a neighbour matters only if its PSF's light in an aperture beyond the core can exceed
+    # a fraction of the noise of a faint detection's aperture
+    far = _radius_grid(half) >= core_radius
+    peak_far = float(aperture_map[far].max()) if far.any() else 0.0
+    rms = float(np.nanmedian(background_rms)) if np.ndim(background_rms) else float(background_rms)
+    noise_aperture = max(rms, 1e-30) * np.sqrt(np.pi * aperture_radius ** 2)
+    bright = np.flatnonzero(finite & (scales * peak_far > noise_aperture))
+    if bright.size == 0:
+        return features, psf
+    tree = cKDTree(np.column_stack([x, y]))
+    neighbours = tree.query_ball_point(np.column_stack([x[bright], y[bright]]), half - 1)
+    pairs_i, pairs_j = [], []
+    for b, near in zip(bright, neighbours):
+        near = np.asarray(near, int)
+        near = near[(near != b) & (flux[b] >= min_ratio * np.clip(flux[near], 0.0, None))]
+        pairs_i.append(np.full(near.size, b))
+        pairs_j.append(near)
+    star = np.concatenate(pairs_i) if pairs_i else np.zeros(0, int)
+    det = np.concatenate(pairs_j) if pairs_j else np.zeros(0, int)
+    distance = np.hypot(x[det] - x[star], y[det] - y[star])
+    keep = distance >= core_radius
+    star, det = star[keep], det[keep]
+    if det.size == 0:
+        return features, psf
+    # predicted aperture light of each bright neighbour at each detection, summed per detection
+    coords = np.vstack([y[det] - y[star] + half, x[det] - x[star] + half])
+    predicted_pair = scales[star] * ndimage.map_coordinates(aperture_map, coords, order=1,
+                                                             mode="constant", cval=0.0)
+    # only neighbours whose own contribution matters are summed (many small, noisy terms
+    # would otherwise add up to a prediction no single star makes)
+    predicted_pair = np.where(predicted_pair >= 0.5 * noise_aperture, predicted_pair, 0.0)
+    predicted = np.bincount(det, weights=predicted_pair, minlength=n)
+    tested = np.flatnonzero(predicted > 0)
+    from hapcore.catalogs.swarm import aperture_sums
+
+    measured = aperture_sums(data, x[tested], y[tested], aperture_radius, background=background)
+    if np.ndim(background_rms):
+        rms_at = np.asarray(background_rms)[np.clip(np.rint(y[tested]).astype(int), 0,
+                                                    data.shape[0] - 1),
+                                            np.clip(np.rint(x[tested]).astype(int), 0,
+                                                    data.shape[1] - 1)]
+    else:
+        rms_at = np.full(tested.size, float(background_rms))
+    npix = np.pi * aperture_radius ** 2
+    pred = predicted[tested]
+    variance = npix * rms_at ** 2 + (model_error * pred) ** 2
+    if exptime > 0:
+        variance = variance + np.clip(np.maximum(measured, pred), 0.0, None) / exptime
+    with np.errstate(invalid="ignore"):
+        # the prediction must matter: a faint detection next to a modest star is only noisy,
+        # and "explained" by any small prediction when its own light is below nsigma
+        explained = ((measured - pred) < nsigma * np.sqrt(variance)) & \
+            (pred >= min_model_fraction * measured) & (pred >= np.sqrt(npix) * rms_at)
+    features[tested[np.isfinite(measured) & explained]] = True
+    log.debug("PSF features: stack of %d stars (radius %d px), %d bright neighbours, %d of %d "
+              "tested detections explained by a neighbour's PSF", psf.n_stars, half,
+              bright.size, int(features.sum()), tested.size)
+    return features, psf
+
+
+def _psf_scales(data, background, x, y, psf: EmpiricalPSF, aperture_radius: float) -> np.ndarray:
+    """Scale of the PSF stack for each detection.
+
+    From the core (the aperture sum over the stack's aperture fraction) unless the
+    normalisation annulus says the star is more than twice as bright: a saturated core holds
+    less than its share, and then the annulus (the median over its pixels of data / model,
+    which neighbours in the annulus do not pull) sets the scale.
+    """
+    from hapcore.catalogs.swarm import aperture_sums
+
+    inner, outer = psf.norm_radii
+    half = int(np.ceil(outer))
+    centre = psf.radius
+    model = psf.image[centre - half:centre + half + 1, centre - half:centre + half + 1]
+    r = _radius_grid(half)
+    ring = (r >= inner) & (r <= outer) & (model > 0)
+    core_fraction = float(psf.aperture_map(aperture_radius)[centre, centre])
+    core = aperture_sums(data, x, y, aperture_radius, background=background) / core_fraction
+    scales = np.full(x.size, np.nan)
+    for start in range(0, x.size, 1024):
+        part = slice(start, start + 1024)
+        stamps = _stamps(data, background, x[part], y[part], half)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            annulus = np.nanmedian(stamps[:, ring] / model[ring], axis=1) * float(model[ring].sum())
+        scales[part] = np.where(np.isfinite(core[part]) & ~(annulus > 2.0 * core[part]),
+                                core[part], annulus)
+    return scales
