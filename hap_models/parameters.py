@@ -526,6 +526,12 @@ class CatalogParameters(_StrictModel):
     psf_feature_nsigma: PositiveFloat | None = 3.0
     psf_feature_radius_arcsec: PositiveFloat = 3.0
     psf_feature_model_error: Annotated[float, Field(ge=0.0)] = 0.2
+    # Point-catalog errors (hapcore.catalogs.noise, photometry): the sky terms are scaled by the
+    # product's empty-aperture variance factor (drizzled pixels share noise: pulls had a robust
+    # spread of 1.6 without it), and flux_error_floor of the flux is added in quadrature (the
+    # 0.5% scatter of bright stars' aperture fluxes on drizzled products that no noise term has).
+    correlated_noise: bool = True
+    flux_error_floor: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.005
     # Sharpness test (hapcore.catalogs.sharpness): a point source whose DAOStarFinder sharpness
     # is more than sharpness_nsigma robust sigma above the locus of the catalog's good point
     # sources (S/N 20-500, unsaturated) is a cosmic ray or hot pixel (flag 16). None: no test.

@@ -195,7 +195,8 @@ def aperture_stats_tbl(data, apertures, method="exact", sigma_clip=True):
 
 
 def iraf_style_photometry(phot_apertures, bg_apertures, data, error_array=None,
-                          bg_method="mode", epadu=1.0):
+                          bg_method="mode", epadu=1.0, sky_variance_factor=1.0,
+                          relative_error_floor=0.0):
     """Aperture photometry with a local sky and DAOPHOT errors.
 
     For every aperture k::
@@ -224,6 +225,14 @@ def iraf_style_photometry(phot_apertures, bg_apertures, data, error_array=None,
     epadu : float or array_like, optional
         Electrons per data unit (for data in e-/s: the exposure time), for the source's
         Poisson noise; one value, or one per source.
+    sky_variance_factor : float or sequence of float, optional
+        Multiplies the two sky terms of the variance (one value, or one per aperture): the
+        noise of an aperture sum over the pixel rms squared times the area, above 1 on a
+        drizzled image whose pixels share noise (:mod:`hapcore.catalogs.noise`).
+    relative_error_floor : float, optional
+        Fraction of the flux added in quadrature to every error: the systematic part of an
+        aperture flux on a drizzled image (pixel phase of the resampled PSF, PSF light in the
+        sky annulus), which no noise term describes.
 
     Returns
     -------
@@ -238,6 +247,7 @@ def iraf_style_photometry(phot_apertures, bg_apertures, data, error_array=None,
     if np.any(~(epadu > 0)) or np.any(~np.isfinite(epadu)):
         raise ValueError("epadu must be positive and finite")
     apertures = list(phot_apertures) if isinstance(phot_apertures, (list, tuple)) else [phot_apertures]
+    factors = np.broadcast_to(np.asarray(sky_variance_factor, dtype=float), (len(apertures),))
     positions = _positions_of(apertures[0])
     sky_table = aperture_stats_tbl(data, bg_apertures, method="exact", sigma_clip=True)
     sky = np.asarray(sky_table[f"aperture_{bg_method}"], dtype=float)
@@ -273,8 +283,10 @@ def iraf_style_photometry(phot_apertures, bg_apertures, data, error_array=None,
             else:
                 ecol = f"aperture_sum_err_{k}"
                 sky_noise = np.asarray(phot[ecol], dtype=float) ** 2
-            variance = (np.maximum(flux, 0.0) / epadu + sky_noise
-                        + area**2 * sky_std**2 / np.where(nsky > 0, nsky, np.nan))
+            variance = (np.maximum(flux, 0.0) / epadu
+                        + factors[k] * (sky_noise
+                                        + area**2 * sky_std**2 / np.where(nsky > 0, nsky, np.nan))
+                        + (relative_error_floor * flux) ** 2)
             flux_err = np.sqrt(variance)
             result[f"flux_{k + 1}"] = flux
             result[f"flux_err_{k + 1}"] = flux_err

@@ -236,7 +236,8 @@ def local_epadu(image: CatalogImage, x, y):
 
 def measure_point_photometry(image: CatalogImage, x, y, *, ids=None, ra=None, dec=None,
                              aperture_1=0.05, aperture_2=0.15, skyannulus=0.25,
-                             dskyannulus=0.25, salgorithm="mode") -> Table:
+                             dskyannulus=0.25, salgorithm="mode",
+                             correlated_noise=True, relative_error_floor=0.0) -> Table:
     """Forced aperture photometry of one filter image at given positions (spec §6.3).
 
     Parameters
@@ -251,6 +252,11 @@ def measure_point_photometry(image: CatalogImage, x, y, *, ids=None, ra=None, de
         Radii in arcsec; the annulus runs from ``skyannulus`` to ``skyannulus + dskyannulus``.
     salgorithm : {"mode", "median", "mean"}
         Sky estimator.
+    correlated_noise : bool, optional
+        Scale the sky terms of the errors by the image's empty-aperture variance factor of
+        each aperture (:func:`~hapcore.catalogs.noise.aperture_variance_factor`).
+    relative_error_floor : float, optional
+        Systematic fraction of the flux added to the errors in quadrature.
 
     Returns
     -------
@@ -271,9 +277,20 @@ def measure_point_photometry(image: CatalogImage, x, y, *, ids=None, ra=None, de
                "DEC": np.asarray(dec, dtype=float), "ID": ids.astype(np.int64)}
     if n:
         positions = np.column_stack([x, y])
+        factors = (1.0, 1.0)
+        if correlated_noise:
+            from hapcore.catalogs.noise import aperture_variance_factor
+
+            valid = image.weight > 0
+            factors = tuple(aperture_variance_factor(image.data, r, valid=valid,
+                                                     sources_xy=positions) for r in (r1, r2))
+            log.debug("%s: correlated-noise variance factors %.3f (aperture 1), %.3f (aperture 2)",
+                      image.filename or "image", *factors)
         phot = iraf_style_photometry([CircularAperture(positions, r1), CircularAperture(positions, r2)],
                                      CircularAnnulus(positions, r_in, r_out), image.data,
-                                     bg_method=salgorithm, epadu=local_epadu(image, x, y))
+                                     bg_method=salgorithm, epadu=local_epadu(image, x, y),
+                                     sky_variance_factor=factors,
+                                     relative_error_floor=relative_error_floor)
         flux1, flux2 = np.asarray(phot["flux_1"]), np.asarray(phot["flux_2"])
         err1, err2 = np.asarray(phot["flux_err_1"]), np.asarray(phot["flux_err_2"])
         mag1 = compute_abmag(flux1, image.photflam, image.photplam)

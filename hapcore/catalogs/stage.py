@@ -182,7 +182,8 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
             image, points["xcentroid"], points["ycentroid"], ids=points["id"], ra=points["RA"],
             dec=points["DEC"], aperture_1=fcat.aperture_1, aperture_2=fcat.aperture_2,
             skyannulus=fcat.skyannulus_arcsec, dskyannulus=fcat.dskyannulus_arcsec,
-            salgorithm=fcat.salgorithm)
+            salgorithm=fcat.salgorithm, correlated_noise=fcat.correlated_noise,
+            relative_error_floor=fcat.flux_error_floor)
         ci = quality.ci_filter.aperture
         entry.point["Flags"] = flag_catalog(entry.point, x_column="X-Center", y_column="Y-Center",
                                             ci_lower=ci.ci_lower_limit,
