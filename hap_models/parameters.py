@@ -532,6 +532,10 @@ class CatalogParameters(_StrictModel):
     # 0.5% scatter of bright stars' aperture fluxes on drizzled products that no noise term has).
     correlated_noise: bool = True
     flux_error_floor: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.005
+    # The PSF's own light in the sky annulus (hapcore.catalogs.annulus_light), measured on a PSF
+    # stacked from the filter product's stars, is added back to the aperture fluxes (it made
+    # MagAp2 0.01 mag (UVIS) to 0.04 mag (IR) too faint); CI limits shift with the CI.
+    annulus_light_correction: bool = True
     # Sharpness test (hapcore.catalogs.sharpness): a point source whose DAOStarFinder sharpness
     # is more than sharpness_nsigma robust sigma above the locus of the catalog's good point
     # sources (S/N 20-500, unsaturated) is a cosmic ray or hot pixel (flag 16). None: no test.

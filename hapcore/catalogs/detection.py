@@ -28,7 +28,7 @@ from hapcore.catalogs.image import BackgroundModel, CatalogImage, compute_backgr
 from hapcore.catalogs.point import detect_point_sources
 from hapcore.catalogs.psf_features import psf_features
 from hapcore.catalogs.segment import SegmentationResult, detect_segments
-from hapcore.catalogs.swarm import swarm_members
+from hapcore.catalogs.swarm import aperture_sums, swarm_members
 
 __all__ = ["PHOT_MODES", "SourceDetection", "catalog_background", "detect_sources",
            "load_total_detection", "save_detection", "load_detection"]
@@ -126,7 +126,8 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
         clock = time.perf_counter()
         detection.point_sources = detect_point_sources(total_image, background, regions,
                                                        fwhm_pixels=fwhm, nsigma=cat.nsigma)
-        detection.point_swarm = _swarm(total_image, background, detection.point_sources, cat)
+        detection.point_swarm = _swarm(total_image, background, detection.point_sources, cat,
+                                       total_parameters.quality.ci_filter.aperture)
         timings["point_detection"] = time.perf_counter() - clock
         log.info("point catalog: %d sources detected on the total image (%d swarm members, "
                  "flag 32)", len(detection.point_sources),
@@ -139,7 +140,8 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
     return detection
 
 
-def _swarm(image: CatalogImage, background, sources: Table, cat) -> np.ndarray | None:
+def _swarm(image: CatalogImage, background, sources: Table, cat, ci_limits=None
+           ) -> np.ndarray | None:
     """Features of a brighter neighbour's profile among the point sources (flag 32).
 
     The swarm test (:func:`hapcore.catalogs.swarm.swarm_members`: azimuthal and mirror
@@ -160,6 +162,19 @@ def _swarm(image: CatalogImage, background, sources: Table, cat) -> np.ndarray |
                                  background_rms=background.rms, exptime=image.exptime,
                                  background=background.background)
     if cat.psf_feature_nsigma is not None:
+        point_like = None
+        if ci_limits is not None:
+            # CI on the total image, as the filter catalogs measure it: galaxies stay out of
+            # the PSF stack
+            x, y = np.asarray(sources["xcentroid"], float), np.asarray(sources["ycentroid"], float)
+            inner = aperture_sums(image.data, x, y, cat.aperture_1 / image.plate_scale,
+                                  background=background.background)
+            outer = aperture_sums(image.data, x, y, aperture, background=background.background)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ci = -2.5 * np.log10(inner / outer)
+            # only the extended side is cut: a sharper PSF than the limits assume must still
+            # give a stack (a few sharp defects among the brightest do not move the median)
+            point_like = ci <= ci_limits.ci_upper_limit
         features, psf = psf_features(
             image.data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
             aperture_radius=aperture, core_radius=aperture,
@@ -167,7 +182,7 @@ def _swarm(image: CatalogImage, background, sources: Table, cat) -> np.ndarray |
             background=background.background, background_rms=background.rms,
             exptime=image.exptime, min_ratio=cat.swarm_min_ratio,
             nsigma=cat.psf_feature_nsigma, model_error=cat.psf_feature_model_error,
-            valid=image.weight > 0)
+            valid=image.weight > 0, stack_candidates=point_like)
         log.debug("PSF features: %d (%d not swarm members)", int(features.sum()),
                   int((features & ~members).sum()))
         members |= features

@@ -106,7 +106,8 @@ def _stamps(data, background, x, y, half):
 
 def empirical_psf(data: np.ndarray, x, y, flux, *, radius: int, norm_radii: tuple[float, float],
                   background=None, max_stars: int = 40, min_stars: int = 5,
-                  isolation_ratio: float = 0.1, valid=None) -> EmpiricalPSF | None:
+                  isolation_ratio: float = 0.1, valid=None,
+                  significant_only: bool = True) -> EmpiricalPSF | None:
     """Median stack of the brightest isolated stars of an image.
 
     Parameters
@@ -130,6 +131,9 @@ def empirical_psf(data: np.ndarray, x, y, flux, *, radius: int, norm_radii: tupl
         fraction of its flux.
     valid : 2-D ndarray of bool, optional
         Pixels with data (e.g. weight > 0); stamps must lie entirely inside.
+    significant_only : bool, optional
+        Set pixels not 3 sigma above zero to zero (for predictions summed over many stars);
+        False keeps the unbiased median (for means over an annulus).
 
     Returns
     -------
@@ -178,7 +182,8 @@ def empirical_psf(data: np.ndarray, x, y, flux, *, radius: int, norm_radii: tupl
     # above zero (the median's error, from the stamps' scatter) are set to zero.
     spread = MAD_TO_SIGMA * np.nanmedian(np.abs(normalised - stack), axis=0)
     error = 1.253 * spread / np.sqrt(good.sum())
-    stack = np.where(stack > 3.0 * error, stack, 0.0)
+    if significant_only:
+        stack = np.where(stack > 3.0 * error, stack, 0.0)
     stack = np.nan_to_num(stack, nan=0.0)
     return EmpiricalPSF(stack, (float(norm_radii[0]), float(norm_radii[1])), int(good.sum()))
 
@@ -186,7 +191,7 @@ def empirical_psf(data: np.ndarray, x, y, flux, *, radius: int, norm_radii: tupl
 def psf_features(data: np.ndarray, x, y, flux, *, aperture_radius: float, model_radius: int,
                  core_radius: float, background=None, background_rms=0.0, exptime: float = 0.0,
                  min_ratio: float = 10.0, nsigma: float = 3.0, model_error: float = 0.2,
-                 min_model_fraction: float = 0.3, valid=None,
+                 min_model_fraction: float = 0.3, valid=None, stack_candidates=None,
                  psf: EmpiricalPSF | None = None) -> tuple[np.ndarray, EmpiricalPSF | None]:
     """Detections explained by the PSF of a brighter neighbour (see module notes).
 
@@ -218,6 +223,9 @@ def psf_features(data: np.ndarray, x, y, flux, *, aperture_radius: float, model_
         The prediction must hold at least this fraction of the detection's aperture light.
     valid : 2-D ndarray of bool, optional
         Pixels with data, for the PSF stack.
+    stack_candidates : ndarray of bool, optional
+        Detections that may be stacked (e.g. point-like by their concentration index): the
+        brightest detections are often galaxies.
     psf : EmpiricalPSF, optional
         A PSF to use instead of stacking one from ``data``.
 
@@ -236,8 +244,9 @@ def psf_features(data: np.ndarray, x, y, flux, *, aperture_radius: float, model_
         return features, psf
     norm_radii = (float(core_radius), float(core_radius) * 2.5)
     if psf is None:
-        psf = empirical_psf(data, x, y, flux, radius=int(model_radius), norm_radii=norm_radii,
-                            background=background, valid=valid)
+        stack_flux = flux if stack_candidates is None else np.where(stack_candidates, flux, 0.0)
+        psf = empirical_psf(data, x, y, stack_flux, radius=int(model_radius),
+                            norm_radii=norm_radii, background=background, valid=valid)
     if psf is None:
         log.debug("PSF features: too few isolated bright stars for a PSF stack")
         return features, None
