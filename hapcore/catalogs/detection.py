@@ -26,7 +26,7 @@ from astropy.table import Table
 from hapcore.atomic import atomic_output
 from hapcore.catalogs.image import BackgroundModel, CatalogImage, compute_background, make_wht_masks
 from hapcore.catalogs.point import detect_point_sources
-from hapcore.catalogs.psf_features import psf_features
+from hapcore.catalogs.psf_features import fourfold_features, psf_features
 from hapcore.catalogs.segment import SegmentationResult, detect_segments
 from hapcore.catalogs.swarm import aperture_sums, swarm_members
 
@@ -183,9 +183,17 @@ def _swarm(image: CatalogImage, background, sources: Table, cat, ci_limits=None
             exptime=image.exptime, min_ratio=cat.swarm_min_ratio,
             nsigma=cat.psf_feature_nsigma, model_error=cat.psf_feature_model_error,
             valid=image.weight > 0, stack_candidates=point_like)
-        log.debug("PSF features: %d (%d not swarm members)", int(features.sum()),
-                  int((features & ~members).sum()))
-        members |= features
+        fourfold = fourfold_features(
+            image.data, sources["xcentroid"], sources["ycentroid"], aperture_radius=aperture,
+            min_distance=aperture,
+            max_distance=cat.psf_feature_radius_arcsec / image.plate_scale,
+            background=background.background, background_rms=background.rms,
+            exptime=image.exptime, min_ratio=cat.swarm_min_ratio, nsigma=cat.psf_feature_nsigma,
+            model_error=cat.psf_feature_model_error)
+        log.debug("PSF features: %d from the PSF stack, %d four-fold (%d not swarm members)",
+                  int(features.sum()), int(fourfold.sum()),
+                  int(((features | fourfold) & ~members).sum()))
+        members |= features | fourfold
     return members
 
 

@@ -23,6 +23,16 @@ This module uses the product's own PSF instead:
   the prediction) while the prediction explains a good part (``min_model_fraction``) of what
   was detected. A real companion keeps its own light above the wing and stays.
 
+The stack cannot see what only the brightest stars show: the spikes of a saturated star reach
+far beyond where a stack of fainter stars is significant. :func:`fourfold_features` uses the
+symmetry instead: HST's spikes come from two spider vanes crossing at right angles and its
+rings and halo are round, so every PSF feature has copies at 90, 180 and 270 degrees about
+the star. A detection whose aperture light does not exceed the median of those three copies
+(``nsigma``) is one. A real companion has no copies; a bleed column (two-fold) has one, which
+the median of three ignores. The neighbour must be ``min_ratio`` times brighter in a wide
+aperture (3 aperture radii), which a saturated core does not falsify the way a peak-based
+flux does.
+
 The result joins the swarm flag (32), whose rows the total catalog's trimming drops when every
 filter flags them.
 """
@@ -30,6 +40,7 @@ filter flags them.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +48,7 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
-__all__ = ["EmpiricalPSF", "empirical_psf", "psf_features"]
+__all__ = ["EmpiricalPSF", "empirical_psf", "psf_features", "fourfold_features"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -176,12 +187,24 @@ def empirical_psf(data: np.ndarray, x, y, flux, *, radius: int, norm_radii: tupl
     if good.sum() < min_stars:
         return None
     normalised = stamps[good] / norms[good, None, None]
-    stack = np.nanmedian(normalised, axis=0)
-    # Far out the stack is mostly the noise of a few stamps; scaled to every bright star and
-    # summed over neighbours it would predict light that is not there. Pixels not 3 sigma
-    # above zero (the median's error, from the stamps' scatter) are set to zero.
-    spread = MAD_TO_SIGMA * np.nanmedian(np.abs(normalised - stack), axis=0)
-    error = 1.253 * spread / np.sqrt(good.sum())
+    median = np.nanmedian(normalised, axis=0)
+    spread = MAD_TO_SIGMA * np.nanmedian(np.abs(normalised - median), axis=0)
+    # The faint wings (a spike 1.5" out) are seen only in the brightest stars: a plain median
+    # weights every star alike and loses them in the noise of the fainter ones. The stack is
+    # the mean weighted by each star's light squared (its S/N squared where the sky noise
+    # dominates), over the stamps within 3 sigma of the median (a neighbour or a defect in
+    # one stamp is left out).
+    weights = (norms[good] ** 2)[:, None, None] * (np.abs(normalised - median) <= 3.0 * spread)
+    weights = np.where(np.isfinite(normalised), weights, 0.0)
+    total = weights.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stack = np.where(total > 0, (weights * np.nan_to_num(normalised)).sum(axis=0) / total,
+                         median)
+        # error of the weighted mean, from the stamps' scatter and the effective number of stars
+        n_eff = total ** 2 / (weights ** 2).sum(axis=0)
+        error = spread / np.sqrt(np.where(n_eff > 0, n_eff, 1.0))
+    # Far out the stack is mostly noise; scaled to every bright star and summed over neighbours
+    # it would predict light that is not there: pixels not 3 sigma above zero are set to zero.
     if significant_only:
         stack = np.where(stack > 3.0 * error, stack, 0.0)
     stack = np.nan_to_num(stack, nan=0.0)
@@ -341,3 +364,122 @@ def _psf_scales(data, background, x, y, psf: EmpiricalPSF, aperture_radius: floa
         scales[part] = np.where(np.isfinite(core[part]) & ~(annulus > 2.0 * core[part]),
                                 core[part], annulus)
     return scales
+
+
+def fourfold_features(data: np.ndarray, x, y, *, aperture_radius: float, max_distance: float,
+                      min_distance: float, background=None, background_rms=0.0,
+                      exptime: float = 0.0, min_ratio: float = 10.0,
+                      nsigma: float = 3.0, model_error: float = 0.2) -> np.ndarray:
+    """Detections repeated at 90, 180 and 270 degrees about a much brighter neighbour.
+
+    Parameters
+    ----------
+    data : 2-D ndarray
+        Image the sources were detected on.
+    x, y : array_like
+        0-based positions of the detections.
+    aperture_radius : float
+        Radius (pixels) of the compared apertures.
+    max_distance, min_distance : float
+        Detection-neighbour distances tested (pixels).
+    background : 2-D ndarray or float, optional
+    background_rms : float or 2-D ndarray, optional
+        Per-pixel background noise.
+    exptime : float, optional
+        Turns rates into counts for the Poisson noise of the compared light.
+    min_ratio : float, optional
+        The neighbour's light within three aperture radii must be at least this many times
+        the detection's.
+    nsigma : float, optional
+    model_error : float, optional
+        Fractional difference allowed between the copies (the four spikes differ, and a copy
+        falls a little off its spike's ridge).
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    from hapcore.catalogs.swarm import aperture_sums
+
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    n = x.size
+    features = np.zeros(n, bool)
+    if n < 2:
+        return features
+    wide = aperture_sums(data, x, y, 3.0 * aperture_radius, background=background)
+    tree = cKDTree(np.column_stack([x, y]))
+    pairs = tree.query_pairs(max_distance, output_type="ndarray")
+    if pairs.size == 0:
+        return features
+    i = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    j = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    with np.errstate(invalid="ignore"):
+        brighter = np.isfinite(wide[i]) & np.isfinite(wide[j]) & (wide[j] > 0) & \
+            (wide[j] >= min_ratio * np.clip(wide[i], 0.0, None))
+    brighter &= np.hypot(x[i] - x[j], y[i] - y[j]) >= min_distance
+    i, j = i[brighter], j[brighter]
+    if i.size == 0:
+        return features
+    # each detection is tested against its brightest qualifying neighbour
+    order = np.lexsort((wide[j], i))
+    i, j = i[order], j[order]
+    last = np.r_[i[1:] != i[:-1], True]
+    tested, star = i[last], j[last]
+    # rotations are about the neighbour's centre of light: a saturated star's detection sits
+    # wherever its flat, bled core peaks (10+ px off on UVIS), its light stays symmetric
+    cx, cy = _light_centres(data, x, y, np.unique(star), 3.0 * aperture_radius, background)
+    dx, dy = x[tested] - cx[star], y[tested] - cy[star]
+    x_star, y_star = cx[star], cy[star]
+    # rotations by 90, 180, 270 degrees about the neighbour
+    rx = np.stack([x_star - dy, x_star - dx, x_star + dy], axis=1)
+    ry = np.stack([y_star + dx, y_star - dy, y_star - dx], axis=1)
+    copies = aperture_sums(data, rx.ravel(), ry.ravel(), aperture_radius,
+                           background=background).reshape(rx.shape)
+    own = aperture_sums(data, x[tested], y[tested], aperture_radius, background=background)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference = np.nanmedian(copies, axis=1)
+    if np.ndim(background_rms):
+        rms = np.asarray(background_rms)[np.clip(np.rint(y[tested]).astype(int), 0,
+                                                 data.shape[0] - 1),
+                                         np.clip(np.rint(x[tested]).astype(int), 0,
+                                                 data.shape[1] - 1)]
+    else:
+        rms = np.full(tested.size, float(background_rms))
+    area = np.pi * aperture_radius ** 2
+    poisson = np.clip(reference, 0.0, None) / exptime if exptime > 0 else 0.0
+    noise = np.sqrt(2.0 * (rms ** 2 * area + poisson))
+    usable = np.isfinite(own) & (np.sum(np.isfinite(copies), axis=1) >= 2)
+    # the copies must hold light: a faint detection next to empty copies is noise, not a feature
+    repeated = usable & (reference > nsigma * noise / 2) & \
+        (own - reference < nsigma * np.hypot(noise, model_error * np.abs(reference)))
+    features[tested[repeated]] = True
+    log.debug("four-fold test: %d of %d detections near a %.0fx brighter neighbour repeat at "
+              "90/180/270 degrees", int(repeated.sum()), tested.size, min_ratio)
+    return features
+
+
+def _light_centres(data, x, y, which, radius, background, iterations=3):
+    """First-moment centres of light within ``radius`` for the detections ``which``.
+
+    Returns full-length x, y arrays (the detections' own positions elsewhere).
+    """
+    cx = np.array(x, dtype=float)
+    cy = np.array(y, dtype=float)
+    half = int(np.ceil(radius))
+    offsets = np.arange(-half, half + 1)
+    disk = np.hypot(*np.meshgrid(offsets, offsets)) <= radius
+    for _ in range(iterations):
+        stamps = _stamps(data, background, cx[which], cy[which], half)
+        weights = np.where(disk & np.isfinite(stamps), np.clip(np.nan_to_num(stamps), 0, None), 0)
+        total = weights.sum(axis=(1, 2))
+        ok = total > 0
+        ix = np.rint(cx[which])
+        iy = np.rint(cy[which])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mx = (weights * offsets[None, None, :]).sum(axis=(1, 2)) / total
+            my = (weights * offsets[None, :, None]).sum(axis=(1, 2)) / total
+        cx[which] = np.where(ok, ix + mx, cx[which])
+        cy[which] = np.where(ok, iy + my, cy[which])
+    return cx, cy
