@@ -581,12 +581,13 @@ def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
     # paths: each exposure product is read only while it is measured
     exposure_images = [p for p in (output_dir / e.drizzle_filename for e in fdp.edp_list)
                        if p.exists()]
-    # WFPC2 only: its WF pixels are drizzled onto the finer PC1 grid, where the context-based
-    # count (which drops an exposure at its masked pixels) empties whole blocks. The other
-    # detectors keep the context-based count their catalog benchmarks (spurious rows,
-    # completeness) were measured with; moving them to this count needs those re-measured.
-    nexp = (_exposure_count(exposure_images, image.shape)
-            if exposure_images and str(fdp.instrument).lower() == "wfpc2" else None)
+    # The exposures covering each pixel, from the exposure products: the context-based count
+    # drops an exposure wherever one of its pixels was masked, so with two exposures every
+    # star with a masked cosmic ray in its aperture got the low-coverage flag and was trimmed
+    # (completeness 0.95 at twice the usual cosmic-ray rate; on WFPC2's PC1-scale grid one
+    # masked WF pixel emptied a whole block). Cosmic-ray residuals are caught by the
+    # cross-exposure check instead.
+    nexp = _exposure_count(exposure_images, image.shape) if exposure_images else None
     return measure_filter_catalogs(detection, fdp.filters, image, parameters=fdp.parameters,
                                    saturated_xy=saturated_xy, exposure_images=exposure_images,
                                    nexp=nexp)
