@@ -26,7 +26,7 @@ from astropy.table import Table
 from hapcore.atomic import atomic_output
 from hapcore.catalogs.image import BackgroundModel, CatalogImage, compute_background, make_wht_masks
 from hapcore.catalogs.point import detect_point_sources
-from hapcore.catalogs.psf_features import fourfold_features, psf_features
+from hapcore.catalogs.psf_features import fourfold_features, point_like, psf_features
 from hapcore.catalogs.segment import SegmentationResult, detect_segments
 from hapcore.catalogs.swarm import aperture_sums, swarm_members
 
@@ -126,8 +126,9 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
         clock = time.perf_counter()
         detection.point_sources = detect_point_sources(total_image, background, regions,
                                                        fwhm_pixels=fwhm, nsigma=cat.nsigma)
+        ci = total_parameters.quality.ci_filter.aperture
         detection.point_swarm = _swarm(total_image, background, detection.point_sources, cat,
-                                       total_parameters.quality.ci_filter.aperture)
+                                       (ci.ci_lower_limit, ci.ci_upper_limit))
         timings["point_detection"] = time.perf_counter() - clock
         log.info("point catalog: %d sources detected on the total image (%d swarm members, "
                  "flag 32)", len(detection.point_sources),
@@ -140,8 +141,7 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
     return detection
 
 
-def _swarm(image: CatalogImage, background, sources: Table, cat, ci_limits=None
-           ) -> np.ndarray | None:
+def _swarm(image: CatalogImage, background, sources: Table, cat, ci_limits) -> np.ndarray | None:
     """Features of a brighter neighbour's profile among the point sources (flag 32).
 
     The swarm test (:func:`hapcore.catalogs.swarm.swarm_members`: azimuthal and mirror
@@ -162,27 +162,28 @@ def _swarm(image: CatalogImage, background, sources: Table, cat, ci_limits=None
                                  background_rms=background.rms, exptime=image.exptime,
                                  background=background.background)
     if cat.psf_feature_nsigma is not None:
-        point_like = None
-        if ci_limits is not None:
-            # CI on the total image, as the filter catalogs measure it: galaxies stay out of
-            # the PSF stack
-            x, y = np.asarray(sources["xcentroid"], float), np.asarray(sources["ycentroid"], float)
-            inner = aperture_sums(image.data, x, y, cat.aperture_1 / image.plate_scale,
-                                  background=background.background)
-            outer = aperture_sums(image.data, x, y, aperture, background=background.background)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ci = -2.5 * np.log10(inner / outer)
-            # only the extended side is cut: a sharper PSF than the limits assume must still
-            # give a stack (a few sharp defects among the brightest do not move the median)
-            point_like = ci <= ci_limits.ci_upper_limit
+        # CI on the total image, as the filter catalogs measure it: galaxies stay out of the
+        # PSF stack
+        x, y = np.asarray(sources["xcentroid"], float), np.asarray(sources["ycentroid"], float)
+        inner = aperture_sums(image.data, x, y, cat.aperture_1 / image.plate_scale,
+                              background=background.background)
+        outer = aperture_sums(image.data, x, y, aperture, background=background.background)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ci = -2.5 * np.log10(inner / outer)
+        candidates = point_like(ci, outer, limits=ci_limits)
+        # a small aperture (1.5 FWHM, at least aperture 1) and pairs at least two of them
+        # apart: with aperture 2 (0.45" on IR) a detection next to a star had the star's core
+        # in its aperture, and the prediction of that core decided
+        test_radius = max(cat.aperture_1 / image.plate_scale,
+                          1.5 * cat.tweak_fwhmpsf / image.plate_scale)
         features, psf = psf_features(
             image.data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
-            aperture_radius=aperture, core_radius=aperture,
+            aperture_radius=test_radius, core_radius=2.0 * test_radius,
             model_radius=int(np.ceil(cat.psf_feature_radius_arcsec / image.plate_scale)),
             background=background.background, background_rms=background.rms,
             exptime=image.exptime, min_ratio=cat.swarm_min_ratio,
             nsigma=cat.psf_feature_nsigma, model_error=cat.psf_feature_model_error,
-            valid=image.weight > 0, stack_candidates=point_like)
+            valid=image.weight > 0, stack_candidates=candidates)
         fourfold = fourfold_features(
             image.data, sources["xcentroid"], sources["ycentroid"], aperture_radius=aperture,
             min_distance=aperture,

@@ -29,7 +29,8 @@ symmetry instead: HST's spikes come from two spider vanes crossing at right angl
 rings and halo are round, so every PSF feature has copies at 90, 180 and 270 degrees about
 the star. A detection whose aperture light does not exceed the median of those three copies
 (``nsigma``) is one. A real companion has no copies; a bleed column (two-fold) has one, which
-the median of three ignores. The neighbour must be ``min_ratio`` times brighter in a wide
+the median of three ignores; copies that disagree among themselves (other stars of a crowded
+field) are no reference. The neighbour must be ``min_ratio`` times brighter in a wide
 aperture (3 aperture radii), which a saturated core does not falsify the way a peak-based
 flux does.
 
@@ -48,7 +49,7 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
-__all__ = ["EmpiricalPSF", "empirical_psf", "psf_features", "fourfold_features"]
+__all__ = ["EmpiricalPSF", "empirical_psf", "point_like", "psf_features", "fourfold_features"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -286,12 +287,18 @@ def psf_features(data: np.ndarray, x, y, flux, *, aperture_radius: float, model_
     bright = np.flatnonzero(finite & (scales * peak_far > noise_aperture))
     if bright.size == 0:
         return features, psf
+    from hapcore.catalogs.swarm import aperture_sums
+
+    # brightness ratios from the light in the tested aperture: a peak-based flux can call a
+    # blended neighbour 14 times brighter when the apertures say 1.1
+    light = aperture_sums(data, x, y, aperture_radius, background=background)
+    light = np.where(np.isfinite(light), light, flux)
     tree = cKDTree(np.column_stack([x, y]))
     neighbours = tree.query_ball_point(np.column_stack([x[bright], y[bright]]), half - 1)
     pairs_i, pairs_j = [], []
     for b, near in zip(bright, neighbours):
         near = np.asarray(near, int)
-        near = near[(near != b) & (flux[b] >= min_ratio * np.clip(flux[near], 0.0, None))]
+        near = near[(near != b) & (light[b] >= min_ratio * np.clip(light[near], 0.0, None))]
         pairs_i.append(np.full(near.size, b))
         pairs_j.append(near)
     star = np.concatenate(pairs_i) if pairs_i else np.zeros(0, int)
@@ -310,9 +317,7 @@ def psf_features(data: np.ndarray, x, y, flux, *, aperture_radius: float, model_
     predicted_pair = np.where(predicted_pair >= 0.5 * noise_aperture, predicted_pair, 0.0)
     predicted = np.bincount(det, weights=predicted_pair, minlength=n)
     tested = np.flatnonzero(predicted > 0)
-    from hapcore.catalogs.swarm import aperture_sums
-
-    measured = aperture_sums(data, x[tested], y[tested], aperture_radius, background=background)
+    measured = light[tested]
     if np.ndim(background_rms):
         rms_at = np.asarray(background_rms)[np.clip(np.rint(y[tested]).astype(int), 0,
                                                     data.shape[0] - 1),
@@ -452,8 +457,16 @@ def fourfold_features(data: np.ndarray, x, y, *, aperture_radius: float, max_dis
     noise = np.sqrt(2.0 * (rms ** 2 * area + poisson))
     usable = np.isfinite(own) & (np.sum(np.isfinite(copies), axis=1) >= 2)
     # the copies must hold light: a faint detection next to empty copies is noise, not a feature
-    repeated = usable & (reference > nsigma * noise / 2) & \
-        (own - reference < nsigma * np.hypot(noise, model_error * np.abs(reference)))
+    tolerance = nsigma * np.hypot(noise, model_error * np.abs(reference))
+    # the copies must agree among themselves, as a PSF's do: in a crowded field the rotated
+    # positions land on unrelated stars of any brightness (on the real ACS/HRC image of 47 Tuc
+    # the test flagged 785 of 4632 detections without this)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = np.nanmax(copies, axis=1) - np.nanmin(copies, axis=1)
+    consistent = spread <= tolerance
+    repeated = usable & consistent & (reference > nsigma * noise) & \
+        (own - reference < tolerance)
     features[tested[repeated]] = True
     log.debug("four-fold test: %d of %d detections near a %.0fx brighter neighbour repeat at "
               "90/180/270 degrees", int(repeated.sum()), tested.size, min_ratio)
@@ -483,3 +496,42 @@ def _light_centres(data, x, y, which, radius, background, iterations=3):
         cx[which] = np.where(ok, ix + mx, cx[which])
         cy[which] = np.where(ok, iy + my, cy[which])
     return cx, cy
+
+
+def point_like(ci, flux, *, limits: tuple[float, float], margin: tuple[float, float] = (0.3, 0.15),
+               n_bright: int = 50, width: float = 0.2) -> np.ndarray:
+    """Detections whose concentration index is that of the image's bright stars.
+
+    The catalog's CI limits are calibrated on drizzlepac's products: a PSF slightly broader
+    or sharper than theirs (another filter, kernel or pixfrac) puts many stars just outside
+    them, and a stack of what is left is a stack of galaxies. Candidates are taken in the
+    limits widened by ``margin`` (low side, high side); the reference is the median CI of the
+    ``n_bright`` brightest of them, and the detections within ``width`` of it are point-like.
+
+    Parameters
+    ----------
+    ci : array_like
+        Concentration indices (NaN where undefined).
+    flux : array_like
+        A brightness measure.
+    limits : tuple of float
+        The catalog's CI limits.
+    margin : tuple of float, optional
+    n_bright : int, optional
+    width : float, optional
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    ci = np.asarray(ci, float)
+    flux = np.asarray(flux, float)
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(ci) & np.isfinite(flux) & (ci >= limits[0] - margin[0]) & \
+            (ci <= limits[1] + margin[1])
+    if usable.sum() < 5:
+        return usable
+    order = np.flatnonzero(usable)[np.argsort(flux[usable])[::-1][:n_bright]]
+    reference = float(np.median(ci[order]))
+    with np.errstate(invalid="ignore"):
+        return usable & (np.abs(ci - reference) <= width)

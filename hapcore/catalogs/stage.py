@@ -32,6 +32,7 @@ from hap_models.catalogs import (
 from hap_models.catalogs import FLAG_HOT_PIXEL, FLAG_SWARM
 from hapcore.catalogs.exposure_check import exposure_photometry, missing_in_exposure
 from hapcore.catalogs.filter_consistency import flag_single_filter_detections
+from hapcore.catalogs.annulus_light import correct_annulus_light
 from hapcore.catalogs.flags import flag_catalog
 from hapcore.catalogs.detection import SourceDetection, catalog_background, detect_sources
 from hapcore.catalogs.image import CatalogImage
@@ -137,75 +138,6 @@ def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
     return counts
 
 
-def _annulus_light(table, image: CatalogImage, points, fcat, ci_limits) -> float:
-    """Aperture fluxes of ``table`` with the PSF's own light removed from the sky (in place).
-
-    The PSF is stacked from the filter image's own bright isolated stars
-    (:mod:`hapcore.catalogs.annulus_light`). Returns the median change of the concentration
-    index of the stars (added to the CI limits, which are calibrated on the uncorrected
-    photometry, so that the CI flags do not change); 0 when no stack was possible.
-    """
-    from hapcore.catalogs.annulus_light import psf_aware_sky
-    from hapcore.catalogs.photometry import compute_abmag
-    from hapcore.catalogs.psf_features import empirical_psf
-
-    scale = image.plate_scale
-    r1, r2 = fcat.aperture_1 / scale, fcat.aperture_2 / scale
-    r_in = fcat.skyannulus_arcsec / scale
-    r_out = (fcat.skyannulus_arcsec + fcat.dskyannulus_arcsec) / scale
-    if r_in < r2:
-        # an annulus overlapping aperture 2 holds the PSF's core, which a stack centred on
-        # whole pixels cannot remove exactly (it made IR fluxes worse): such a configuration
-        # is left uncorrected (the shipped IR/WFPC2 annuli start outside aperture 2)
-        log.debug("%s: sky annulus overlaps aperture 2: no annulus-light correction",
-                  image.filename)
-        return 0.0
-    valid = image.weight > 0
-    sample = image.data[valid][::11]
-    sample = sample[np.isfinite(sample)]
-    if len(table) < 5 or sample.size < 100:
-        return 0.0
-    # products are sky-subtracted; what is left is measured robustly (sources are a minority)
-    zero = float(np.median(sample))
-    flux2 = np.nan_to_num(np.asarray(table["FluxAp2"], float), nan=0.0)
-    # only point-like sources (CI up to the upper limit) are stacked: the brightest detections
-    # are often galaxies, whose profiles would pass for a huge PSF halo
-    flux2 = np.where(np.asarray(table["CI"], float) <= ci_limits[1], flux2, 0.0)
-    psf = empirical_psf(image.data, points["xcentroid"], points["ycentroid"], flux2,
-                        radius=int(np.ceil(r_out)) + 3, norm_radii=(r_in, r_out),
-                        background=zero, valid=valid, significant_only=False)
-    if psf is None:
-        log.debug("%s: too few isolated stars for the annulus-light correction", image.filename)
-        return 0.0
-    old_sky = np.array(table["MSkyAp2"], dtype=float)  # a copy: the column is rewritten below
-    areas = np.pi * np.array([r1, r2]) ** 2
-    raw2 = np.asarray(table["FluxAp2"], float) + areas[1] * old_sky
-    sky = psf_aware_sky(image.data, np.asarray(points["xcentroid"], float),
-                        np.asarray(points["ycentroid"], float), raw_sums=raw2,
-                        aperture_areas=areas[1], psf_image=psf.image, aperture_2=r2,
-                        annulus=(r_in, r_out), bg_method=fcat.salgorithm)
-    change = np.where(np.isfinite(sky) & np.isfinite(old_sky), old_sky - sky, 0.0)
-    ci_before = np.array(table["CI"], dtype=float)  # a copy: the column is rewritten below
-    for k, area in zip((1, 2), areas):
-        # assigned into the columns (not replacing them): formats and units stay
-        table[f"FluxAp{k}"][:] = np.asarray(table[f"FluxAp{k}"], float) + area * change
-        table[f"MagAp{k}"][:] = compute_abmag(np.asarray(table[f"FluxAp{k}"], float),
-                                              image.photflam, image.photplam)
-    table["MSkyAp2"][:] = np.where(np.isfinite(sky), sky, old_sky)
-    f1, f2 = np.asarray(table["FluxAp1"], float), np.asarray(table["FluxAp2"], float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ci = np.where((f1 > 0) & (f2 > 0), -2.5 * np.log10(f1 / f2), np.nan)
-    table["CI"][:] = ci
-    # the CI of bright stars moves (faint ones hardly): the limits move with the typical star
-    snr = f2 / np.asarray(table["FluxErrAp2"], float)
-    usable = np.isfinite(ci) & np.isfinite(ci_before) & (snr > 20)
-    shift = float(np.median(ci[usable] - ci_before[usable])) if usable.sum() >= 5 else 0.0
-    log.debug("%s: PSF light in the sky annulus (stack of %d stars): median aperture-2 flux "
-              "change %+.2f%%, CI limits shifted by %+.4f", image.filename, psf.n_stars,
-              100 * float(np.nanmedian(area * change / np.where(f2 > 0, f2, np.nan))), shift)
-    return shift
-
-
 def measure_filter_catalogs(detection: SourceDetection, name: str, image: CatalogImage, *,
                             parameters, saturated_xy=None, exposure_images=(),
                             nexp=None) -> FilterCatalogs:
@@ -254,8 +186,8 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
             salgorithm=fcat.salgorithm, correlated_noise=fcat.correlated_noise,
             relative_error_floor=fcat.flux_error_floor)
         ci = quality.ci_filter.aperture
-        ci_shift = _annulus_light(entry.point, image, points, fcat,
-                                  (ci.ci_lower_limit, ci.ci_upper_limit)) \
+        ci_shift = correct_annulus_light(entry.point, image, points, fcat,
+                                         (ci.ci_lower_limit, ci.ci_upper_limit)) \
             if fcat.annulus_light_correction else 0.0
         entry.point["Flags"] = flag_catalog(entry.point, x_column="X-Center", y_column="Y-Center",
                                             ci_lower=ci.ci_lower_limit + ci_shift,
