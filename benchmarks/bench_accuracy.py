@@ -60,7 +60,10 @@ COPY_RE = re.compile(r"^hst_.*_([a-z0-9]{8})_fl[tc]\.fits$")
 
 
 def _truth_wcs(visit: Path, rootname: str, extver: int) -> WCS:
-    return WCS(fits.Header.fromtextfile(str(visit / "truth_wcs" / f"{rootname}_sci{extver}.hdr")))
+    from hapsim import truth_wcs
+
+    # the complete truth: UVIS and WFC chips carry NPOL/D2IM lookup tables
+    return truth_wcs(visit / "truth_wcs" / f"{rootname}_sci{extver}.hdr")
 
 
 def _spec(detector):

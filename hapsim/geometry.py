@@ -1,8 +1,9 @@
 """
 World coordinate systems of simulated chips.
 
-A `ChipWCS` is a TAN-SIP WCS (CRPIX, CRVAL, CD, SIP A/B) that can be
-written to a FITS header and turned into an `astropy.wcs.WCS`.
+A `ChipWCS` is a TAN-SIP WCS (CRPIX, CRVAL, CD, SIP A/B), optionally with
+NPOL/D2IM lookup tables (`hapsim.distortion`), that can be written to a
+FITS header and turned into an `astropy.wcs.WCS`.
 `chip_wcs` places a chip on the sky for a pointing; `rotate_wcs` moves
 an existing WCS by a rigid rotation of the sky (dither or pointing
 error), recomputing CRVAL and turning CD by the local position-angle
@@ -11,13 +12,14 @@ change so that every WCS of a file moves consistently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
 from .detectors import ChipSpec
+from .distortion import ChipTables, pixel_area_ratio, wcs_with_tables
 
 __all__ = [
     "ChipWCS",
@@ -141,6 +143,10 @@ class ChipWCS:
         2x2 CD matrix (deg/pixel).
     sip_a, sip_b : dict
         SIP coefficients ``{(p, q): value}``.
+    tables : hapsim.distortion.ChipTables, optional
+        NPOL and D2IM lookup tables applied with the SIP (`to_astropy`,
+        `pixel_area_ratio`); `header` never writes them (they live in
+        extensions, see `hapsim.distortion`).
     """
 
     shape: tuple[int, int]
@@ -149,6 +155,7 @@ class ChipWCS:
     cd: np.ndarray
     sip_a: dict
     sip_b: dict
+    tables: ChipTables | None = field(default=None, compare=False, repr=False)
 
     def header(self, *, key: str = "", sip: bool = True) -> fits.Header:
         """
@@ -184,8 +191,10 @@ class ChipWCS:
         return hdr
 
     def to_astropy(self) -> WCS:
-        """The equivalent `astropy.wcs.WCS` (built from `header`)."""
+        """The equivalent `astropy.wcs.WCS` (built from `header`, with the lookup tables)."""
         hdr = self.header()
+        if self.tables is not None:
+            return wcs_with_tables(hdr, self.tables, self.shape)
         hdr["NAXIS"] = 2
         hdr["NAXIS1"] = self.shape[1]
         hdr["NAXIS2"] = self.shape[0]
@@ -200,8 +209,11 @@ class ChipWCS:
         Area of pixels at 0-based (x, y) relative to the reference pixel.
 
         Because CD is constant, the ratio is the Jacobian determinant of the
-        SIP mapping ``(u, v) -> (u + f, v + g)``.
+        SIP mapping ``(u, v) -> (u + f, v + g)``; with lookup tables, of
+        astropy's whole pixel-to-focal map (`hapsim.distortion.pixel_area_ratio`).
         """
+        if self.tables is not None:
+            return pixel_area_ratio(self.to_astropy(), x, y)
         u = np.asarray(x, dtype=float) - (self.crpix[0] - 1.0)
         v = np.asarray(y, dtype=float) - (self.crpix[1] - 1.0)
         fu, fv = _poly_gradient(self.sip_a, u, v)
@@ -240,7 +252,8 @@ def _jacobian_cd(cd_from, ra_from, dec_from, to_sky, ra_to, dec_to, step=50.0):
 
 
 def chip_wcs(chip: ChipSpec, ra_ref: float, dec_ref: float, orientat: float, *,
-             subarray: tuple[int, int, int] | None = None) -> ChipWCS:
+             subarray: tuple[int, int, int] | None = None,
+             tables: ChipTables | None = None) -> ChipWCS:
     """
     WCS of `chip` for a pointing of the aperture reference.
 
@@ -256,6 +269,8 @@ def chip_wcs(chip: ChipSpec, ra_ref: float, dec_ref: float, orientat: float, *,
         ``(x0, y0, size)``: 0-based corner and size of a square subarray;
         CRPIX is moved by the LTV offset and the SIP stays unchanged because
         it is a polynomial of (pixel - CRPIX).
+    tables : hapsim.distortion.ChipTables, optional
+        Lookup tables of the chip, addressed from this image (their ``ltv``).
 
     Returns
     -------
@@ -289,7 +304,7 @@ def chip_wcs(chip: ChipSpec, ra_ref: float, dec_ref: float, orientat: float, *,
         shape = (size, size)
         crpix = (crpix[0] - x0, crpix[1] - y0)
     return ChipWCS(shape=shape, crpix=crpix, crval=crval, cd=cd,
-                   sip_a=dict(chip.sip_a), sip_b=dict(chip.sip_b))
+                   sip_a=dict(chip.sip_a), sip_b=dict(chip.sip_b), tables=tables)
 
 
 def rotate_wcs(wcs: ChipWCS, rotation: np.ndarray) -> ChipWCS:

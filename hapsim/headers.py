@@ -6,7 +6,10 @@ photometry keywords in the SCI extensions for UVIS/ACS and in the
 primary header for WFC3/IR, FILTER for WFC3 and FILTER1/FILTER2 for
 ACS, CCDCHIP in CCD SCI headers, SAMP/TIME extensions for IR, and the
 header WCS (TAN-SIP, plus the OPUS and IDC alternates) in every SCI
-extension with its linear part in ERR/DQ.
+extension with its linear part in ERR/DQ. WFC3/UVIS and ACS/WFC SCI headers
+also reference their NPOL/D2IM lookup tables (``CPDISj``, ``DPj.*``,
+``D2IMDISj``, ``D2IMj.*``; `hapsim.distortion`), with NPOLFILE/D2IMFILE and
+DISTNAME in the primary header.
 
 ACS/SBC headers carry no CCD keywords (no CCDCHIP, CCDGAIN, ATODGN*,
 READNSE*), FILTER2 = N/A, BUNIT = COUNTS and the MAMA's global count
@@ -20,11 +23,13 @@ WF2-WF4) and holds PHOTMODE/PHOTFLAM (per DN/s)/PHOTZPT, BUNIT = COUNTS.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from astropy.io import fits
 from astropy.time import Time
 
 from .detectors import DetectorSpec, FilterPhotometry
+from .distortion import sci_table_cards
 from .geometry import ChipWCS
 
 __all__ = [
@@ -62,6 +67,8 @@ class ExposureInfo:
     pattern_step: int
     subarray: bool
     nextend: int
+    #: ``(NPOLFILE, D2IMFILE)`` when the chips carry lookup tables (`hapsim.distortion`)
+    lookup_files: tuple[str, str] | None = None
 
     @property
     def expend(self) -> float:
@@ -230,10 +237,14 @@ def primary_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometr
         hdr["PCTECORR"] = ("COMPLETE", "cte correction")
     hdr["CRCORR"] = ("OMIT", "combine observations to reject cosmic rays")
     hdr["DRIZCORR"] = ("PERFORM", "drizzle processing")
-    # No reference files travel with simulated data: the SIP in the headers
-    # is the complete distortion model (no NPOL/D2IM, simulation notes #5).
-    for key in ("IDCTAB", "D2IMFILE", "NPOLFILE", "DGEOFILE"):
-        hdr[key] = ("N/A", "none: SIP only")
+    # No reference files travel with simulated data: the headers hold the
+    # complete distortion model, the SIP and (UVIS, WFC) the NPOL/D2IM tables
+    # in their extensions, rendered through exactly (simulation notes #5).
+    for key in ("IDCTAB", "DGEOFILE"):
+        hdr[key] = ("N/A", "none: the header WCS is complete")
+    npolfile, d2imfile = info.lookup_files or ("N/A", "N/A")
+    hdr["NPOLFILE"] = (npolfile, "nonpolynomial offsets reference image")
+    hdr["D2IMFILE"] = (d2imfile, "Column Correction Reference File")
     hdr["MDRIZTAB"] = ("N/A", "MultiDrizzle parameter table")
     if spec.detector == "UVIS":
         hdr["CHINJECT"] = ("NONE", "Charge Injection Mode")
@@ -257,7 +268,10 @@ def primary_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometr
     elif spec.detector == "UVIS":
         hdr["PHOTFLAM"] = (phot.photflam, "Inverse sensitivity, ergs/cm2/A/e-")
         hdr["PHOTZPT"] = (-21.1, "ST magnitude zero point")
-    hdr["DISTNAME"] = (f"{info.rootname}_{spec.idctab}", "Distortion model name")
+    # stwcs: <rootname>_<idctab>-<npol>-<d2im> when tables are applied
+    tables = "".join(f"-{Path(name.split('$')[-1]).stem.split('_')[0]}"
+                     for name in info.lookup_files or ())
+    hdr["DISTNAME"] = (f"{info.rootname}_{spec.idctab}{tables}", "Distortion model name")
     hdr["SIPNAME"] = (f"{info.rootname}_{spec.idctab}", "origin of SIP polynomial distortion model")
     hdr["UPWCSVER"] = ("1.7.2", "Version of STWCS used to update the WCS")
     return hdr
@@ -344,6 +358,8 @@ def science_header(spec: DetectorSpec, info: ExposureInfo, phot: FilterPhotometr
     hdr["IDCXREF"] = (float(header_wcs.crpix[0] - ltv[0]), "reference pixel location in X")
     hdr["IDCYREF"] = (float(header_wcs.crpix[1] - ltv[1]), "reference pixel location in Y")
     _wcs_cards(hdr, header_wcs, spec, sip=True)
+    if header_wcs.tables is not None:
+        hdr.update(sci_table_cards(header_wcs.tables, extver))
     return hdr
 
 

@@ -35,9 +35,10 @@ def make_refcat(rng, scene, obs_mjd, *, gmag_limit=21.0, gmag_bright=12.0):
     ----------
     rng : numpy.random.Generator
     scene : astropy.table.Table
-        Truth sources, positions at the observation epoch.
+        Truth sources, positions at epoch `obs_mjd`.
     obs_mjd : float
-        Observation epoch (MJD).
+        Epoch (MJD) of the scene's positions: the observation, or the
+        visit's reference epoch (`hapsim.simulate_visit`).
     gmag_limit, gmag_bright : float, optional
         G magnitude range of the catalog.
 

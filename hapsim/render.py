@@ -7,17 +7,30 @@ are divided by the local pixel area relative to the reference pixel
 (simulation notes #2): calibrated FLT/FLC images are flat-fielded for
 the pixel-area variation, so a flux-conserving drizzle onto an
 undistorted grid recovers exactly the truth count rate.
+
+With a Gaussian-mixture PSF every stamp holds the source's whole flux.
+An `hapsim.optics.OpticalPSF` reaches several arcseconds, too far for
+per-source stamps (a 6" UVIS stamp is 300 x 300 pixels): each star gets
+a sub-pixel-exact core stamp (``psf.core_half_size`` + 1 pixels, about
+0.6") and the rest of its light is deposited, bilinearly at its position,
+on a padded "wing" image that is convolved once with the PSF minus its
+core square (`WingImage`); the core stamp takes off what the wing copies
+put inside it, and the wing weight is set so that every star renders
+exactly its counts within the PSF's modelled extent. Galaxies get the
+core, normalised, in their convolution and their share of the wings as a
+point source.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft as sfft
 from scipy.signal import fftconvolve
 
 from .geometry import ChipWCS
 from .psf import GaussianMixturePSF
 
-__all__ = ["add_stamps", "render_sources", "sersic_stamps"]
+__all__ = ["WingImage", "add_point_sources", "add_stamps", "render_sources", "sersic_stamps"]
 
 _GALAXY_OVERSAMPLE = 3
 _GALAXY_HALF_SIZES = np.array([8, 12, 16, 24, 32, 44])
@@ -53,7 +66,8 @@ def _sersic_bn(n):
     return 2.0 * n - 1.0 / 3.0 + 4.0 / (405.0 * n) + 46.0 / (25515.0 * n**2)
 
 
-def sersic_stamps(dx, dy, r_eff_px, n, q, theta_pix_deg, half_size, psf):
+def sersic_stamps(dx, dy, r_eff_px, n, q, theta_pix_deg, half_size, psf, *,
+                  kernel_half_size=None):
     """
     PSF-convolved, pixel-integrated Sersic profiles of unit total flux.
 
@@ -70,7 +84,9 @@ def sersic_stamps(dx, dy, r_eff_px, n, q, theta_pix_deg, half_size, psf):
     theta_pix_deg : ndarray
         Major-axis angle counter-clockwise from the +x axis.
     half_size : int
-    psf : GaussianMixturePSF
+    psf : GaussianMixturePSF or OpticalPSF
+    kernel_half_size : int, optional
+        Half size of the PSF kernel; default ``min(half_size, 10)``.
 
     Returns
     -------
@@ -88,12 +104,144 @@ def sersic_stamps(dx, dy, r_eff_px, n, q, theta_pix_deg, half_size, psf):
     nn = n[:, None, None]
     profile = np.exp(-_sersic_bn(nn) * ((radius / r_eff_px[:, None, None]) ** (1.0 / nn) - 1.0))
     pix = profile.reshape(len(dx), size, os_, size, os_).sum(axis=(2, 4))
-    kernel = psf.kernel(min(half_size, 10))
+    kernel = psf.kernel(min(half_size, 10) if kernel_half_size is None else kernel_half_size)
     pix = fftconvolve(pix, kernel[None], mode="same", axes=(1, 2))
     pix = np.clip(pix, 0.0, None)
     # Truncated at the stamp edge; the truth is the flux actually rendered.
     pix /= pix.sum(axis=(1, 2), keepdims=True)
     return pix
+
+
+class WingImage:
+    """
+    The far wings of many sources, rendered with one FFT convolution.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the chip image.
+    psf : OpticalPSF
+    """
+
+    def __init__(self, shape, psf):
+        self.shape = tuple(shape)
+        self.half = psf.wing_half_size
+        self.kernel = psf.wing_kernel()
+        self.kernel_sum = float(self.kernel.sum())
+        ny, nx = self.shape
+        self.pad = np.zeros((ny + 2 * self.half, nx + 2 * self.half))
+        self.count = 0
+
+    def deposit(self, x, y, weight):
+        """
+        Add point sources of `weight` wing-kernel units at 0-based chip (x, y).
+
+        Bilinear deposits keep each source's centroid and flux exactly.
+        """
+        x = np.asarray(x, dtype=float) + self.half
+        y = np.asarray(y, dtype=float) + self.half
+        weight = np.asarray(weight, dtype=float)
+        x0 = np.floor(x).astype(int)
+        y0 = np.floor(y).astype(int)
+        tx, ty = x - x0, y - y0
+        ny, nx = self.pad.shape
+        flat = self.pad.reshape(-1)
+        for oy, wy in ((0, 1.0 - ty), (1, ty)):
+            for ox, wx in ((0, 1.0 - tx), (1, tx)):
+                cols, rows = x0 + ox, y0 + oy
+                ok = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
+                np.add.at(flat, rows[ok] * nx + cols[ok], (weight * wy * wx)[ok])
+        self.count += int(weight.size)
+
+    def image(self):
+        """The wings on the chip (zeros when nothing was deposited)."""
+        if not self.count:
+            return np.zeros(self.shape)
+        # the "valid" part of a circular convolution as large as the padded
+        # image never wraps, so no zero padding is needed
+        size = [sfft.next_fast_len(n, real=True) for n in self.pad.shape]
+        kernel = sfft.rfft(self.kernel, n=size[1], axis=1, workers=2)
+        product = (sfft.rfft2(self.pad, s=size, workers=2)
+                   * sfft.fft(kernel, n=size[0], axis=0, workers=2))
+        full = sfft.irfft2(product, s=size, workers=2)
+        k = self.kernel.shape[0] - 1
+        return full[k:k + self.shape[0], k:k + self.shape[1]]
+
+
+def add_point_sources(image, psf, x, y, flux, *, wings=None, half_size=15):
+    """
+    Add point sources at 0-based (x, y) with total `flux` (in place).
+
+    Parameters
+    ----------
+    image : ndarray
+    psf : GaussianMixturePSF or OpticalPSF
+    x, y, flux : array_like
+    wings : WingImage, optional
+        Where an `OpticalPSF`'s wings go; if None they are made and added here.
+    half_size : int, optional
+        Stamp half size of a Gaussian mixture (an optical PSF uses its
+        ``core_half_size`` and the wings).
+    """
+    x = np.atleast_1d(np.asarray(x, dtype=float))
+    y = np.atleast_1d(np.asarray(y, dtype=float))
+    flux = np.atleast_1d(np.asarray(flux, dtype=float))
+    ix = np.rint(x).astype(int)
+    iy = np.rint(y).astype(int)
+    dx, dy = x - ix, y - iy
+    if not hasattr(psf, "wing_kernel"):
+        for start in range(0, x.size, 2000):
+            part = slice(start, start + 2000)
+            stamps = psf.stamps(dx[part], dy[part], half_size) * flux[part, None, None]
+            add_stamps(image, stamps, ix[part], iy[part])
+        return
+    own = wings is None
+    wings = WingImage(image.shape, psf) if own else wings
+    ny, nx = image.shape
+    reach = psf.core_half_size + 1
+    # The wing copies of a bilinear deposit sit on the pixels around the star
+    # and their holes miss its core square by up to a pixel: the core stamps
+    # reach one pixel further and subtract what the copies put there, so
+    # the PSF is exact over the stamp and interpolated only beyond it.
+    windows = _shifted_wings(wings.kernel, reach)
+    touch = (ix >= -reach) & (ix < nx + reach) & (iy >= -reach) & (iy < ny + reach)
+    amplitude = np.ones(x.size)          # sources with no stamp: wings as they are
+    for start in range(0, x.size, 2000):
+        idx = np.flatnonzero(touch[start:start + 2000]) + start
+        if not idx.size:
+            continue
+        stamps = psf.stamps(dx[idx], dy[idx], reach, normalize=False)
+        ox = np.floor(x[idx]).astype(int) - ix[idx]          # -1 or 0
+        oy = np.floor(y[idx]).astype(int) - iy[idx]
+        tx = (x[idx] - np.floor(x[idx]))[:, None, None]
+        ty = (y[idx] - np.floor(y[idx]))[:, None, None]
+        copies = ((1.0 - ty) * ((1.0 - tx) * windows[oy + 1, ox + 1] + tx * windows[oy + 1, ox + 2])
+                  + ty * ((1.0 - tx) * windows[oy + 2, ox + 1] + tx * windows[oy + 2, ox + 2]))
+        inside = copies.sum(axis=(1, 2))
+        # every source renders exactly its flux
+        amplitude[idx] = (1.0 - stamps.sum(axis=(1, 2))) / (wings.kernel_sum - inside)
+        stamps -= amplitude[idx, None, None] * copies
+        add_stamps(image, stamps * flux[idx, None, None], ix[idx], iy[idx])
+    wings.deposit(x, y, flux * amplitude)
+    if own:
+        image += wings.image()
+
+
+def _shifted_wings(kernel, reach):
+    """
+    The wing kernel over a ``2 reach + 1`` square, for copies 1 pixel off.
+
+    ``out[by + 1, bx + 1]`` is the kernel centred at offset (bx, by) from
+    the square's centre pixel.
+    """
+    h = kernel.shape[0] // 2
+    size = 2 * reach + 1
+    out = np.empty((3, 3, size, size))
+    for by in (-1, 0, 1):
+        for bx in (-1, 0, 1):
+            out[by + 1, bx + 1] = kernel[h - reach - by:h - reach - by + size,
+                                         h - reach - bx:h - reach - bx + size]
+    return out
 
 
 def render_sources(image, wcs: ChipWCS, psf: GaussianMixturePSF, scene, counts, *,
@@ -108,7 +256,7 @@ def render_sources(image, wcs: ChipWCS, psf: GaussianMixturePSF, scene, counts, 
         Image in electrons (float64).
     wcs : ChipWCS
         The TRUE WCS of the chip.
-    psf : GaussianMixturePSF
+    psf : GaussianMixturePSF or OpticalPSF
     scene : astropy.table.Table
         From `hapsim.scene.make_scene`.
     counts : ndarray
@@ -119,20 +267,22 @@ def render_sources(image, wcs: ChipWCS, psf: GaussianMixturePSF, scene, counts, 
     pixel_scale_arcsec : float
         Mean pixel scale, to turn r_eff into pixels.
     star_half_size, bright_half_size : int, optional
-        Stamp half sizes of ordinary and bright stars.
+        Stamp half sizes of ordinary and bright stars (Gaussian mixtures).
     bright_counts : float, optional
         Stars above this many electrons get the larger stamp.
 
     Returns
     -------
     x, y : ndarray
-        0-based pixel positions of all sources (NaN where off the chip).
+        0-based pixel positions of all sources (NaN where off the chip and
+        beyond the reach of the stamps and wings).
     """
     awcs = wcs.to_astropy()
     ny, nx = image.shape
     x, y = awcs.all_world2pix(np.asarray(scene["ra"]), np.asarray(scene["dec"]), 0,
                               tolerance=1e-8, maxiter=50, quiet=True)
-    margin = bright_half_size
+    optical = hasattr(psf, "wing_kernel")
+    margin = max(bright_half_size, psf.wing_half_size) if optical else bright_half_size
     near = (x > -margin) & (x < nx - 1 + margin) & (y > -margin) & (y < ny - 1 + margin)
     is_star = np.asarray(scene["type"]) == "star"
     x_out = np.where(near, x, np.nan)
@@ -145,13 +295,18 @@ def render_sources(image, wcs: ChipWCS, psf: GaussianMixturePSF, scene, counts, 
     iy = np.rint(y).astype(int)
     dx, dy = x - ix, y - iy
 
-    for select, half in ((near & is_star & (electrons < bright_counts), star_half_size),
-                         (near & is_star & (electrons >= bright_counts), bright_half_size)):
-        idx = np.flatnonzero(select)
-        for start in range(0, idx.size, 2000):
-            chunk = idx[start:start + 2000]
-            stamps = psf.stamps(dx[chunk], dy[chunk], half) * electrons[chunk, None, None]
-            add_stamps(image, stamps, ix[chunk], iy[chunk])
+    wings = WingImage(image.shape, psf) if optical else None
+    if optical:
+        idx = np.flatnonzero(near & is_star)
+        add_point_sources(image, psf, x[idx], y[idx], electrons[idx], wings=wings)
+    else:
+        for select, half in ((near & is_star & (electrons < bright_counts), star_half_size),
+                             (near & is_star & (electrons >= bright_counts), bright_half_size)):
+            idx = np.flatnonzero(select)
+            for start in range(0, idx.size, 2000):
+                chunk = idx[start:start + 2000]
+                stamps = psf.stamps(dx[chunk], dy[chunk], half) * electrons[chunk, None, None]
+                add_stamps(image, stamps, ix[chunk], iy[chunk])
 
     gal = np.flatnonzero(near & ~is_star)
     if gal.size:
@@ -163,12 +318,28 @@ def render_sources(image, wcs: ChipWCS, psf: GaussianMixturePSF, scene, counts, 
         theta_pix = 90.0 + (np.asarray(scene["theta"])[gal] - orientat_deg)
         want = np.ceil(4.0 * r_px * (1.0 + 0.3 * n)) + 4
         which = np.searchsorted(_GALAXY_HALF_SIZES, np.minimum(want, _GALAXY_HALF_SIZES[-1]))
+        kernel_half = psf.core_half_size if optical else None
+        core_share = psf.core_fraction() if optical else 1.0
         for k, half in enumerate(_GALAXY_HALF_SIZES):
             sel = np.flatnonzero(which == k)
             for start in range(0, sel.size, 200):
                 part = sel[start:start + 200]
                 g = gal[part]
+                if optical:
+                    # only galaxies whose stamps touch the chip need them
+                    g_in = ((ix[g] > -half) & (ix[g] < nx + half)
+                            & (iy[g] > -half) & (iy[g] < ny + half))
+                    part, g = part[g_in], g[g_in]
+                    if not g.size:
+                        continue
                 stamps = sersic_stamps(dx[g], dy[g], r_px[part], n[part], q[part],
-                                       theta_pix[part], int(half), psf)
-                add_stamps(image, stamps * electrons[g, None, None], ix[g], iy[g])
+                                       theta_pix[part], int(half), psf,
+                                       kernel_half_size=kernel_half)
+                add_stamps(image, stamps * (core_share * electrons[g])[:, None, None],
+                           ix[g], iy[g])
+        if optical:
+            # the light beyond the core square, as from a point at the centre
+            wings.deposit(x[gal], y[gal], electrons[gal])
+    if optical:
+        image += wings.image()
     return x_out, y_out

@@ -4,7 +4,8 @@ Simulate a complete single-instrument HST visit (`simulate_visit`).
 A visit is a set of dithered exposures of one detector in one or more
 filters, written as calibrated FLT/FLC files together with the poller
 file and the truth: source list, true WCS of every chip, cosmic-ray
-masks, a Gaia-like reference catalog and a JSON summary.
+masks, the PSF of every filter, a Gaia-like reference catalog and a JSON
+summary.
 
 The six SVM detectors are supported: WFC3/UVIS, WFC3/IR, ACS/WFC,
 ACS/HRC, ACS/SBC (a MAMA: counts, no read noise, no cosmic rays) and
@@ -31,18 +32,18 @@ import numpy as np
 from astropy.io import fits
 
 from . import __version__
-from .artifacts import (DQ_ATOD_SATURATED, DQ_BAD_DETECTOR, DQ_BAD_REFERENCE, DQ_HOT,
-                        DQ_SATURATED, bad_columns, cosmic_rays, hot_pixels,
-                        saturate_and_bleed)
 from .detectors import DetectorSpec, get_detector, normalize_detector_name
+from .distortion import detector_tables, file_table_hdus, reference_files, write_truth_wcs
 from .geometry import (chip_wcs, position_angle_rotation, radec_to_unit,
                        rotate_wcs, sky_rotation, tangent_deproject, tangent_project,
                        unit_to_radec)
+from .pixels import chip_pixels, image_statistics, write_crmask
 from .headers import ExposureInfo, companion_header, primary_header, science_header
-from .psf import psf_for_detector
-from .refcat import make_refcat
+from .psfio import check_psf_option, visit_psfs, write_truth_psfs
+from .refcat import GAIA_REF_EPOCH, make_refcat
 from .render import render_sources
 from .scene import abmag_to_countrate, abmag_in_filter, countrate_to_abmag, make_scene
+from .epochs import jyear_to_mjd, mjd_to_jyear, scene_at_epoch
 
 __all__ = ["VisitResult", "simulate_visit", "parse_filters", "DITHER_PATTERNS", "POLLER_FORMS"]
 
@@ -85,13 +86,18 @@ class VisitResult:
     truth_sources : Path
         ``truth_sources.ecsv``.
     truth_wcs : tuple of Path
-        ``truth_wcs/<rootname>_sci<k>.hdr``, the TRUE WCS of every chip.
+        ``truth_wcs/<rootname>_sci<k>.hdr``, the TRUE WCS of every chip
+        (SIP); chips with lookup tables also get ``<rootname>_sci<k>.fits``
+        holding them (read either with `hapsim.truth_wcs`).
     crmasks : tuple of Path
         ``truth_crmask/<rootname>_crmask.fits`` (one uint8 image per chip).
     refcat : Path
         ``refcat.ecsv`` (Gaia archive column names).
     visit_truth : Path
         ``visit_truth.json``.
+    truth_psf : tuple of Path
+        ``truth_psf/<filter>.fits``, the PSF used for every filter
+        (`hapsim.psfio`).
     """
 
     out_dir: Path
@@ -104,6 +110,7 @@ class VisitResult:
     crmasks: tuple[Path, ...]
     refcat: Path
     visit_truth: Path
+    truth_psf: tuple[Path, ...] = ()
     summary: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -148,7 +155,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool):
         for pattern in _OUR_PATTERNS:
             for path in out_dir.glob(pattern):
                 path.unlink()
-        for sub in ("truth_wcs", "truth_crmask"):
+        for sub in ("truth_wcs", "truth_crmask", "truth_psf"):
             for path in (out_dir / sub).glob("*"):
                 path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,103 +182,14 @@ def _aperture_offset(chip, x_center, y_center):
     return np.asarray(chip.offset_arcsec) + np.asarray(chip.cd_arcsec) @ d
 
 
-def _mama_pixels(spec, rng, exptime, model):
-    """
-    Photon counts of the SBC MAMA; returns sci, err, dq, crmask.
-
-    A MAMA counts photons: no read noise, almost blind to cosmic rays (none
-    are simulated), no full well and no bleeding. Calibration divides
-    by the flat but subtracts no dark (too low to measure per pixel), so
-    with the dark-limited FUV sky most pixels hold exactly 0, which the
-    pipeline's SBC background rule relies on.
-    """
-    shape = model.shape
-    hot_flat, hot_counts = hot_pixels(rng, shape, spec.hot_pixel_fraction, exptime)
-    model.flat[hot_flat] += hot_counts
-    counts = rng.poisson(model).astype(np.float64)
-    dq = np.zeros(shape, dtype=np.int16)
-    dq.flat[hot_flat] |= DQ_HOT
-    n_bad_ref = rng.binomial(shape[0] * shape[1], 2e-4)
-    dq.flat[rng.choice(shape[0] * shape[1], n_bad_ref, replace=False)] |= DQ_BAD_REFERENCE
-    # calacs' Poisson error, kept at one count where none were detected so
-    # that signal-to-noise ratios stay finite
-    err = np.sqrt(np.maximum(counts, 1.0))
-    return (counts.astype(np.float32), err.astype(np.float32), dq,
-            np.zeros(shape, dtype=bool))
-
-
-#: WFPC2 DQ bits (C1M files): 2 calibration-file defect, 4 permanent camera
-#: defect, 8 A-to-D saturation, 1024 unrepaired warm pixel.
-_WFPC2_DQ = {DQ_BAD_REFERENCE: 2, DQ_BAD_DETECTOR: 4, DQ_SATURATED: 8,
-             DQ_ATOD_SATURATED: 8, DQ_HOT: 1024}
-#: Largest signal (DN) of WFPC2's 12-bit converter above its ~310 DN bias.
-_WFPC2_ATOD_DN = 4095.0 - 310.0
-
-
-def _wfpc2_dq(dq):
-    out = np.zeros(dq.shape, dtype=np.int16)
-    for acs_bit, wfpc2_bit in _WFPC2_DQ.items():
-        out[(dq & acs_bit) != 0] |= wfpc2_bit
-    return out
-
-
-def _chip_pixels(spec, chip_wcs_true, rng, exptime, model, cr_fraction, psf_unused=None):
-    """Noise, cosmic rays and detector artefacts; returns sci, err, dq, crmask."""
-    if spec.is_mama:
-        return _mama_pixels(spec, rng, exptime, model)
-    shape = model.shape
-    readnoise = spec.readnoise_mean if spec.is_ccd else spec.readnoise_mean / 1.5
-    dark = spec.dark_rate * exptime
-    hot_flat, hot_e = hot_pixels(rng, shape, spec.hot_pixel_fraction, exptime)
-    model.flat[hot_flat] += hot_e
-    cr_charge, cr_mask = cosmic_rays(rng, shape, cr_fraction,
-                                     mean_length=spec.cr_track_length_mean,
-                                     charge_median=spec.cr_charge_median)
-    electrons = rng.poisson(model).astype(np.float64)
-    electrons += rng.normal(0.0, readnoise, shape)
-    electrons += cr_charge
-    if spec.instrument == "WFPC2":
-        # the full well (53000 e-) lies above the converter's range at gain 7:
-        # bright stars bleed only in the brightest cores and are clipped at
-        # the A-to-D limit (WFPC2 DQ 8)
-        atod = _WFPC2_ATOD_DN * spec.gain
-        dq = saturate_and_bleed(electrons, spec.full_well, atod)
-        over = electrons >= atod
-        electrons[over] = atod
-        dq[over] |= DQ_ATOD_SATURATED
-    elif spec.is_ccd:
-        dq = saturate_and_bleed(electrons, spec.full_well, 65535.0 * spec.gain)
-    else:
-        # IR ramps are fitted from the unsaturated reads: flag, keep the rate.
-        dq = np.where(model > spec.full_well, np.int16(256), np.int16(0)).astype(np.int16)
-    electrons -= dark  # dark-subtracted by calibration; hot-pixel residuals remain
-    dq.flat[hot_flat] |= DQ_HOT
-    for col, start, stop in bad_columns(rng, shape, spec.bad_columns_per_chip):
-        electrons[start:stop, col] = electrons[start:stop, col] * 0.4 + rng.normal(
-            0.0, 3 * readnoise, stop - start)
-        dq[start:stop, col] |= DQ_BAD_DETECTOR
-    n_bad_ref = rng.binomial(shape[0] * shape[1], 2e-4)
-    dq.flat[rng.choice(shape[0] * shape[1], n_bad_ref, replace=False)] |= DQ_BAD_REFERENCE
-    err = np.sqrt(np.clip(electrons + dark, 0.0, None) + readnoise**2)
-    if spec.instrument == "WFPC2":
-        # DN, and the ERR drizzlepac's wfpc2_to_flt writes: sqrt(SCI), not a
-        # noise model (clipped at 0 where it would be NaN)
-        electrons /= spec.gain
-        err = np.sqrt(np.clip(electrons, 0.0, None))
-        dq = _wfpc2_dq(dq)
-    if spec.detector == "IR":
-        electrons /= exptime
-        err /= exptime
-    return electrons.astype(np.float32), err.astype(np.float32), dq.astype(np.int16), cr_mask
-
-
 def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0,
                    dither="box4", pointing_error=(1.0, 0.05), seed=1, subarray=None,
                    overwrite=False, target=(150.1163, 2.2009), pa_v3=None,
                    proposal_id=None, program_id=None, obset_id="01", mjd_start=59580.25,
                    targname="HAPSIM-FIELD", star_density=150.0, galaxy_density=60.0,
                    star_mag_range=(17.0, 27.0), cr_fraction=None,
-                   poller_form="full") -> VisitResult:
+                   poller_form="full", cr_rate_scale=1.0, scene_options=None,
+                   reference_epoch=None, distortion_tables=True, psf="gaussian") -> VisitResult:
     """
     Write a simulated single-detector HST visit to `out_dir`.
 
@@ -322,6 +240,27 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
         One of `POLLER_FORMS`: ``"full"`` 8-field lines (default),
         ``"names"`` one file name per line, ``"aperture"`` lines
         ``filename,aperture`` with the exposure's APERTURE keyword.
+    cr_rate_scale : float, optional
+        Multiplies the detector's default cosmic-ray fraction (2 for a
+        doubled rate); not allowed together with an explicit `cr_fraction`.
+    scene_options : dict, optional
+        Further keywords of `hapsim.scene.make_scene` (luminosity-function
+        slopes, galaxy magnitudes, bright stars, proper-motion populations).
+    reference_epoch : float, optional
+        Julian year the truth positions refer to (e.g. 2016.0, the
+        reference catalog's epoch); default the visit's start. Every
+        exposure shows the stars moved to its EXPSTART
+        (`hapsim.epochs.true_positions`).
+    distortion_tables : bool, optional
+        Write the NPOL (``WCSDVARR``) and D2IM (``D2IMARR``) lookup tables
+        that real WFC3/UVIS and ACS/WFC files carry, and render through
+        them (default); False gives SIP-only files. Other detectors have
+        none (`hapsim.distortion`).
+    psf : str or dict, optional
+        ``"gaussian"`` (default: the Gaussian mixtures of `hapsim.psf`),
+        ``"optical"`` (physical optics with far wings, `hapsim.optics`) or
+        ``{filter: path}`` of PSF FITS files (`hapsim.psfio`). The PSF used is
+        written to ``truth_psf/<filter>.fits``.
 
     Returns
     -------
@@ -342,8 +281,20 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
     shift_arcsec, rotation_deg = (float(v) for v in pointing_error)
     if cr_fraction is not None and not 0.0 <= cr_fraction < 0.5:
         raise ValueError(f"cr_fraction must be in [0, 0.5), got {cr_fraction}")
+    cr_rate_scale = float(cr_rate_scale)
+    if cr_fraction is not None and cr_rate_scale != 1.0:
+        raise ValueError("give cr_fraction or cr_rate_scale, not both")
+    if not (np.isfinite(cr_rate_scale) and 0.0 <= cr_rate_scale
+            and cr_rate_scale * (1.0 - np.exp(-spec.cr_pixel_rate * max(exptimes.values()))) < 0.5):
+        raise ValueError(f"cr_rate_scale {cr_rate_scale} must be >= 0 and keep the CR fraction "
+                         "below 0.5")
+    scene_options = dict(scene_options or {})
+    clash = sorted({"star_density", "galaxy_density", "star_mag_range"} & set(scene_options))
+    if clash:
+        raise ValueError(f"scene_options may not repeat simulate_visit keywords: {clash}")
     if poller_form not in POLLER_FORMS:
         raise ValueError(f"unknown poller form {poller_form!r} (known: {', '.join(POLLER_FORMS)})")
+    psf_mode = check_psf_option(psf, filters)
     out_dir = Path(out_dir).resolve()
     _check_out_dir(out_dir, overwrite)
 
@@ -414,20 +365,32 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
             mjd += (exptimes[filt] + 150.0) / 86400.0
             n += 1
 
+    # Lookup tables of the chips: full-chip tables, addressed from a subarray by its LTV.
+    tables = [detector_tables(name, chip.ccdchip, chip.shape,
+                              (-box[0], -box[1]) if box else (0.0, 0.0))
+              if distortion_tables else None for chip, box in chips]
+    lookup_files = reference_files(name) if any(t is not None for t in tables) else None
+
     # True chip WCSs of every exposure: chip reference = aperture reference + offset.
     for plan in plans:
         plan["true_wcs"] = []
         plan["header_wcs"] = []
-        for chip, box in chips:
+        for (chip, box), chip_tables in zip(chips, tables):
             shifted = _shift_chip(chip, aperture_offset)
-            true = chip_wcs(shifted, plan["ra_aper"], plan["dec_aper"], orientat, subarray=box)
+            true = chip_wcs(shifted, plan["ra_aper"], plan["dec_aper"], orientat, subarray=box,
+                            tables=chip_tables)
             plan["true_wcs"].append(true)
             plan["header_wcs"].append(rotate_wcs(true, error_rotation))
 
     # Scene covering the union of all chips, with a margin for stamps.
     half_width = _field_half_width(plans, ra_t, dec_t) + 8.0
     scene = make_scene(rng_scene, ra_t, dec_t, half_width, star_density=star_density,
-                       galaxy_density=galaxy_density, star_mag_range=tuple(star_mag_range))
+                       galaxy_density=galaxy_density, star_mag_range=tuple(star_mag_range),
+                       **scene_options)
+    # Truth positions refer to one epoch; each exposure sees the stars moved to its EXPSTART.
+    epoch_mjd = plans[0]["expstart"] if reference_epoch is None else jyear_to_mjd(reference_epoch)
+    scene.meta["epoch"] = mjd_to_jyear(epoch_mjd)
+    scene.meta["epoch_mjd"] = epoch_mjd
     for filt, phot in photometry.items():
         mag = abmag_in_filter(scene["abmag_ref"], scene["color"], phot.photplam)
         rate = abmag_to_countrate(mag, phot)
@@ -439,10 +402,10 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
                                                    else "electron / s")
         scene[f"abmag_{filt.lower()}"].unit = "mag"
 
-    psfs = {spec.chip_scale(chip): psf_for_detector(spec, pixel_scale=spec.chip_scale(chip))
-            for chip, _ in chips}
+    psfs = visit_psfs(spec, filters, sorted({spec.chip_scale(chip) for chip, _ in chips}), psf)
     (out_dir / "truth_wcs").mkdir(exist_ok=True)
     (out_dir / "truth_crmask").mkdir(exist_ok=True)
+    truth_psfs = write_truth_psfs(out_dir / "truth_psf", psfs, detector=name)
     exposures, truth_wcs_paths, crmask_paths, cr_fractions = [], [], [], {}
     instrument = spec.instrument.lower()
     for plan in plans:
@@ -451,9 +414,11 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
         phot = photometry[filt]
         t = plan["exptime"]
         fraction = (cr_fraction if cr_fraction is not None
-                    else 1.0 - np.exp(-spec.cr_pixel_rate * t))
+                    else cr_rate_scale * (1.0 - np.exp(-spec.cr_pixel_rate * t)))
+        scene_now = scene_at_epoch(scene, epoch_mjd, plan["expstart"])
         filename = f"{plan['rootname']}_{spec.file_suffix}.fits"
         n_ext_per_chip = 5 if spec.detector == "IR" else 3
+        lookup_hdus = file_table_hdus(tables)
         ra_ap_hdr, dec_ap_hdr = (float(v) for v in to_header_sky(plan["ra_aper"], plan["dec_aper"]))
         ra_tg_hdr, dec_tg_hdr = (float(v) for v in to_header_sky(ra_t, dec_t))
         info = ExposureInfo(
@@ -465,7 +430,8 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
             pa_v3=(pa_v3 + rotation_deg) % 360.0, postarg=plan["dither"],
             pattern="NONE" if dither == "none" else f"{spec.detector}-DITHER-{dither.upper()}",
             pattern_npts=len(pattern), pattern_step=plan["step"],
-            subarray=subarray is not None, nextend=n_ext_per_chip * len(chips))
+            subarray=subarray is not None,
+            nextend=n_ext_per_chip * len(chips) + len(lookup_hdus), lookup_files=lookup_files)
         hdus = [fits.PrimaryHDU(header=primary_header(spec, info, phot))]
         companions = []
         masks = []
@@ -475,9 +441,10 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
             counts = (np.asarray(scene[f"countrate_{filt.lower()}"]) * t
                       * spec.electrons_per_data_unit)
             scale = spec.chip_scale(chip)
-            render_sources(model, true, psfs[scale], scene, counts, orientat_deg=true.orientat(),
+            render_sources(model, true, psfs[filt, scale], scene_now, counts,
+                           orientat_deg=true.orientat(),
                            pixel_scale_arcsec=scale)
-            sci, err, dq, crmask = _chip_pixels(spec, true, rng, t, model, fraction)
+            sci, err, dq, crmask = chip_pixels(spec, true, rng, t, model, fraction)
             masks.append(crmask)
             ltv = (-box[0], -box[1]) if box else (0.0, 0.0)
             sci_hdr = science_header(spec, info, phot, extver=extver, ccdchip=chip.ccdchip,
@@ -485,7 +452,7 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
                                      ra_aper=ra_ap_hdr, dec_aper=dec_ap_hdr,
                                      idcscale=scale)
             unit_err = spec.bunit
-            sci_hdr.update(_image_statistics(sci, err, dq, spec, t))
+            sci_hdr.update(image_statistics(sci, err, dq, spec, t))
             hdus.append(fits.ImageHDU(sci, header=sci_hdr))
             err_hdu = fits.ImageHDU(err, header=companion_header(
                 "ERR", extver, info, header_wcs, spec, ltv, bunit=unit_err))
@@ -510,22 +477,25 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
             true_hdr["NAXIS1"] = true.shape[1]
             true_hdr["NAXIS2"] = true.shape[0]
             true_hdr.totextfile(truth_path, overwrite=True)
+            if true.tables is not None:
+                # a text header cannot hold the tables: the complete truth sits beside it
+                write_truth_wcs(truth_path.with_suffix(".fits"), true_hdr, true.tables, true.shape)
             truth_wcs_paths.append(truth_path)
         if spec.is_mama:
             hdus[0].header["GLOBRATE"] = round(
                 sum(float(h.data.sum()) for h in hdus[1:] if h.name == "SCI") / t, 3)
         path = out_dir / filename
-        fits.HDUList(hdus + companions).writeto(path, overwrite=True)
+        fits.HDUList(hdus + companions + lookup_hdus).writeto(path, overwrite=True)
         exposures.append(path)
         crmask_path = out_dir / "truth_crmask" / f"{plan['rootname']}_crmask.fits"
-        _write_crmask(crmask_path, masks)
+        write_crmask(crmask_path, masks)
         crmask_paths.append(crmask_path)
         cr_fractions[plan["rootname"]] = float(np.mean([m.mean() for m in masks]))
         log.debug("hapsim: wrote %s (CR fraction %.4f)", filename, cr_fractions[plan["rootname"]])
 
     truth_path = out_dir / "truth_sources.ecsv"
     scene.write(truth_path, format="ascii.ecsv", overwrite=True)
-    refcat = make_refcat(rng_refcat, scene, plans[0]["expstart"])
+    refcat = make_refcat(rng_refcat, scene, epoch_mjd)
     refcat_path = out_dir / "refcat.ecsv"
     refcat.write(refcat_path, format="ascii.ecsv", overwrite=True)
 
@@ -574,10 +544,22 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
         "dither": {"pattern": dither,
                    "offsets_arcsec": {p["rootname"]: list(p["dither"]) for p in plans}},
         "cr_fraction": cr_fractions,
+        "cr_rate_scale": cr_rate_scale,
+        "scene_options": {k: list(v) if isinstance(v, tuple) else v
+                          for k, v in scene_options.items()},
+        "epochs": {"truth_epoch": scene.meta["epoch"], "truth_epoch_mjd": epoch_mjd,
+                   "refcat_epoch": GAIA_REF_EPOCH,
+                   "exposures": {p["rootname"]: {"expstart_mjd": p["expstart"],
+                                                 "epoch": mjd_to_jyear(p["expstart"])}
+                                 for p in plans}},
+        "distortion_tables": (dict(zip(("npolfile", "d2imfile"), lookup_files))
+                              if lookup_files else None),
         "n_sources": {"star": int(np.sum(scene["type"] == "star")),
                       "galaxy": int(np.sum(scene["type"] == "galaxy"))},
         "n_refcat": len(refcat),
         "exposures": [p.name for p in exposures],
+        "psf": {"model": psf_mode,
+                "files": [str(path.relative_to(out_dir)) for path in truth_psfs]},
         "wall_s": round(time.perf_counter() - t_start, 3),
     }
     visit_truth = out_dir / "visit_truth.json"
@@ -588,7 +570,8 @@ def simulate_visit(out_dir, *, detector="wfc3/uvis", filters=None, exptime=500.0
                        rootnames=tuple(p["rootname"] for p in plans), poller=poller,
                        truth_sources=truth_path, truth_wcs=tuple(truth_wcs_paths),
                        crmasks=tuple(crmask_paths), refcat=refcat_path,
-                       visit_truth=visit_truth, summary=summary)
+                       visit_truth=visit_truth, truth_psf=tuple(truth_psfs),
+                       summary=summary)
 
 
 def _shift_chip(chip, aperture_offset):
@@ -610,35 +593,3 @@ def _field_half_width(plans, ra0, dec0):
             xi, eta = tangent_project(ra, dec, ra0, dec0)
             extent = max(extent, np.abs(xi).max() * 3600.0, np.abs(eta).max() * 3600.0)
     return extent
-
-
-_SDQFLAGS = 31743
-
-
-def _image_statistics(sci, err, dq, spec, exptime):
-    """Good-pixel statistics cards of SCI headers (AstroDrizzle reads NGOODPIX)."""
-    good = (dq & _SDQFLAGS) == 0
-    values = sci[good]
-    # WFPC2's ERR (sqrt of the DN) is 0 where the data are: no ratio there
-    snr = values[err[good] > 0] / err[good][err[good] > 0]
-    return {
-        "NGOODPIX": (int(good.sum()), "number of good pixels"),
-        "SDQFLAGS": (_SDQFLAGS, "serious data quality flags"),
-        "GOODMIN": (float(values.min()), "minimum value of good pixels"),
-        "GOODMAX": (float(values.max()), "maximum value of good pixels"),
-        "GOODMEAN": (float(values.mean()), "mean value of good pixels"),
-        "SNRMIN": (float(snr.min()), "minimum signal to noise of good pixels"),
-        "SNRMAX": (float(snr.max()), "maximum signal to noise of good pixels"),
-        "SNRMEAN": (float(snr.mean()), "mean value of signal to noise of good pixels"),
-        "SOFTERRS": (0, "number of soft error pixels (DQF=1)"),
-        "MEANDARK": (float(spec.dark_rate * exptime), "average of the dark values subtracted"),
-    }
-
-
-def _write_crmask(path: Path, masks):
-    hdus = [fits.PrimaryHDU()]
-    for k, mask in enumerate(masks, start=1):
-        hdu = fits.CompImageHDU(mask.astype(np.uint8), name="CRMASK", compression_type="RICE_1")
-        hdu.header["EXTVER"] = k
-        hdus.append(hdu)
-    fits.HDUList(hdus).writeto(path, overwrite=True)

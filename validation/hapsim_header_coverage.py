@@ -4,7 +4,8 @@ Which keywords of real HST headers does hapsim write?
 For every real header in ``../shared/data/headers`` (relative to the
 project root) a simulated exposure of the same detector is made and, per
 extension kind (PRIMARY, SCI, ERR, DQ), the real keywords present and
-missing in the simulation are reported. Exits 0 with a message when the
+missing in the simulation are reported (and for the NPOL/D2IM lookup-table
+extensions WCSDVARR and D2IMARR). Exits 0 with a message when the
 shared folder is absent. Run with ``python validation/hapsim_header_coverage.py``.
 """
 
@@ -47,7 +48,7 @@ def main() -> int:
                 continue
             print(f"== {path.name} vs simulated {DETECTOR_OF_PREFIX[prefix]}")
             with fits.open(path) as real:
-                for name in ("PRIMARY", "SCI", "ERR", "DQ", "SAMP", "TIME"):
+                for name in ("PRIMARY", "SCI", "ERR", "DQ", "SAMP", "TIME", "WCSDVARR", "D2IMARR"):
                     if name not in [h.name for h in real] or name not in simulated[prefix]:
                         continue
                     real_keys = _keys(real[name].header)

@@ -24,9 +24,13 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["correct_annulus_light", "psf_aware_sky"]
+__all__ = ["DRIZZLEPAC_ANNULUS", "annulus_ci_shift", "correct_annulus_light", "psf_aware_sky"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
+
+#: drizzlepac's sky annulus for every detector (inner radius, width; arcsec): the CI limits
+#: of its tables were calibrated with it.
+DRIZZLEPAC_ANNULUS: tuple[float, float] = (0.25, 0.25)
 
 
 def psf_aware_sky(data: np.ndarray, x, y, *, raw_sums, aperture_areas, psf_image: np.ndarray,
@@ -173,3 +177,35 @@ def correct_annulus_light(table, image, points, fcat, ci_limits) -> float:
               "change %+.2f%%, CI limits shifted by %+.4f", image.filename, psf.n_stars,
               100 * float(np.nanmedian(area * change / np.where(f2 > 0, f2, np.nan))), shift)
     return shift
+
+
+def annulus_ci_shift(table, image, points, fcat) -> float:
+    """Median CI change of bright stars between ``fcat``'s sky annulus and drizzlepac's.
+
+    WFC3/IR and WFPC2 measure their sky outside aperture 2 (drizzlepac's 0.25-0.50" annulus
+    overlaps it): their stars' CI is ~0.02-0.05 lower than with drizzlepac's annulus, which
+    the CI limits (drizzlepac's tables) were calibrated with, and bright stars fell below the
+    lower limit (flag 16, trimmed). The limits are moved by this shift instead. 0 when the
+    annulus is drizzlepac's or fewer than five stars have S/N > 20.
+    """
+    from hapcore.catalogs.point import measure_point_photometry
+
+    annulus = (float(fcat.skyannulus_arcsec), float(fcat.dskyannulus_arcsec))
+    if np.allclose(annulus, DRIZZLEPAC_ANNULUS) or len(table) < 5:
+        return 0.0
+    reference = measure_point_photometry(
+        image, np.asarray(points["xcentroid"], float), np.asarray(points["ycentroid"], float),
+        ra=np.asarray(table["RA"]), dec=np.asarray(table["DEC"]), aperture_1=fcat.aperture_1,
+        aperture_2=fcat.aperture_2, skyannulus=DRIZZLEPAC_ANNULUS[0],
+        dskyannulus=DRIZZLEPAC_ANNULUS[1], salgorithm=fcat.salgorithm, correlated_noise=False)
+    ci, ci_reference = np.asarray(table["CI"], float), np.asarray(reference["CI"], float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.asarray(table["FluxAp2"], float) / np.asarray(table["FluxErrAp2"], float)
+    usable = np.isfinite(ci) & np.isfinite(ci_reference) & (snr > 20)
+    if usable.sum() < 5:
+        return 0.0
+    shift = float(np.median(ci[usable] - ci_reference[usable]))
+    log.debug("%s: sky annulus %.2f-%.2f\" instead of drizzlepac's: CI limits shifted by %+.4f",
+              image.filename, annulus[0], annulus[0] + annulus[1], shift)
+    return shift
+

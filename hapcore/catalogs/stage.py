@@ -32,7 +32,7 @@ from hap_models.catalogs import (
 from hap_models.catalogs import FLAG_HOT_PIXEL, FLAG_SWARM
 from hapcore.catalogs.exposure_check import exposure_photometry, missing_in_exposure
 from hapcore.catalogs.filter_consistency import flag_single_filter_detections
-from hapcore.catalogs.annulus_light import correct_annulus_light
+from hapcore.catalogs.annulus_light import annulus_ci_shift, correct_annulus_light
 from hapcore.catalogs.flags import flag_catalog
 from hapcore.catalogs.detection import SourceDetection, catalog_background, detect_sources
 from hapcore.catalogs.image import CatalogImage
@@ -186,9 +186,12 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
             salgorithm=fcat.salgorithm, correlated_noise=fcat.correlated_noise,
             relative_error_floor=fcat.flux_error_floor)
         ci = quality.ci_filter.aperture
-        ci_shift = correct_annulus_light(entry.point, image, points, fcat,
-                                         (ci.ci_lower_limit, ci.ci_upper_limit)) \
-            if fcat.annulus_light_correction else 0.0
+        # CI limits are calibrated on drizzlepac's photometry: they move with what ours changes
+        ci_shift = annulus_ci_shift(entry.point, image, points, fcat)
+        if fcat.annulus_light_correction:
+            ci_shift += correct_annulus_light(entry.point, image, points, fcat,
+                                              (ci.ci_lower_limit + ci_shift,
+                                               ci.ci_upper_limit + ci_shift))
         entry.point["Flags"] = flag_catalog(entry.point, x_column="X-Center", y_column="Y-Center",
                                             ci_lower=ci.ci_lower_limit + ci_shift,
                                             ci_upper=ci.ci_upper_limit + ci_shift,

@@ -4,12 +4,21 @@ The kernel of `drizzle` takes a precomputed map ``pixmap[j, i] = (x_out, y_out)`
 ``(i, j)`` instead of calling the WCS itself. The exact map costs ~0.4 us per pixel through
 wcslib + SIP + lookup tables, more than the square kernel, so it is computed once per chip on a
 coarse node grid (every ``step`` pixels, the last row/column always included so the chip edges are
-nodes) and filled in by bicubic spline interpolation. Distortion is smooth at that scale: the
+nodes) and filled in by bicubic spline interpolation. The SIP is smooth at that scale: the
 interpolated map agrees with the exact one to far better than 0.01 px.
 
 Nodes where the WCS is undefined (NaN) are filled from their nearest valid neighbour before the
 spline is built, so they cannot poison it, and every pixel whose spline support touches such a
 node is recomputed exactly (giving NaN where the map really is undefined).
+
+Lookup tables (D2IM ``D2IMARR``, NPOL ``WCSDVARR``) are not smooth at the node scale: astropy
+interpolates them bilinearly on their own grid (64 px, with kinks at every table node), and the
+ACS/WFC D2IM holds one value per column. The nodes therefore carry the map without the tables,
+and the tables' offsets are added per pixel: evaluated exactly as astropy does (bilinear, clamped
+at the table edges, as tensor products over rows and columns) and carried to the grid through
+the Jacobian of the focal-plane-to-grid map. What this neglects -- the tables evaluated at the
+raw instead of the D2IM-corrected pixel, and the SIP's slope times the D2IM offset -- is below
+0.004 px for ACS/WFC (chip corners) and 0.001 px for WFC3/UVIS.
 
 `PixmapCache` keeps maps per (file, extver, grid, step), in memory and optionally as ``.npy`` files
 in a scratch folder that worker processes memory-map, so one map serves every drizzle and blot of
@@ -48,6 +57,103 @@ def _chip_shape(chip_wcs: WCS, shape: tuple[int, int] | None) -> tuple[int, int]
         raise ValueError("chip WCS has no pixel_shape; pass shape=(ny, nx)")
     nx, ny = chip_wcs.pixel_shape
     return int(ny), int(nx)
+
+
+_TABLES = ("det2im1", "det2im2", "cpdis1", "cpdis2")
+
+
+def _split_tables(chip_wcs: WCS):
+    """``(WCS without lookup tables, {attribute: table})``; ``(chip_wcs, {})`` without tables."""
+    tables = {name: getattr(chip_wcs, name) for name in _TABLES
+              if getattr(chip_wcs, name) is not None}
+    if not tables:
+        return chip_wcs, {}
+    smooth = chip_wcs.deepcopy()
+    for name in tables:
+        setattr(smooth, name, None)
+    return smooth, tables
+
+
+class _LookupTable:
+    """A lookup table on a chip's pixel grid, evaluated as astropy's ``distortion.c`` does.
+
+    astropy maps 1-based image coordinate ``p`` to table coordinate ``(p - CRVAL) / CDELT + CRPIX
+    - 1`` (0-based), clamps it to the table and interpolates bilinearly: a tensor product of a
+    per-column and a per-row linear interpolation. The table is interpolated along x once
+    (``along_x``, one row per table row); an image row is then a weighted sum of two of them.
+    """
+
+    def __init__(self, table, axis: int, nx: int, ny: int):
+        self.axis = axis
+        data = np.asarray(table.data, dtype=np.float64)
+        n2, n1 = data.shape
+        px = self._coordinates(np.arange(nx, dtype=np.float64), table, 0, n1)
+        self.position = self._coordinates(np.arange(ny, dtype=np.float64), table, 1, n2)
+        self.along_x = np.array([np.interp(px, np.arange(n1), row) for row in data])
+        self.lower = np.minimum(np.floor(self.position).astype(np.intp), max(n2 - 2, 0))
+        self.n_rows = n2
+
+    @staticmethod
+    def _coordinates(pixels, table, axis, n):
+        position = (pixels + 1.0 - table.crval[axis]) / table.cdelt[axis] + table.crpix[axis] - 1.0
+        return np.clip(position, 0.0, n - 1)
+
+    def segment_keys(self) -> np.ndarray:
+        """Per image row: changes wherever the row weights stop being linear in the row."""
+        clamp = np.where(self.position <= 0.0, 0, np.where(self.position >= self.n_rows - 1, 2, 1))
+        return self.lower * 3 + clamp
+
+    def row(self, j: int) -> np.ndarray:
+        """Offsets (pixels) of image row ``j``."""
+        lower = self.lower[j]
+        upper = min(lower + 1, self.n_rows - 1)
+        weight = self.position[j] - lower
+        return (1.0 - weight) * self.along_x[lower] + weight * self.along_x[upper]
+
+
+def _focal_to_grid_jacobian(chip_wcs: WCS, grid_wcs: WCS, *, step: float = 8.0) -> np.ndarray:
+    """d(grid x, y) / d(focal x, y) at CRPIX: constant over a chip to ~1e-6 (both are tangent
+    projections), so one matrix carries table offsets to the grid."""
+    x0, y0 = chip_wcs.wcs.crpix - 1.0
+    fx = np.array([x0 + step, x0 - step, x0, x0])
+    fy = np.array([y0, y0, y0 + step, y0 - step])
+    # focal-plane coordinates go through the linear WCS and the projection only
+    ra, dec = chip_wcs.wcs_pix2world(fx, fy, 0)
+    if grid_wcs.has_distortion:
+        gx, gy = grid_wcs.all_world2pix(ra, dec, 0, quiet=True)
+    else:
+        gx, gy = grid_wcs.wcs_world2pix(ra, dec, 0)
+    return np.array([[gx[0] - gx[1], gx[2] - gx[3]],
+                     [gy[0] - gy[1], gy[2] - gy[3]]]) / (2.0 * step)
+
+
+def _add_table_offsets(pixmap: np.ndarray, chip_wcs: WCS, grid_wcs: WCS, tables: dict) -> None:
+    """Add the lookup tables' offsets, carried to the grid, to a map built without them.
+
+    Between the rows where some table's interpolation cell (or edge clamp) changes, every
+    table's row weight is linear in the row, so the summed grid offset is ``v(a) + (j - a) *
+    (v(a + 1) - v(a))``: two exact rows per segment and one pass over the map.
+    """
+    ny, nx = pixmap.shape[:2]
+    jac = _focal_to_grid_jacobian(chip_wcs, grid_wcs)
+    luts = [_LookupTable(table, int(name[-1]) - 1, nx, ny) for name, table in tables.items()]
+
+    def grid_offsets(j: int) -> np.ndarray:
+        total = np.zeros((nx, 2))
+        for lut in luts:
+            total += lut.row(j)[:, None] * jac[:, lut.axis][None, :]
+        return total
+
+    keys = np.stack([lut.segment_keys() for lut in luts])
+    breaks = np.r_[0, np.flatnonzero(np.any(keys[:, 1:] != keys[:, :-1], axis=0)) + 1, ny]
+    for a, b in zip(breaks[:-1], breaks[1:]):
+        first = grid_offsets(a)
+        if b - a == 1:
+            pixmap[a] += first
+            continue
+        slope = grid_offsets(a + 1) - first
+        steps = np.arange(b - a, dtype=np.float64)[:, None, None]
+        pixmap[a:b] += first[None] + steps * slope[None]
 
 
 def _map_points(chip_wcs: WCS, grid_wcs: WCS, x: np.ndarray, y: np.ndarray):
@@ -129,10 +235,12 @@ def interpolated_pixmap(chip_wcs: WCS, grid_wcs: WCS, *, shape: tuple[int, int] 
     Where nodes are undefined (NaN), the spline is built on values filled from the nearest
     valid node and every pixel within two node cells of an undefined node is recomputed with
     `exact_pixmap`'s per-pixel transform; if more than half of the nodes are undefined the whole
-    map is computed exactly.
+    map is computed exactly. Lookup tables (D2IM, NPOL) are left out of the nodes and added per
+    pixel (see the module notes).
     """
     ny, nx = _chip_shape(chip_wcs, shape)
-    y_nodes, x_nodes, gx, gy = pixmap_nodes(chip_wcs, grid_wcs, shape=(ny, nx), step=step)
+    smooth_wcs, tables = _split_tables(chip_wcs)
+    y_nodes, x_nodes, gx, gy = pixmap_nodes(smooth_wcs, grid_wcs, shape=(ny, nx), step=step)
     invalid = ~(np.isfinite(gx) & np.isfinite(gy))
     if invalid.all() or invalid.mean() > 0.5 or min(len(x_nodes), len(y_nodes)) < 4:
         if invalid.any():
@@ -152,6 +260,8 @@ def interpolated_pixmap(chip_wcs: WCS, grid_wcs: WCS, *, shape: tuple[int, int] 
     basis_x = CubicSpline(x_nodes, np.eye(len(x_nodes)))(x_all)
     for axis, values in enumerate((gx, gy)):
         pixmap[:, :, axis] = basis_y @ (values @ basis_x.T)
+    if tables:
+        _add_table_offsets(pixmap, chip_wcs, grid_wcs, tables)
     if invalid.any():
         # A cubic spline's value depends on nodes up to two cells away: recompute exactly every
         # pixel of a cell with a corner near an undefined node.

@@ -203,11 +203,13 @@ def check_num_sources(total, ctx: QualityContext) -> CheckOutcome:
 # 8. WCS report (read-only)
 # --------------------------------------------------------------------------------------------
 
-def _wcs_summary(header: fits.Header, key: str = "") -> dict:
+def _wcs_summary(header: fits.Header, key: str = "", hdul: fits.HDUList | None = None) -> dict:
     from astropy.wcs import WCS
 
     k = key.strip()
-    wcs = WCS(header, key=k or " ", relax=True)
+    # The file holds the NPOL/D2IM tables the header references (astropy refuses a header
+    # with CPDISj/D2IMDISj = 'Lookup' without it); only the linear terms are reported.
+    wcs = WCS(header, fobj=hdul, key=k or " ", relax=True)
     cd = wcs.wcs.cd if wcs.wcs.has_cd() else wcs.wcs.get_pc() * wcs.wcs.cdelt[:, None]
     scale = float(np.sqrt(abs(np.linalg.det(cd))) * 3600.0)
     orient = float(np.degrees(np.arctan2(cd[0, 1], cd[1, 1])))
@@ -235,7 +237,11 @@ def check_wcs_report(edp, ctx: QualityContext) -> CheckOutcome:
     with fits.open(path, mode="readonly", memmap=False) as hdul:
         primary = hdul[0].header.copy()
         sci = hdul["SCI", 1].header.copy() if ("SCI", 1) in hdul else hdul[1].header.copy()
-    active = _wcs_summary(sci)
+        # the lookup tables, read into memory for the WCSs built after the file is closed
+        tables = fits.HDUList([hdu for hdu in hdul if hdu.name in ("WCSDVARR", "D2IMARR")])
+        for hdu in tables:
+            _ = hdu.data
+    active = _wcs_summary(sci, hdul=tables)
     active.update({"exposure": edp.exposure_name, "WCSTYPE": str(sci.get("WCSTYPE", "")),
                    "RMS_RA": sci.get("RMS_RA"), "RMS_DEC": sci.get("RMS_DEC"),
                    "NMATCHES": sci.get("NMATCHES"), "FITGEOM": sci.get("FITGEOM"),
@@ -256,7 +262,7 @@ def check_wcs_report(edp, ctx: QualityContext) -> CheckOutcome:
         kind = _wcs_kind(name)
         if kind in kinds:
             continue
-        alt = _wcs_summary(sci, key)
+        alt = _wcs_summary(sci, key, hdul=tables)
         alt["key"] = key
         kinds[kind] = alt
         delta = {"CRPIX1": active["CRPIX1"] - alt["CRPIX1"],

@@ -29,7 +29,7 @@ from scipy.spatial import cKDTree
 from flows.runsinglehap import perform
 from hapcore.catalogs.image import nexp_from_context
 from hapcore.manifest import read_manifest
-from hapsim import simulate_visit
+from hapsim import simulate_visit, truth_wcs
 
 pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.slow]
 
@@ -37,8 +37,10 @@ pytestmark = [pytest.mark.usefixtures("prefect_backend"), pytest.mark.slow]
 CASES = {
     "wfc3/uvis": dict(filters={"f606w": 2}, subarray=512, star_density=1000.0,
                       star_mag_range=(18.0, 26.0)),
+    # the optical PSF: the Gaussian mixture's IR core is more concentrated than HST's, and with
+    # unbiased centroids its stars' CI (0.49) falls below drizzlepac's F160W limit (0.50)
     "wfc3/ir": dict(filters={"f160w": 2}, subarray=256, star_density=1000.0,
-                    star_mag_range=(19.0, 26.0)),
+                    star_mag_range=(19.0, 26.0), psf="optical"),
     "acs/wfc": dict(filters={"f814w": 2}, subarray=512, star_density=1000.0,
                     star_mag_range=(18.0, 26.0)),
     "acs/hrc": dict(filters={"f555w": 2}, subarray=512, star_density=3000.0,
@@ -103,9 +105,8 @@ def _saturated(sim, truth, saturation_bits):
             for hdu in hdul:
                 if hdu.name != "DQ":
                     continue
-                header = fits.Header.fromtextfile(
-                    str(sim.out_dir / "truth_wcs" / f"{rootname}_sci{hdu.ver}.hdr"))
-                x, y = WCS(header).all_world2pix(truth["ra"], truth["dec"], 0, quiet=True)
+                wcs = truth_wcs(sim.out_dir / "truth_wcs" / f"{rootname}_sci{hdu.ver}.hdr")
+                x, y = wcs.all_world2pix(truth["ra"], truth["dec"], 0, quiet=True)
                 flagged = ndimage.maximum_filter((hdu.data & saturation_bits) != 0, size=5)
                 ny, nx = flagged.shape
                 on = np.isfinite(x) & np.isfinite(y) & (x > -0.5) & (y > -0.5) \
@@ -186,9 +187,8 @@ def test_wfpc2_every_chip_lands_on_the_truth(runs):
     stars = (np.asarray(truth["type"]) == "star") & (mag < 21.5) & _isolated(x, y, mag, 22.0)
     half = 6
     for chip in range(1, 5):
-        header = fits.Header.fromtextfile(
-            str(sim.out_dir / "truth_wcs" / f"{sim.rootnames[0]}_sci{chip}.hdr"))
-        cx, cy = WCS(header).all_world2pix(truth["ra"], truth["dec"], 0, quiet=True)
+        wcs = truth_wcs(sim.out_dir / "truth_wcs" / f"{sim.rootnames[0]}_sci{chip}.hdr")
+        cx, cy = wcs.all_world2pix(truth["ra"], truth["dec"], 0, quiet=True)
         on_chip = stars & (cx > 60) & (cy > 60) & (cx < 740) & (cy < 740)
         offsets = []
         for k in np.flatnonzero(on_chip)[np.argsort(mag[on_chip])][:8]:

@@ -145,7 +145,9 @@ def pristine(tmp_path_factory):
     base = tmp_path_factory.mktemp("damaged")
     sim = simulate_visit(base / "visit", detector="wfc3/uvis", filters={"f606w": 3},
                          subarray=256, seed=41, exptime=300.0, pointing_error=(0.5, 0.02),
-                         star_density=2000.0, star_mag_range=(17.0, 24.0))
+                         star_density=2000.0, star_mag_range=(17.0, 24.0),
+                         # the byte offsets below are those of a file without lookup tables
+                         distortion_tables=False)
     return sim
 
 

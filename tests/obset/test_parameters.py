@@ -307,7 +307,9 @@ def test_fit_methods_drop_relative_for_one_exposure_without_mutation():
 def test_catalog_values(key, ap1, ap2, bkg_box, nsigma, fwhmpsf, crfactor):
     catalog = build(key, "total", 3).catalog
     assert (catalog.aperture_1, catalog.aperture_2) == (ap1, ap2)
-    assert (catalog.skyannulus_arcsec, catalog.dskyannulus_arcsec) == (0.25, 0.25)
+    # drizzlepac's 0.25-0.50" annulus everywhere, except where it overlaps aperture 2 (0.45")
+    annulus = (0.8, 0.4) if ap2 > 0.5 or key in ("wfc3_ir", "wfpc2_pc") else (0.25, 0.25)
+    assert (catalog.skyannulus_arcsec, catalog.dskyannulus_arcsec) == annulus
     assert catalog.bkg_box_size == bkg_box
     assert catalog.nsigma == nsigma
     assert catalog.tweak_fwhmpsf == fwhmpsf

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS
 
 from flows.options import HLA_BASEPATH_ENV_VAR, HLA_BUILD_ENV_VAR, read_environment
 from flows.svm import svm_visit
@@ -22,7 +20,7 @@ from hap_models.run_options import VisitOptions
 from hapcore.digests import clear_digest_memo
 from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
 from hapcore.quality.hla import hla_catalog_directory
-from hapsim import simulate_visit
+from hapsim import simulate_visit, truth_wcs
 from hapsim.hla_catalogs import write_hla_catalogs
 
 pytestmark = pytest.mark.usefixtures("prefect_backend")
@@ -36,7 +34,7 @@ def _write_hla_catalogs(sim, directory: Path, fdp) -> list[Path]:
     the comparison recomputes HLA pixel positions from RA/Dec with the product's WCS)."""
     truth = Table.read(sim.truth_sources, format="ascii.ecsv")
     truth = truth[truth["type"] == "star"]
-    wcs = WCS(fits.Header.fromtextfile(sim.truth_wcs[0]))
+    wcs = truth_wcs(sim.truth_wcs[0])
     x, y = wcs.all_world2pix(np.asarray(truth["ra"], float), np.asarray(truth["dec"], float), 0)
     truth["x"], truth["y"] = x, y
     return write_hla_catalogs(truth, wcs=wcs, filters=list(FILTERS), basename=fdp.basename,

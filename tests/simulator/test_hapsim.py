@@ -19,9 +19,10 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from photutils.centroids import centroid_2dg
 
-from hapsim import simulate_visit
+from hapsim import simulate_visit, truth_wcs
 from hapsim.detectors import get_detector
-from hapsim.geometry import ChipWCS, tangent_project
+from hapsim.distortion import pixel_area_ratio
+from hapsim.geometry import tangent_project
 from hapsim.psf import concentration_index
 
 UVIS = get_detector("wfc3/uvis")
@@ -40,18 +41,15 @@ def uvis_visit(tmp_path_factory):
 
 
 def _true_wcs(result, rootname, extver=1):
-    hdr = fits.Header.fromtextfile(result.out_dir / "truth_wcs" / f"{rootname}_sci{extver}.hdr")
-    return WCS(hdr), hdr
+    """The complete true WCS (NPOL/D2IM tables included) and the text header of the truth."""
+    path = result.out_dir / "truth_wcs" / f"{rootname}_sci{extver}.hdr"
+    return truth_wcs(path), fits.Header.fromtextfile(path)
 
 
-def _chipwcs_from_header(hdr, shape):
-    sip_a = {(int(k.split("_")[1]), int(k.split("_")[2])): hdr[k] for k in hdr
-             if k.startswith("A_") and k != "A_ORDER"}
-    sip_b = {(int(k.split("_")[1]), int(k.split("_")[2])): hdr[k] for k in hdr
-             if k.startswith("B_") and k != "B_ORDER"}
-    cd = np.array([[hdr["CD1_1"], hdr["CD1_2"]], [hdr["CD2_1"], hdr["CD2_2"]]])
-    return ChipWCS(shape=shape, crpix=(hdr["CRPIX1"], hdr["CRPIX2"]),
-                   crval=(hdr["CRVAL1"], hdr["CRVAL2"]), cd=cd, sip_a=sip_a, sip_b=sip_b)
+def _header_wcs(path, extver=1):
+    """The header WCS of a simulated file, with the lookup tables its SCI header references."""
+    with fits.open(path) as hdul:
+        return WCS(hdul["SCI", extver].header, fobj=hdul)
 
 
 def _isolated_bright_stars(result, rootname, filt="f606w", *, half=15):
@@ -116,14 +114,14 @@ def test_fluxes_match_truth_within_poisson_errors(uvis_visit):
     half = 15
     for rootname in uvis_visit.rootnames:
         truth, idx, x, y, sci, exptime, hdr = _isolated_bright_stars(uvis_visit, rootname)
-        chip = _chipwcs_from_header(hdr, sci.shape)
+        wcs, _ = _true_wcs(uvis_visit, rootname)
         for i in idx:
             ix, iy = int(np.rint(x[i])), int(np.rint(y[i]))
             stamp = sci[iy - half:iy + half + 1, ix - half:ix + half + 1]
             ring = np.concatenate([sci[iy - half - 10:iy - half, ix - 25:ix + 26].ravel(),
                                    sci[iy + half + 1:iy + half + 11, ix - 25:ix + 26].ravel()])
             sky = np.median(ring)
-            measured = (stamp - sky).sum() * chip.pixel_area_ratio(x[i], y[i])
+            measured = (stamp - sky).sum() * pixel_area_ratio(wcs, x[i], y[i])
             expected = truth["countrate_f606w"][i] * exptime
             sigma = np.sqrt(expected + stamp.size * (sky + UVIS.readnoise_mean**2)
                             + (stamp.size * np.std(ring) / np.sqrt(ring.size)) ** 2)
@@ -171,7 +169,7 @@ def test_header_wcs_offset_by_pointing_error(uvis_visit):
     summary = json.loads(uvis_visit.visit_truth.read_text())
     for rootname in uvis_visit.rootnames:
         true_wcs, _ = _true_wcs(uvis_visit, rootname)
-        header_wcs = WCS(fits.getheader(uvis_visit.out_dir / f"{rootname}_flc.fits", ("SCI", 1)))
+        header_wcs = _header_wcs(uvis_visit.out_dir / f"{rootname}_flc.fits")
         ra_t, dec_t = true_wcs.all_pix2world(255.5, 255.5, 0)
         ra_h, dec_h = header_wcs.all_pix2world(255.5, 255.5, 0)
         xi, eta = tangent_project(ra_h, dec_h, ra_t, dec_t)
@@ -195,7 +193,7 @@ def test_dithers_are_in_true_and_header_wcs(uvis_visit):
             if source == "truth":
                 wcs, _ = _true_wcs(uvis_visit, root)
             else:
-                wcs = WCS(fits.getheader(uvis_visit.out_dir / f"{root}_flc.fits", ("SCI", 1)))
+                wcs = _header_wcs(uvis_visit.out_dir / f"{root}_flc.fits")
             centres.append(wcs.all_pix2world(255.5, 255.5, 0))
         xi, eta = tangent_project(*centres[1], *centres[0])
         assert np.hypot(xi, eta) * 3600 == pytest.approx(step, abs=0.005)
@@ -293,14 +291,16 @@ def test_full_frame_layout(tmp_path):
     result = simulate_visit(tmp_path, detector="wfc3/uvis", filters={"f606w": 1}, dither="none",
                             star_density=20.0, galaxy_density=5.0, seed=4)
     with fits.open(result.exposures[0]) as hdul:
+        # the lookup tables follow the chips, as updatewcs appends them (test_hapsim_tables.py)
         assert [(h.name, h.ver) for h in hdul[1:]] == [
-            ("SCI", 1), ("ERR", 1), ("DQ", 1), ("SCI", 2), ("ERR", 2), ("DQ", 2)]
+            ("SCI", 1), ("ERR", 1), ("DQ", 1), ("SCI", 2), ("ERR", 2), ("DQ", 2),
+            *(("D2IMARR", v) for v in range(1, 5)), *(("WCSDVARR", v) for v in range(1, 5))]
         assert hdul["SCI", 1].data.shape == (2051, 4096)
         assert hdul["SCI", 1].header["CCDCHIP"] == 2 and hdul["SCI", 2].header["CCDCHIP"] == 1
-        assert hdul[0].header["SUBARRAY"] is False and hdul[0].header["NEXTEND"] == 6
+        assert hdul[0].header["SUBARRAY"] is False and hdul[0].header["NEXTEND"] == 14
         # Chip 1 lies above chip 2 on the sky, separated by the real gap.
-        w1 = WCS(hdul["SCI", 1].header)
-        w2 = WCS(hdul["SCI", 2].header)
+        w1 = WCS(hdul["SCI", 1].header, fobj=hdul)
+        w2 = WCS(hdul["SCI", 2].header, fobj=hdul)
         top_of_chip2 = w1.all_pix2world(2047.5, 2050.0, 0)
         bottom_of_chip1 = w2.all_pix2world(2047.5, 0.0, 0)
         xi, eta = tangent_project(*bottom_of_chip1, *top_of_chip2)
