@@ -234,31 +234,34 @@ def _derive_saturated(kw):
 _UVIS_2X3 = {"detector": "wfc3/uvis", "filters": {"f606w": 3, "f814w": 3}, "exptime": 500.0,
              "dither": "line3"}
 
+#: Every preset draws its stars with the optical PSF (rings, spikes, halo): the harder scenes
+#: are meant to be judged on realistic stars (simulate_visit's own default stays "gaussian").
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("deep", "UVIS F606W+F814W 4x600 s, star and galaxy counts rising to 3 mag below "
                    "the detection limit (confusion noise)",
            {"detector": "wfc3/uvis", "filters": {"f606w": 4, "f814w": 4}, "exptime": 600.0,
             "dither": "box4"},
-           {"star_density": 600.0, "galaxy_density": 800.0}, _derive_deep),
+           {"star_density": 600.0, "galaxy_density": 800.0, "psf": "optical"}, _derive_deep),
     Preset("saturated", "UVIS 2 filters 3x500 s, 10 saturating stars per arcmin^2 with bleed "
                         "columns, optical PSF (spikes) when available",
            dict(_UVIS_2X3), {"psf": "optical", "scene_options": {"bright_star_density": 10.0}},
            _derive_saturated),
     Preset("crowded", "UVIS 2 filters 3x500 s, 6000 stars per chip (mag 18-26)",
-           dict(_UVIS_2X3), {"star_mag_range": (18.0, 26.0), "galaxy_density": 20.0,
+           dict(_UVIS_2X3), {"star_mag_range": (18.0, 26.0), "galaxy_density": 20.0, "psf": "optical",
                              "scene_options": {"star_slope": 0.25}}, _derive_crowded),
     Preset("cr2x", "UVIS 2 filters 3x500 s, twice the detector's cosmic-ray rate",
-           dict(_UVIS_2X3), {"cr_rate_scale": 2.0}),
+           dict(_UVIS_2X3), {"cr_rate_scale": 2.0, "psf": "optical"}),
     Preset("two-exposure", "UVIS F606W+F814W, 2x500 s each (hard cosmic-ray rejection)",
            {"detector": "wfc3/uvis", "filters": {"f606w": 2, "f814w": 2}, "exptime": 500.0,
-            "dither": "line2"}, {}),
+            "dither": "line2"}, {"psf": "optical"}),
     Preset("ir-only", "WFC3/IR F105W+F125W+F160W, 3x350 s each",
            {"detector": "wfc3/ir", "filters": {"f105w": 3, "f125w": 3, "f160w": 3},
-            "exptime": 350.0, "dither": "line3"}, {}),
+            "exptime": 350.0, "dither": "line3"}, {"psf": "optical"}),
     Preset("proper-motion", "UVIS 2 filters 3x500 s in 2026, truth at 2016.0, halo stars and "
                             "fast movers up to 100 mas/yr",
            dict(_UVIS_2X3),
            {"mjd_start": 61100.25, "reference_epoch": 2016.0, "star_density": 300.0,
+            "psf": "optical",
             "scene_options": {"pm_halo_fraction": 0.3, "pm_halo_mean_mas": (2.0, -6.0),
                               "pm_halo_sigma_mas": 15.0, "pm_fast_fraction": 0.01,
                               "pm_fast_range_mas": (30.0, 100.0), "pm_fast_mag_limit": 22.0}}),
