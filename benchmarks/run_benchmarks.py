@@ -12,6 +12,8 @@ Run from the repository root (venv active)::
     python benchmarks/run_benchmarks.py table               # markdown tables from results/
     python benchmarks/run_benchmarks.py reaccuracy NAME...  # recompute accuracy of saved runs
     python benchmarks/run_benchmarks.py snapshot DIR        # freeze the code (HAPSVM_BENCH_CODE=DIR)
+    python benchmarks/run_benchmarks.py realism [PRESET ...] [--subarray N] [--no-peer]
+                                            # hapsim presets scored against the truth (#15)
 
 Visits (benchmarks/bench_visits.py: fixed seeds) are simulated into ``$HAPSVM_BENCH_WORK``
 (default ``/tmp/hapsvm-bench``), which also holds the products; only small JSON/text results go
@@ -358,10 +360,168 @@ def cmd_stages(work: Path) -> dict:
     return out
 
 
+#: seed of the realism visits (one per preset name, so each preset is one fixed visit)
+REALISM_SEED = 15
+
+
+def simulate_realism(preset: str, out: Path, *, seed: int = REALISM_SEED, subarray=None,
+                     pointing_error=None) -> dict:
+    """Simulate (or reuse) the hapsim preset ``preset`` into ``out`` (``hapsim.presets``)."""
+    key = {"preset": preset, "seed": seed, "subarray": subarray,
+           "pointing_error": list(pointing_error) if pointing_error is not None else None}
+    done = out / ".bench-complete.json"
+    if done.exists():
+        info = json.loads(done.read_text())
+        if info.get("key") == key:
+            info["reused"] = True
+            return info
+    try:
+        from hapsim.presets import simulate_preset
+    except ImportError as exc:   # presets not in this checkout yet
+        raise SystemExit(f"realism: hapsim.presets is not available ({exc})") from exc
+    overrides = {} if pointing_error is None else {"pointing_error": tuple(pointing_error)}
+    t0 = time.perf_counter()
+    sim = simulate_preset(out, preset, seed=seed, subarray=subarray, overwrite=True, **overrides)
+    info = {"key": key, "visit_dir": str(out), "poller": str(sim.poller), "refcat": str(sim.refcat),
+            "exposures": [str(p) for p in sim.exposures], "detector": sim.detector,
+            "simulate_s": round(time.perf_counter() - t0, 1),
+            "preset": (sim.summary or {}).get("preset")}
+    done.write_text(json.dumps(info, indent=1, default=str))
+    return info
+
+
+def run_hapsvm_realism(info: dict, out: Path) -> dict:
+    """``python -m flows.svm POLLER --refcat REFCAT`` in a fresh products directory (under
+    measure.py when the peer tool is there: wall, CPU, peak memory)."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    svm = [PY, "-m", "flows.svm", info["poller"], "--refcat", info["refcat"]]
+    mjson = out.parent / "hapsvm.measure.json"
+    console = out.parent / "hapsvm.console"
+    cmd = ([PY, str(MEASURE), "--json", str(mjson), "--log", str(console), "--", *svm]
+           if MEASURE.exists() else svm)
+    load0 = _load()
+    t0 = time.perf_counter()
+    if MEASURE.exists():
+        proc = subprocess.run(cmd, cwd=out, env=_env(), check=False)
+    else:
+        with open(console, "w") as log:
+            proc = subprocess.run(cmd, cwd=out, env=_env(), check=False, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    res = {"command": f"cd {out} && python -m flows.svm {info['poller']} --refcat {info['refcat']}",
+           "exit_code": proc.returncode, "wall_s": round(time.perf_counter() - t0, 2)}
+    if mjson.exists():
+        m = json.loads(mjson.read_text())
+        res.update({"exit_code": m.get("exit_code", proc.returncode), "wall_s": round(m["wall_s"], 2),
+                    "cpu_s": round(m["user_s"] + m["sys_s"], 2), "max_rss_mb": m.get("max_rss_mb"),
+                    "peak_tree_rss_mb": m.get("peak_tree_rss_mb")})
+    res.update({"loadavg_before": load0, "loadavg_after": _load(), "products_dir": str(out),
+                "console": str(console), "code": str(CODE), "code_digest": code_digest()})
+    return res
+
+
+def run_peer_realism(info: dict, run_dir: Path, reuse: bool = False) -> dict:
+    saved = run_dir.parent / "drizzlepac.result.json"
+    if reuse and saved.exists():   # only a run on this very visit (same preset, seed, ...)
+        res = json.loads(saved.read_text())
+        if res.get("exit_code") is not None and res.get("visit_key") == info.get("key"):
+            res["reused_from_earlier_run"] = True
+            return res
+    shutil.rmtree(run_dir, ignore_errors=True)
+    visit = Path(info["visit_dir"])
+    cmd = [str(PEER / "run_drizzlepac.sh"), "--poller", Path(info["poller"]).name,
+           "--refcat", info["refcat"], "--run-dir", str(run_dir), str(visit)]
+    load0 = _load()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
+    res = json.loads(line) if line else {"error": proc.stdout[-2000:] + proc.stderr[-2000:]}
+    res.update({"command": " ".join(["../shared/tools/peer/run_drizzlepac.sh", *cmd[1:]]),
+                "loadavg_before": load0, "loadavg_after": _load(), "products_dir": str(run_dir)})
+    if "user_s" in res:
+        res["cpu_s"] = round(res["user_s"] + res["sys_s"], 2)
+    res["visit_key"] = info.get("key")
+    saved.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def score_realism(info: dict, products: str, label: str) -> dict:
+    from bench_realism import evaluate
+
+    load0 = _load()
+    try:
+        res = evaluate(Path(info["visit_dir"]), Path(products), label=label)
+    except Exception as exc:  # noqa: BLE001 - a failed score is a result too
+        import traceback
+
+        res = {"error": repr(exc), "traceback": traceback.format_exc()[-3000:]}
+    res["command"] = f"python benchmarks/bench_realism.py {info['visit_dir']} {products} --label {label}"
+    res["loadavg_before"], res["loadavg_after"] = load0, _load()
+    return res
+
+
+def cmd_realism(presets: list[str], work: Path, *, subarray=None, peer=True, reuse_peer=False,
+                seed: int = REALISM_SEED, pointing_error=None, score_only=False) -> list[dict]:
+    """hapsim presets, full frame (or ``subarray``), processed by hapsvm (and drizzlepac) and
+    scored with bench_realism.py; writes ``results/realism_<preset>[_sub<N>].json``
+    (``score_only``: re-score the products of the last run, nothing re-run)."""
+    if not presets:
+        try:
+            from hapsim.presets import PRESETS
+        except ImportError as exc:
+            raise SystemExit(f"realism: hapsim.presets is not available ({exc})") from exc
+        presets = list(PRESETS)
+    note = None
+    if subarray is not None and pointing_error is None:
+        # a subarray holds too few reference stars to align: without a pointing error the
+        # catalogs are scored, not a failed alignment (give --pointing-error to keep one)
+        pointing_error = (0.0, 0.0)
+        note = "subarray: simulated without a pointing error (too few reference stars to align)"
+    results = []
+    for preset in presets:
+        tag = preset.replace("+", "_") + (f"_sub{subarray}" if subarray else "")
+        base = work / "realism" / tag
+        if score_only:   # re-score the products of the last run (still in the scratch area)
+            saved = RESULTS / f"realism_{tag}.json"
+            if not saved.exists():
+                print(f"realism {tag}: no {saved.name} to re-score", flush=True)
+                continue
+            result = json.loads(saved.read_text())
+            for who in ("hapsvm", "drizzlepac"):
+                if result.get(who, {}).get("products_dir") and result[who].get("exit_code") is not None:
+                    result[who]["realism"] = score_realism(result["visit"], result[who]["products_dir"], who)
+            result["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
+            _save(f"realism_{tag}", result)
+            results.append(result)
+            continue
+        t0 = time.perf_counter()
+        info = simulate_realism(preset, base / "visit", seed=seed, subarray=subarray,
+                                pointing_error=pointing_error)
+        result = {"preset": preset, "subarray": subarray, "seed": seed,
+                  "pointing_error": list(pointing_error) if pointing_error is not None else "preset's",
+                  "note": note, "visit": info,
+                  "command": "python benchmarks/run_benchmarks.py " + " ".join(sys.argv[1:]),
+                  "machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+        print(f"realism {tag}: visit {'reused' if info.get('reused') else 'simulated'} "
+              f"({info['visit_dir']})", flush=True)
+        if peer:   # drizzlepac first, then hapsvm right after it (same minutes, same load)
+            result["drizzlepac"] = run_peer_realism(info, base / "drizzlepac", reuse=reuse_peer)
+        result["hapsvm"] = run_hapsvm_realism(info, base / "hapsvm_out")
+        print(f"realism {tag}: hapsvm exit {result['hapsvm']['exit_code']} in "
+              f"{result['hapsvm']['wall_s']} s; scoring", flush=True)
+        result["hapsvm"]["realism"] = score_realism(info, result["hapsvm"]["products_dir"], "hapsvm")
+        if peer and result["drizzlepac"].get("exit_code") is not None:
+            result["drizzlepac"]["realism"] = score_realism(
+                info, result["drizzlepac"]["products_dir"], "drizzlepac")
+        result["total_wall_s"] = round(time.perf_counter() - t0, 1)
+        _save(f"realism_{tag}", result)
+        results.append(result)
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["all", "visit", "scaling", "fanout", "profile", "stages",
-                                         "table", "machine", "snapshot", "reaccuracy"])
+                                         "table", "machine", "snapshot", "reaccuracy", "realism"])
     parser.add_argument("names", nargs="*")
     parser.add_argument("--work", type=Path, default=default_work())
     parser.add_argument("--no-peer", action="store_true")
@@ -369,6 +529,14 @@ def main(argv=None) -> int:
                         help="profile: re-render results/profile_uvis.txt from the saved session")
     parser.add_argument("--reuse-peer", action="store_true",
                         help="reuse the last drizzlepac measurement of the visit (not re-run)")
+    parser.add_argument("--subarray", type=int, default=None,
+                        help="realism: simulate N x N single-chip subarrays (fast; no pointing "
+                             "error unless --pointing-error is given)")
+    parser.add_argument("--seed", type=int, default=REALISM_SEED, help="realism: hapsim seed")
+    parser.add_argument("--pointing-error", default=None, metavar="SHIFT,ROT",
+                        help="realism: pointing error (arcsec,deg) instead of the preset's")
+    parser.add_argument("--score-only", action="store_true",
+                        help="realism: re-score the products of the last run (nothing re-run)")
     args = parser.parse_args(argv)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -380,6 +548,12 @@ def main(argv=None) -> int:
                 if who in res and "products_dir" in res[who]:
                     res[who]["accuracy"] = accuracy(name, work, res[who]["products_dir"])
             _save(f"visit_{name}", res)
+    elif args.what == "realism":   # names: hapsim presets (default: all of hapsim.presets)
+        pe = (tuple(float(v) for v in args.pointing_error.split(","))
+              if args.pointing_error else None)
+        cmd_realism(args.names, work, subarray=args.subarray, peer=not args.no_peer,
+                    reuse_peer=args.reuse_peer, seed=args.seed, pointing_error=pe,
+                    score_only=args.score_only)
     elif args.what == "snapshot":
         snapshot(Path(args.names[0]) if args.names else work / "code")
     elif args.what == "machine":
