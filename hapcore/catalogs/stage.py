@@ -34,6 +34,7 @@ from hapcore.catalogs.exposure_check import exposure_photometry, missing_in_expo
 from hapcore.catalogs.filter_consistency import flag_single_filter_detections
 from hapcore.catalogs.annulus_light import annulus_ci_shift, correct_annulus_light
 from hapcore.catalogs.flags import flag_catalog
+from hapcore.catalogs.saturated_fragments import saturated_fragments
 from hapcore.catalogs.detection import SourceDetection, catalog_background, detect_sources
 from hapcore.catalogs.image import CatalogImage
 from hapcore.catalogs.point import measure_point_photometry
@@ -196,6 +197,12 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
                                             ci_lower=ci.ci_lower_limit + ci_shift,
                                             ci_upper=ci.ci_upper_limit + ci_shift,
                                             bthresh=ci.bthresh, **common)
+        # the fragments of a saturated star (plateau, bleed, first rings) are not sources
+        fragments = saturated_fragments(
+            entry.point["X-Center"], entry.point["Y-Center"], entry.point["FluxAp2"],
+            saturated_xy, shape=image.shape, radius=fcat.aperture_2 / image.plate_scale)
+        entry.point["Flags"] = np.where(fragments, np.asarray(entry.point["Flags"]) | FLAG_SWARM,
+                                        entry.point["Flags"])
         if detection.point_swarm is not None:
             entry.point["Flags"] = np.where(detection.point_swarm,
                                             np.asarray(entry.point["Flags"]) | FLAG_SWARM,
