@@ -171,6 +171,14 @@ def run_peer(name: str, work: Path, reuse: bool = False) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [str(PEER / "run_drizzlepac.sh"), "--poller", Path(info["poller"]).name,
            "--refcat", str(visit / "refcat.ecsv"), "--run-dir", str(run_dir), str(visit)]
+    res = _run_peer(cmd, run_dir)
+    res["when_finished"] = time.strftime("%H:%M:%S")
+    saved.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def _run_peer(cmd: list, run_dir: Path) -> dict:
+    """Run the peer tool's ``run_drizzlepac.sh`` command; its JSON line plus command, load, CPU."""
     load0 = _load()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
@@ -179,8 +187,6 @@ def run_peer(name: str, work: Path, reuse: bool = False) -> dict:
                 "loadavg_before": load0, "loadavg_after": _load(), "products_dir": str(run_dir)})
     if "user_s" in res:
         res["cpu_s"] = round(res["user_s"] + res["sys_s"], 2)
-    res["when_finished"] = time.strftime("%H:%M:%S")
-    saved.write_text(json.dumps(res, indent=1))
     return res
 
 
@@ -431,14 +437,7 @@ def run_peer_realism(info: dict, run_dir: Path, reuse: bool = False) -> dict:
     visit = Path(info["visit_dir"])
     cmd = [str(PEER / "run_drizzlepac.sh"), "--poller", Path(info["poller"]).name,
            "--refcat", info["refcat"], "--run-dir", str(run_dir), str(visit)]
-    load0 = _load()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
-    res = json.loads(line) if line else {"error": proc.stdout[-2000:] + proc.stderr[-2000:]}
-    res.update({"command": " ".join(["../shared/tools/peer/run_drizzlepac.sh", *cmd[1:]]),
-                "loadavg_before": load0, "loadavg_after": _load(), "products_dir": str(run_dir)})
-    if "user_s" in res:
-        res["cpu_s"] = round(res["user_s"] + res["sys_s"], 2)
+    res = _run_peer(cmd, run_dir)
     res["visit_key"] = info.get("key")
     saved.write_text(json.dumps(res, indent=1))
     return res
