@@ -52,17 +52,25 @@ def test_total_product_is_aligned_and_flux_calibrated(processed):
         assert hdul["SCI"].header.get("BUNIT", "ELECTRONS/S").upper().startswith("ELECTRONS/S")
 
 
-def test_catalog_finds_truth_stars_and_flags_saturation(processed):
+def _catalog_against_truth(processed, product):
+    """The point catalog of ``product`` ("f606w", "total") with the truth in its pixels: the
+    simulation, truth table, catalog, WCS, WHT, truth x/y and each truth source's nearest row
+    (distance, index)."""
     sim, out, _ = processed
     truth = Table.read(sim.truth_sources)
-    (point,) = out.glob("*_f606w_*_point-cat.ecsv")
+    (point,) = out.glob(f"*_{product}_*_point-cat.ecsv")
     cat = Table.read(point)
-    product = out / point.name.replace("_point-cat.ecsv", "_drc.fits")
-    wcs = WCS(fits.getheader(product, "SCI"))
-    wht = fits.getdata(product, "WHT")
+    drizzled = out / point.name.replace("_point-cat.ecsv", "_drc.fits")
+    wcs = WCS(fits.getheader(drizzled, "SCI"))
+    wht = fits.getdata(drizzled, "WHT")
     tx, ty = wcs.all_world2pix(truth["ra"], truth["dec"], 0)
     d, i = cKDTree(np.column_stack([cat["X-Center"], cat["Y-Center"]])).query(
         np.column_stack([tx, ty]))
+    return sim, truth, cat, wcs, wht, tx, ty, d, i
+
+
+def test_catalog_finds_truth_stars_and_flags_saturation(processed):
+    sim, truth, cat, wcs, wht, tx, ty, d, i = _catalog_against_truth(processed, "f606w")
     inside = (tx > 30) & (ty > 30) & (tx < wcs.pixel_shape[0] - 30) & (ty < wcs.pixel_shape[1] - 30)
     covered = np.zeros(len(truth), bool)
     xi, yi = np.rint(tx[inside]).astype(int), np.rint(ty[inside]).astype(int)
@@ -197,16 +205,7 @@ def test_catalog_positions_follow_the_lookup_tables(processed):
     removed by an affine fit first. What the tables add beyond an affine map is ~0.05 px here
     (median, predicted from the true WCS with and without them; a run on the same files with
     the tables stripped measured 0.050 px), the pipeline's residual is ~0.02 px."""
-    sim, out, _ = processed
-    truth = Table.read(sim.truth_sources)
-    (point,) = out.glob("*_total_*_point-cat.ecsv")
-    cat = Table.read(point)
-    product = out / point.name.replace("_point-cat.ecsv", "_drc.fits")
-    wcs = WCS(fits.getheader(product, "SCI"))
-    wht = fits.getdata(product, "WHT")
-    tx, ty = wcs.all_world2pix(truth["ra"], truth["dec"], 0)
-    d, i = cKDTree(np.column_stack([cat["X-Center"], cat["Y-Center"]])).query(
-        np.column_stack([tx, ty]))
+    sim, truth, cat, wcs, wht, tx, ty, d, i = _catalog_against_truth(processed, "total")
     nx, ny = wcs.pixel_shape
     inside = (tx > 30) & (ty > 30) & (tx < nx - 30) & (ty < ny - 30)
     covered = np.zeros(len(truth), bool)
