@@ -3,9 +3,11 @@
 One north-up grid per detector (`grid`); each filter product goes through AstroDrizzle's
 sequence -- static mask, sky, separate drizzle, median, blot, driz_cr (`cr_passes`, `cr`) --
 and its final drizzle excludes the cosmic rays found; exposure products are drizzled without CR
-masks; the total product combines the filters' inputs with their CR masks. Products carry
-drizzlepac's headers and HDRTAB (`headers`) and a trailer (`trailer`). The work of one task
-runs in a `workspace` (worker pool, pixel maps, persisted CR masks and partials).
+masks; the total product combines the filters' inputs with their CR masks (`total`). Each chip
+is drizzled once per filter: the other drizzles follow from it by the pixels that differ
+(`chip_partials`, `sparse`), stored row by row over the chip's footprint (`ragged`). Products
+carry drizzlepac's headers and HDRTAB (`headers`) and a trailer (`trailer`). The work of one
+task runs in a `workspace` (worker pool, scratch, persisted CR masks).
 """
 
 from hapcore._lazy import lazy_exports
@@ -16,7 +18,6 @@ _EXPORTS = {
     "build_detector_grid": "hapcore.drizzle.grid",
     "DrizzleWorkspace": "hapcore.drizzle.workspace",
     "open_detector_workspace": "hapcore.drizzle.workspace",
-    "prepare_pixel_maps": "hapcore.drizzle.workspace",
     "filter_cr_mask_files": "hapcore.drizzle.workspace",
     "drizzle_exposure_product": "hapcore.drizzle.stage",
     "drizzle_filter_product": "hapcore.drizzle.stage",

@@ -1,35 +1,42 @@
 """Cosmic-ray rejection of a filter product: static mask, separate drizzles, median, blot,
-driz_cr, in one or two passes (`find_cosmic_rays`)."""
+driz_cr, in one or two passes (`find_cosmic_rays`), ending in the filter's final partials.
+
+Each chip is drizzled once, in the separate drizzle; every later drizzle of the filter follows
+from it by the pixels that differ (`hapcore.drizzle.chip_partials`): the second pass's separate
+drizzle (without the first pass's cosmic rays), the final drizzle (without the cosmic rays,
+with the static mask's pixels) and the exposure products (every pixel, no sky).
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
-from hapcore.atomic import atomic_output
+from hapcore.drizzle.chip_partials import Settings
 from hapcore.drizzle.cr import combine_images
-from hapcore.drizzle.jobs import (
-    BlotCRJob,
-    PartialJob,
-    blot_and_flag,
-    load_mask,
-    load_partial,
-    reserve_rows,
-)
+from hapcore.drizzle.inputs import sci_extvers
+from hapcore.drizzle.jobs import PartialJob, drizzle_partial, load_mask, save_mask
+from hapcore.drizzle.product_jobs import BlotCRJob, blot_and_flag
+from hapcore.drizzle.ragged import ExposurePartial, exposure_rows, reserve_file
 
-__all__ = ["combine_static", "find_cosmic_rays"]
+__all__ = ["MedianJob", "combine_static", "find_cosmic_rays", "median_band", "separate_settings"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
 # driz_cr excess test of the first CR pass (`hapcore.drizzle.cr.detect_cosmic_rays`), its
 # fractions measured on each chip (`hapcore.drizzle.cr.calibrate_excess_fraction`). The test is
-# kept away from pixels whose blot is not good to a fraction of the signal (`_blot_cr`):
+# kept away from pixels whose blot is not good to a fraction of the signal (`blot_and_flag`):
 _CR_EXCESS_FRACTION = "auto"
-# filters with more exposures than this get one CR pass, not two (`_find_cosmic_rays`)
+# filters with more exposures than this get one CR pass, not two (`find_cosmic_rays`)
 _CR_SECOND_PASS_MAX_EXPOSURES = 3
+# grid rows per block of the median
+_ROWS_PER_BLOCK = 256
 
 
 def combine_static(ws, fdp, stats) -> dict[str, dict[int, Path]]:
@@ -42,10 +49,10 @@ def combine_static(ws, fdp, stats) -> dict[str, dict[int, Path]]:
     for (extver, shape), members in by_chip.items():
         mask = None
         for _, file in members:
-            low = np.load(file)
+            low = load_mask(file)
             mask = low if mask is None else (mask & low)
-        out = ws.scratch / f"static-{fdp.product_basename}-{extver}-{shape[0]}x{shape[1]}.npy"
-        np.save(out, mask)
+        out = ws.scratch / f"static-{fdp.product_basename}-{extver}-{shape[0]}x{shape[1]}.npz"
+        save_mask(out, mask)
         log.debug("%s: static mask SCI,%d: %d pixels", fdp.product_basename, extver,
                   int(mask.sum()))
         for name, _ in members:
@@ -53,14 +60,29 @@ def combine_static(ws, fdp, stats) -> dict[str, dict[int, Path]]:
     return per_exposure
 
 
-def find_cosmic_rays(ws, fdp, edps, pars, skies, static_files) -> None:
-    """Separate drizzle, median, blot and driz_cr; CR masks go into ``ws.cr_masks``.
+def separate_settings(edp, pars, skies, static_files) -> Settings:
+    """The separate drizzle's settings of one exposure (``driz_sep_*``, weights EXP)."""
+    return Settings(kernel=pars.driz_sep_kernel, pixfrac=float(pars.driz_sep_pixfrac),
+                    good_bits=int(pars.driz_sep_bits), wht_type="EXP",
+                    sky=float(skies[edp.full_filename]),
+                    static_files=dict(static_files.get(edp.full_filename, {})))
+
+
+def find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals: dict,
+                     exposures: dict) -> list[ExposurePartial]:
+    """Separate drizzle, median, blot and driz_cr; the final partials of the filter.
+
+    ``finals`` maps each exposure file to its final drizzle's settings (without CR masks: each
+    pass adds its own), ``exposures`` to its exposure product's job (`ExposureProductJob`,
+    its partial derived from the separate drizzle and written by the first pass). CR masks are
+    persisted in ``ws.work_dir`` (``ws.cr_mask_file``) and registered in ``ws.cr_masks`` and
+    ``ws.cr_stats``; the exposure products written are in ``ws.written``.
 
     Two passes. With few exposures a cosmic ray of one exposure often lands within a grid
     pixel of a cosmic ray of another (about 7% of CR pixels for two 600 s UVIS exposures):
     the median/minmed there holds CR charge from both, the blot carries it back and the pixel
-    survives driz_cr. The second pass re-drizzles the separate images without the first pass's
-    CR pixels, so the median at those places comes from the clean neighbours, and runs driz_cr
+    survives driz_cr. The second pass's separate drizzles leave out the first pass's CR
+    pixels, so the median at those places comes from the clean neighbours, and runs driz_cr
     again; the final mask is the union of both passes. The second median applies ``maskpt``
     to the first pass's weights: a grid pixel that lost part of its weight to a masked CR
     keeps its clean partial value instead of leaving the other exposure alone in the median.
@@ -68,8 +90,7 @@ def find_cosmic_rays(ws, fdp, edps, pars, skies, static_files) -> None:
     The second pass runs for filters of at most ``_CR_SECOND_PASS_MAX_EXPOSURES`` (3)
     exposures. Measured on hapsim UVIS visits (two seeds, >5-sigma CR pixels masked): with 2
     exposures it adds 0.4-0.8%, with 3 0.1-0.2%, with 4 0.06% (99.23 -> 99.29%, 99.27 ->
-    99.33%): a median of 4 rarely holds CR charge, and the pass costs ~13 s of a 4-exposure
-    full-frame UVIS visit's ~67 s drizzle stage.
+    99.33%): a median of 4 rarely holds CR charge.
 
     The first pass adds an excess test to driz_cr (a positive difference larger than a
     fraction of the blot, measured per chip: `hapcore.drizzle.cr.detect_cosmic_rays`), which
@@ -78,95 +99,172 @@ def find_cosmic_rays(ws, fdp, edps, pars, skies, static_files) -> None:
     partially covered pixels, off by a fraction of the signal (measured on hapsim visits: the
     excess test there too found 0.05% more CR pixels and cost up to 0.025% more star flux).
     """
-    first, seps = _cr_pass(ws, fdp, edps, pars, skies, static_files, cr_files={}, tag="p1",
-                           excess_fraction=_CR_EXCESS_FRACTION)
-    second = {}
-    if len(edps) <= _CR_SECOND_PASS_MAX_EXPOSURES:
-        second, _ = _cr_pass(ws, fdp, edps, pars, skies, static_files, cr_files=first,
-                             tag="p2", validity=seps)
-    else:
+    names = [e.full_filename for e in edps]
+    seps = {e.full_filename: separate_settings(e, pars, skies, static_files) for e in edps}
+    partials = ws.map(drizzle_partial, [PartialJob(
+        path=ws.svm_path(e), grid=ws.grid, settings=seps[e.full_filename],
+        stem=ws.scratch / f"sep-{e.product_basename}") for e in edps])
+    persist = {e.full_filename: {extver: ws.cr_mask_file(e, extver)
+                                 for extver in _chips(ws, e)} for e in edps}
+    two_pass = len(edps) <= _CR_SECOND_PASS_MAX_EXPOSURES
+    if not two_pass:
         log.debug("%s: %d exposures, one cosmic-ray pass", fdp.product_basename, len(edps))
+    first = _cr_pass(ws, fdp, edps, pars, partials, seps, tag="p1",
+                     then={n: (seps[n] if two_pass else finals[n]) for n in names},
+                     keep_weights=two_pass, persist=None if two_pass else persist,
+                     exposures=exposures, excess_fraction=_CR_EXCESS_FRACTION)
+    last = first
+    if two_pass:
+        # the separate drizzles now leave out the first pass's cosmic rays
+        seps2 = {n: _with_masks(seps[n], first["files"][n]) for n in names}
+        then = {n: _with_masks(finals[n], first["files"][n]) for n in names}
+        last = _cr_pass(ws, fdp, edps, pars, first["partials"], seps2, tag="p2", then=then,
+                        keep_weights=False, persist=persist, exposures={},
+                        validity=first["valid"])
+        for valid in first["valid"]:
+            valid.remove()
     for edp in edps:
-        counts = {}
-        for extver in sorted(set(first.get(edp.full_filename, {})) |
-                             set(second.get(edp.full_filename, {}))):
-            masks = [load_mask(f[edp.full_filename][extver]) for f in (first, second)
-                     if extver in f.get(edp.full_filename, {})]
-            mask = masks[0] if len(masks) == 1 else (masks[0] | masks[1])
-            file = ws.cr_mask_file(edp, extver)
-            with atomic_output(file) as tmp, open(tmp, "wb") as fh:
-                # compressed: the masks outlive the run (resume, re-drizzling a total), and a
-                # sparse boolean image shrinks ~20x
-                np.savez_compressed(fh, mask=mask)
-            ws.cr_masks[(edp.full_filename, extver)] = file
-            counts[extver] = (int(masks[0].sum()), int(mask.sum()))
-            ws.cr_stats[(edp.full_filename, extver)] = counts[extver] + (int(mask.size),)
-        log.debug("%s: %s cosmic-ray pixels flagged (first pass, both passes)",
-                 edp.full_filename,
-                 ", ".join(f"SCI,{k}: {a}, {b}" for k, (a, b) in sorted(counts.items())))
+        name = edp.full_filename
+        counts = last["persisted"][name]
+        for extver, stats in counts.items():
+            ws.cr_masks[(name, extver)] = persist[name][extver]
+            ws.cr_stats[(name, extver)] = stats
+        log.debug("%s: %s cosmic-ray pixels flagged (first pass, both passes)", name,
+                  ", ".join(f"SCI,{k}: {a}, {b}" for k, (a, b, _) in sorted(counts.items())))
+    return last["partials"]
 
 
-def _cr_pass(ws, fdp, edps, pars, skies, static_files, *, cr_files: dict, tag: str,
-             validity: list[dict] | None = None,
-             excess_fraction=None) -> tuple[dict[str, dict[int, Path]], list]:
-    """One separate-drizzle / median / blot / driz_cr pass.
+def _chips(ws, edp) -> list[int]:
+    return sci_extvers(ws.svm_path(edp))
 
-    Returns the per-chip mask files and the separate drizzles (``validity`` of a later pass:
-    the partials whose weights decide ``maskpt``, see `combine_images`). ``excess_fraction``
-    enables driz_cr's excess test (`detect_cosmic_rays`).
-    """
-    sep_jobs = [PartialJob(
-        path=ws.svm_path(e), grid=ws.grid, cache=ws.pixmap_cache, kernel=pars.driz_sep_kernel,
-        pixfrac=pars.driz_sep_pixfrac, good_bits=pars.driz_sep_bits, wht_type="EXP",
-        sky=float(skies[e.full_filename]), static_files=static_files.get(e.full_filename, {}),
-        cr_files=cr_files.get(e.full_filename, {}))
-        for e in edps]
-    seps = ws.partials(sep_jobs)
+
+def _with_masks(settings: Settings, files: dict) -> Settings:
+    """``settings`` whose CR masks also hold ``files`` (``{extver: mask file}``)."""
+    crs = {k: tuple(v) if isinstance(v, (tuple, list)) else (v,)
+           for k, v in settings.cr_files.items()}
+    for extver, file in files.items():
+        crs[extver] = crs.get(extver, ()) + (file,)
+    return Settings(settings.kernel, settings.pixfrac, settings.good_bits, settings.wht_type,
+                    settings.sky, dict(settings.static_files), crs)
+
+
+def _cr_pass(ws, fdp, edps, pars, partials, seps, *, tag: str, then: dict, keep_weights: bool,
+             persist: dict | None, exposures: dict, excess_fraction=None,
+             validity: list | None = None) -> dict:
+    """One median / blot / driz_cr pass over the separate drizzles ``partials`` (made with
+    ``seps``); each becomes ``then`` in place. Returns the jobs' results per exposure:
+    ``files`` (this pass's masks), ``partials``, ``valid`` and ``persisted``."""
+    median_file, coverage_file = _median(ws, fdp, edps, pars, partials, tag=tag,
+                                         validity=validity)
+    jobs = [BlotCRJob(
+        path=ws.svm_path(e), grid=ws.grid, sep=p, sep_settings=seps[e.full_filename],
+        median_file=median_file, coverage_file=coverage_file, interp=pars.blot_interp,
+        sinscl=pars.blot_sinscl, snr=tuple(pars.driz_cr_snr), scale=tuple(pars.driz_cr_scale),
+        grow=pars.driz_cr_grow, good_bits=pars.driz_sep_bits,
+        mask_stem=ws.scratch / f"crmask-{e.product_basename}-{tag}",
+        excess_fraction=excess_fraction, then=then[e.full_filename], keep_weights=keep_weights,
+        persist=(persist or {}).get(e.full_filename, {}),
+        exposure=exposures.get(e.full_filename)) for e, p in zip(edps, partials)]
+    results = ws.map(blot_and_flag, jobs)
+    median_file.unlink(missing_ok=True)
+    coverage_file.unlink(missing_ok=True)
+    for edp, result in zip(edps, results):
+        if result["product"] is not None:
+            ws.written[edp.full_filename] = result["product"]
+    return {"files": {e.full_filename: r["files"] for e, r in zip(edps, results)},
+            "partials": [r["partial"] for r in results],
+            "valid": [r["valid"] for r in results],
+            "persisted": {e.full_filename: r["persisted"] for e, r in zip(edps, results)}}
+
+
+def _covered_median(partial: ExposurePartial) -> float:
+    """Median of the positive weights of an exposure's partial (a regular sample)."""
+    samples = []
+    for chip in partial.chips:
+        _, wht = chip.load()
+        sample = np.asarray(wht[::16])
+        samples.append(sample[sample > 0])
+    sample = np.concatenate(samples) if samples else np.zeros(0, np.float32)
+    return float(np.median(sample)) if sample.size else 0.0
+
+
+def _median(ws, fdp, edps, pars, partials, *, tag: str, validity=None) -> tuple[Path, Path]:
+    """The median (or minmed) image of the separate drizzles (float32) and where >= 2 cover
+    (uint8), as files; bands of rows computed in the workers (`median_band`)."""
     ny, nx = ws.grid.shape
     median_file = ws.scratch / f"median-{fdp.product_basename}-{tag}.npy"
     coverage_file = ws.scratch / f"cover-{fdp.product_basename}-{tag}.npy"
-    median = np.lib.format.open_memmap(median_file, mode="w+", dtype=np.float32, shape=(ny, nx))
-    coverage = np.lib.format.open_memmap(coverage_file, mode="w+", dtype=np.float32,
-                                         shape=(ny, nx))
-    for array in (median, coverage):
-        reserve_rows(array, 0, ny)          # a full disk: OSError here, not SIGBUS below
-    images = [load_partial(p, "sci") for p in seps]
-    weights = [load_partial(p, "wht") for p in seps]
-    valid_weights = [load_partial(p, "wht") for p in validity] if validity else None
-    weight_medians = [w.covered_median() for w in (valid_weights or weights)]
-    exptime = float(np.mean([e.exptime or 1.0 for e in edps]))
-    readnoise = _mean_readnoise(ws, edps)
-    sky_mean = float(np.mean(list(skies.values())))
-    for start in range(0, ny, 512):
-        stop = min(ny, start + 512)
-        median[start:stop] = combine_images(
-            [im[start:stop] for im in images], [w[start:stop] for w in weights],
-            combine_type=pars.combine_type, nlow=pars.combine_nlow, nhigh=pars.combine_nhigh,
-            maskpt=pars.combine_maskpt, nsigma=pars.combine_nsigma, grow=pars.combine_grow,
-            lthresh=pars.combine_lthresh, hthresh=pars.combine_hthresh,
-            noise_electrons=(exptime, readnoise, sky_mean), weight_medians=weight_medians,
-            valid_weights=[w[start:stop] for w in valid_weights] if valid_weights else None)
-        # CRs are only detectable where at least two exposures overlap
-        n_cover = sum((np.asarray(w[start:stop]) > 0).astype(np.int8)
-                      for w in (valid_weights or weights))
-        coverage[start:stop] = (n_cover >= 2).astype(np.float32)
+    for file, dtype in ((median_file, np.float32), (coverage_file, np.uint8)):
+        array = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=(ny, nx))
+        reserve_file(file, array.offset + array.nbytes)  # a full disk: OSError here
+        del array
+    spans = [p.rows for p in partials if p.rows[1] > p.rows[0]]
+    y0 = min((s[0] for s in spans), default=0)
+    y1 = max((s[1] for s in spans), default=0)
+    # bands of whole blocks, two per worker (they finish together)
+    bands = max(1, min(2 * ws.n_workers, -(-(y1 - y0) // _ROWS_PER_BLOCK)))
+    edges = [y0 + (y1 - y0) * k // bands for k in range(bands + 1)]
+    settings = {
+        "combine_type": pars.combine_type, "nlow": pars.combine_nlow,
+        "nhigh": pars.combine_nhigh, "maskpt": pars.combine_maskpt,
+        "nsigma": tuple(pars.combine_nsigma), "grow": pars.combine_grow,
+        "lthresh": pars.combine_lthresh, "hthresh": pars.combine_hthresh,
+        "noise_electrons": (
+            float(np.mean([e.exptime or 1.0 for e in edps])), _mean_readnoise(ws, edps),
+            float(np.mean([p.chips[0].sky for p in partials if p.chips] or [0.0]))),
+        "weight_medians": [_covered_median(p) for p in (validity or partials)]}
+    t0 = time.perf_counter()
+    ws.map(median_band, [MedianJob(median_file, coverage_file, list(partials),
+                                   list(validity) if validity else None, a, b, nx, settings)
+                         for a, b in itertools.pairwise(edges) if b > a])
+    log.debug("%s: %s median of %d exposures in %d bands, %.1f s", fdp.product_basename,
+              pars.combine_type, len(partials), bands, time.perf_counter() - t0)
+    return median_file, coverage_file
+
+
+@dataclass(frozen=True)
+class MedianJob:
+    """Rows ``start:stop`` of the median and coverage files (see `median_band`)."""
+
+    median_file: Path
+    coverage_file: Path
+    partials: list
+    validity: list | None
+    start: int
+    stop: int
+    width: int
+    settings: dict
+
+
+def median_band(job: MedianJob) -> int:
+    """Compute rows ``job.start:job.stop`` of the median (`combine_images`) and of the coverage
+    (>= 2 exposures: only there can a cosmic ray be found) into their files.
+
+    Each block is combined with a margin of rows on both sides: minmed's tests at a pixel look
+    at its neighbours (the grown strong differences, the derivative of the partially covered
+    minimum), so a block's edge rows come out as over the whole image.
+    """
+    median = np.load(job.median_file, mmap_mode="r+")
+    coverage = np.load(job.coverage_file, mmap_mode="r+")
+    ny = median.shape[0]
+    halo = int(job.settings["grow"]) + 1
+    loaded: dict = {}
+    for start in range(job.start, job.stop, _ROWS_PER_BLOCK):
+        stop = min(job.stop, start + _ROWS_PER_BLOCK)
+        a, b = max(0, start - halo), min(ny, stop + halo)
+        images, weights = zip(*[exposure_rows(p, a, b, job.width, loaded=loaded)
+                                for p in job.partials])
+        valid = None
+        if job.validity:
+            valid = [exposure_rows(p, a, b, job.width, loaded=loaded)[1] for p in job.validity]
+        inner = slice(start - a, stop - a)
+        median[start:stop] = combine_images(images, weights, valid_weights=valid,
+                                            **job.settings)[inner]
+        n_cover = sum((w[inner] > 0).astype(np.int8) for w in (valid or weights))
+        coverage[start:stop] = n_cover >= 2
     median.flush()
     coverage.flush()
-    del median, coverage, images, weights, valid_weights
-    cr_jobs = [BlotCRJob(
-        path=ws.svm_path(e), grid=ws.grid, cache=ws.pixmap_cache,
-        median_file=median_file, coverage_file=coverage_file,
-        sky=float(skies[e.full_filename]), interp=pars.blot_interp, sinscl=pars.blot_sinscl,
-        snr=tuple(pars.driz_cr_snr), scale=tuple(pars.driz_cr_scale), grow=pars.driz_cr_grow,
-        good_bits=pars.driz_sep_bits,
-        excess_fraction=excess_fraction,
-        out_stem=ws.scratch / f"crmask-{e.product_basename}-{tag}") for e in edps]
-    masks: dict[str, dict[int, Path]] = {}
-    for edp, result in zip(edps, ws.map(blot_and_flag, cr_jobs)):
-        masks[edp.full_filename] = dict(result["files"])
-    median_file.unlink(missing_ok=True)
-    coverage_file.unlink(missing_ok=True)
-    return masks, seps
+    return job.stop - job.start
 
 
 def _mean_readnoise(ws, edps) -> float:

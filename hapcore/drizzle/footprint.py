@@ -9,8 +9,7 @@ import numpy as np
 from astropy.wcs import WCS
 from scipy import ndimage
 
-
-__all__ = ["footprint_keywords", "s_region_from_weight"]
+__all__ = ["coverage_bins", "footprint_keywords", "s_region_from_bins", "s_region_from_weight"]
 
 
 def footprint_keywords(ctx: np.ndarray, wht: np.ndarray,
@@ -109,11 +108,24 @@ def _hull(points: np.ndarray) -> np.ndarray:
 def s_region_from_weight(wht: np.ndarray, wcs: WCS, *, bin_size: int = 16) -> str:
     """``POLYGON ICRS ...`` per disjoint illuminated region (hull of the region, first vertex
     repeated), from the weight map binned by ``bin_size``; '' when nothing is illuminated."""
-    ny, nx = wht.shape
+    return s_region_from_bins(coverage_bins(wht > 0, bin_size), wcs, wht.shape,
+                              bin_size=bin_size)
+
+
+def coverage_bins(covered: np.ndarray, bin_size: int = 16) -> np.ndarray:
+    """``covered`` binned by ``bin_size`` (a bin is True when any of its pixels is)."""
+    ny, nx = covered.shape
     by, bx = -(-ny // bin_size), -(-nx // bin_size)
     padded = np.zeros((by * bin_size, bx * bin_size), bool)
-    padded[:ny, :nx] = wht > 0
-    binned = padded.reshape(by, bin_size, bx, bin_size).any(axis=(1, 3))
+    padded[:ny, :nx] = covered
+    return padded.reshape(by, bin_size, bx, bin_size).any(axis=(1, 3))
+
+
+def s_region_from_bins(binned: np.ndarray, wcs: WCS, shape: tuple[int, int], *,
+                       bin_size: int = 16) -> str:
+    """`s_region_from_weight` from the binned illuminated pixels (`coverage_bins`) of an
+    image of ``shape``."""
+    ny, nx = shape
     labels, n = ndimage.label(binned)
     polygons = []
     for k in range(1, n + 1):

@@ -25,7 +25,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from hap_models.errors import HapInputError
-from hapcore.wcs.files import read_chip_wcs
+from hapcore.drizzle.inputs import chip_wcs_of
 
 __all__ = [
     "MAX_GRID_SIZE",
@@ -245,7 +245,7 @@ def build_detector_grid(total, output_dir: str | os.PathLike) -> OutputGrid:
     wcs_list, labels = [], []
     for edp in total.edp_list:
         path = output_dir / edp.full_filename
-        for extver, wcs in read_chip_wcs(path).items():
+        for extver, wcs in chip_wcs_of(path).items():
             wcs_list.append(wcs)
             labels.append(f"{path.name}[SCI,{extver}]")
     pars = total.parameters.drizzle if total.parameters is not None else None

@@ -34,17 +34,21 @@ from astropy.table import MaskedColumn, Table
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from hap_models.product_headers import AlignmentProvenance, DrizzleRecord, ProductProvenance
-from hapcore.wcs.header import make_card, orientat_from_cd, set_exact
+from hap_models.product_headers import (
+    AlignmentProvenance,
+    DrizzleRecord,
+    ProductProvenance,
+)
 from hapcore.drizzle.footprint import footprint_keywords, s_region_from_weight
+from hapcore.wcs.header import make_card, orientat_from_cd, set_exact
 
 __all__ = [
     "DELETED_KEYWORDS",
     "PHOT_KEYWORDS",
     "ProductHeaders",
     "grid_wcs_cards",
-    "product_headers",
     "hdrtab",
+    "product_headers",
 ]
 
 #: Removed from product headers by drizzlepac's header rules.
@@ -208,8 +212,9 @@ def grid_wcs_cards(grid_wcs: WCS) -> list[fits.Card]:
 
 
 def _primary_header(inputs: Sequence[Mapping], provenance: ProductProvenance, *,
-                    grid_wcs: WCS, wht: np.ndarray, ctx: np.ndarray,
-                    footprint: bool) -> fits.Header:
+                    grid_wcs: WCS, wht: np.ndarray | None, ctx: np.ndarray | None,
+                    footprint: bool, s_region: str | None = None,
+                    footprint_values: Mapping | None = None) -> fits.Header:
     first = inputs[0]["primary"]
     primaries = [entry["primary"] for entry in inputs]
     primary = fits.Header()
@@ -251,9 +256,13 @@ def _primary_header(inputs: Sequence[Mapping], provenance: ProductProvenance, *,
     _set(primary, "EQUINOX", float(equinox), "")
     if first.get("PR_INV_L") is not None:
         _set(primary, "PINAME", first["PR_INV_L"], "last name of principal investigator")
-    _set(primary, "S_REGION", s_region_from_weight(wht, grid_wcs), "")
+    if s_region is None:
+        s_region = s_region_from_weight(wht, grid_wcs)
+    _set(primary, "S_REGION", s_region, "")
     if footprint:
-        for key, value in footprint_keywords(ctx, wht, exptimes).items():
+        if footprint_values is None:
+            footprint_values = footprint_keywords(ctx, wht, exptimes)
+        for key, value in footprint_values.items():
             _set(primary, key, value, "")
     # the product's own keywords, in drizzlepac's order, then the drizzle history per chip
     _set(primary, "NEXTEND", PRODUCT_EXTENSIONS)
@@ -318,8 +327,9 @@ def _wcs_block(inputs, provenance: ProductProvenance, grid_wcs: WCS, *,
 
 
 def product_headers(inputs: Sequence[Mapping], provenance: ProductProvenance, *,
-                    grid_wcs: WCS, wht: np.ndarray, ctx: np.ndarray,
-                    footprint: bool) -> ProductHeaders:
+                    grid_wcs: WCS, wht: np.ndarray | None, ctx: np.ndarray | None,
+                    footprint: bool, s_region: str | None = None,
+                    footprint_values: Mapping | None = None) -> ProductHeaders:
     """Primary, SCI, WHT and CTX headers of a product.
 
     Parameters
@@ -331,17 +341,24 @@ def product_headers(inputs: Sequence[Mapping], provenance: ProductProvenance, *,
         From `product_provenance`.
     grid_wcs : `~astropy.wcs.WCS`
         The product's grid.
-    wht, ctx : ndarray
-        Output weight and context (S_REGION and the footprint keywords).
+    wht, ctx : ndarray or None
+        Output weight and context (S_REGION and the footprint keywords); None with
+        ``s_region`` and ``footprint_values`` (or without ``footprint``).
     footprint : bool
         Add NPIXFRAC/MEAN*/MED* (filter and total products).
+    s_region : str, optional
+        S_REGION computed already (`hapcore.drizzle.footprint.s_region_from_bins`).
+    footprint_values : mapping, optional
+        The footprint keywords computed already (`hapcore.drizzle.footprint.footprint_keywords`
+        of the same images).
 
     Returns
     -------
     ProductHeaders
     """
     primary = _primary_header(inputs, provenance, grid_wcs=grid_wcs, wht=wht, ctx=ctx,
-                              footprint=footprint)
+                              footprint=footprint, s_region=s_region,
+                              footprint_values=footprint_values)
     sci = fits.Header()
     sci.append(fits.Card("INHERIT", True, _COMMENTS["INHERIT"]), end=True)
     # every input is drizzled as a count rate (`hapcore.drizzle.inputs.read_chip`)

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
 
-__all__ = ["ChipData", "read_chip", "good_pixel_mask", "exposure_keywords"]
+__all__ = [
+    "ChipData",
+    "chip_wcs_of",
+    "exposure_keywords",
+    "good_pixel_mask",
+    "read_chip",
+    "sci_extvers",
+]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -136,8 +144,47 @@ def good_pixel_mask(dq: np.ndarray, good_bits: int) -> np.ndarray:
     return (dq & ~np.uint32(good_bits)) == 0
 
 
+#: Files whose headers a process keeps parsed (`chip_wcs_of`, `exposure_keywords`).
+_CACHED_FILES = 16
+_WCS_CACHE: OrderedDict = OrderedDict()
+_KEYWORD_CACHE: OrderedDict = OrderedDict()
+
+
+def _file_key(path: str | os.PathLike) -> tuple:
+    """A file's identity: a rewritten file (a new alignment) is another key."""
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    return (real, stat.st_size, stat.st_mtime_ns)
+
+
+def _cached(cache: OrderedDict, key, make):
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = make()
+    while len(cache) > _CACHED_FILES:
+        cache.popitem(last=False)
+    return value
+
+
+def chip_wcs_of(path: str | os.PathLike) -> dict:
+    """`hapcore.wcs.files.read_chip_wcs` of ``path``, parsed once per process and file
+    version: a drizzle stage asks for an exposure's chip WCSs a dozen times, and parsing the
+    headers of a full-frame file costs ~0.1 s. The WCS objects are shared: do not modify them.
+    """
+    from hapcore.wcs.files import read_chip_wcs
+
+    return dict(_cached(_WCS_CACHE, _file_key(path), lambda: read_chip_wcs(path)))
+
+
+def sci_extvers(path: str | os.PathLike) -> list[int]:
+    """The EXTVERs of the SCI extensions of ``path`` (sorted)."""
+    return sorted(chip_wcs_of(path))
+
+
 def exposure_keywords(path: str | os.PathLike) -> dict:
-    """Header keywords a product header is built from.
+    """Header keywords a product header is built from (parsed once per process and file
+    version; the headers returned are copies).
 
     Returns
     -------
@@ -145,6 +192,13 @@ def exposure_keywords(path: str | os.PathLike) -> dict:
         ``primary`` (Header), ``sci`` (SCI,1 header, empty if there is none), ``chips``
         (``{extver: SCI header}`` of every SCI extension) and ``filename`` (the file's name).
     """
+    cached = _cached(_KEYWORD_CACHE, _file_key(path), lambda: _exposure_keywords(path))
+    chips = {k: h.copy() for k, h in cached["chips"].items()}
+    return {"primary": cached["primary"].copy(), "sci": chips.get(1, fits.Header()),
+            "chips": chips, "filename": os.path.basename(os.fspath(path))}
+
+
+def _exposure_keywords(path: str | os.PathLike) -> dict:
     with fits.open(path, mode="readonly", memmap=False) as hdul:
         primary = hdul[0].header.copy()
         chips = {}

@@ -15,20 +15,31 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from hapcore.atomic import atomic_output
+from hapcore.drizzle.chip_partials import Settings
+from hapcore.drizzle.fits_stream import write_product_file
+from hapcore.drizzle.footprint import s_region_from_bins
 from hapcore.drizzle.grid import OutputGrid
 from hapcore.drizzle.headers import hdrtab, product_headers
-from hapcore.drizzle.provenance import product_provenance
 from hapcore.drizzle.inputs import exposure_keywords
-from hapcore.drizzle.jobs import PartialJob, load_mask, load_partial
-from hapcore.drizzle.kernel import combine_partials
+from hapcore.drizzle.jobs import load_mask
+from hapcore.drizzle.provenance import product_provenance
+from hapcore.drizzle.ragged import accumulate_rows, combine_exposures, coverage_bins
 from hapcore.drizzle.sky import exposure_sky_levels
 from hapcore.drizzle.trailer import format_drizzle_trailer, write_drizzle_trailer
 
 if TYPE_CHECKING:  # the workspace imports nothing from here; a type only
     from hapcore.drizzle.workspace import DrizzleWorkspace
 
-__all__ = ["write_drizzle_product", "sky_levels", "write_product", "cr_lines", "final_jobs",
-           "WriteContext"]
+__all__ = [
+    "WriteContext",
+    "cr_lines",
+    "final_settings",
+    "sky_levels",
+    "write_drizzle_product",
+    "write_product",
+    "write_product_arrays",
+    "write_product_copy",
+]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -84,26 +95,145 @@ def sky_levels(ws: DrizzleWorkspace, edps, pars, *, static: bool) -> tuple[dict,
 def write_product(ws: DrizzleWorkspace, product, edps, partials, pars, *, level: str,
                   skies: dict | None = None, cr_lines: list[str] | None = None,
                   t0: float | None = None) -> Path:
-    """Combine partials, write the product file with its headers, then its trailer."""
+    """Combine the exposures' partials (`ExposurePartial`), write the product file with its
+    headers, then its trailer."""
     fill = 0.0 if pars.final_fillval is None else float(pars.final_fillval)
-    # only the partials' boxes are read and combined (the rest of the grid has no weight)
-    sci, wht, ctx = combine_partials(
-        [(load_partial(p, "sci").cropped, load_partial(p, "wht").cropped) for p in partials],
-        fillval=fill, boxes=[p["box"] for p in partials], shape=ws.grid.shape)
+    if product.haplevel == 1 and len(partials) == 1:
+        return _write_streamed(ws, product, edps, partials[0], pars, fill=fill, level=level,
+                               skies=skies, cr_lines=cr_lines, t0=t0)
+    sci, wht, ctx = combine_exposures(partials, ws.grid.shape, fillval=fill)
+    return write_product_arrays(ws, product, edps, sci, wht, ctx, pars, level=level,
+                                used=[p.used for p in partials],
+                                masks=[p.masks for p in partials],
+                                skipped=[p.skipped for p in partials], skies=skies,
+                                cr_lines=cr_lines, t0=t0)
+
+
+def _headers(ws, product, edps, pars, *, used, masks, skies, wht=None, ctx=None,
+             s_region=None, footprint_values=None):
+    """The product's headers and HDRTAB, from one provenance."""
     inputs = [exposure_keywords(ws.svm_path(edp)) for edp in edps]
-    # the product's provenance, built once: every header and the HDRTAB are written from it
     provenance = product_provenance(
         inputs, product, pars=pars, output_scale=ws.grid.pixel_scale_arcsec,
-        hap_names=[e.product_basename for e in edps], used=[p.get("used") for p in partials],
-        masks=[p.get("masks") for p in partials], skies=skies)
+        hap_names=[e.product_basename for e in edps], used=used, masks=masks, skies=skies)
     headers = product_headers(inputs, provenance, grid_wcs=ws.grid.wcs, wht=wht, ctx=ctx,
-                              footprint=product.haplevel == 2)
-    table = hdrtab(inputs, provenance.drizzle)
+                              footprint=product.haplevel == 2, s_region=s_region,
+                              footprint_values=footprint_values)
+    return headers, hdrtab(inputs, provenance.drizzle)
+
+
+def _write_streamed(ws, product, edps, partial, pars, *, fill, level, skies, cr_lines, t0):
+    """A one-exposure product written row block by row block from its chips' partials
+    (`hapcore.drizzle.fits_stream`): no grid-sized image in memory."""
+    shape = ws.grid.shape
+    s_region = s_region_from_bins(coverage_bins([partial], shape), ws.grid.wcs, shape)
+    headers, table = _headers(ws, product, edps, pars, used=[partial.used],
+                              masks=[partial.masks], skies=skies, s_region=s_region)
+    nx = shape[1]
+    loaded: dict = {}
+    count = [0]
+
+    def blocks(start, stop):
+        # only the columns the chips reach in these rows are combined and written
+        x0, x1 = _columns(partial, start, stop, nx)
+        num = np.zeros((stop - start, nx))
+        den = np.zeros((stop - start, nx))
+        accumulate_rows(partial, start, stop, num, den, loaded=loaded)
+        num, den = num[:, x0:x1], den[:, x0:x1]
+        covered = den > 0
+        count[0] += int(np.count_nonzero(covered))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sci = np.where(covered, num / np.where(covered, den, 1.0), fill)
+        return sci, den, covered.astype(np.int32), (x0, x1)
+
+    y0, y1 = partial.rows
+    path = write_product_file(ws.output_dir / product.drizzle_filename, shape, 1, blocks,
+                              primary_header=headers.primary, sci_header=headers.sci,
+                              wht_header=headers.wht, ctx_header=headers.ctx,
+                              hdrtab_hdu=table,
+                              row_blocks=[(a, min(y1, a + 256)) for a in range(y0, y1, 256)],
+                              fill=fill)
+    _finish(ws, product, path, edps, pars, level=level, covered=100.0 * count[0] / (
+        shape[0] * shape[1]), used=[partial.used], skipped=[partial.skipped], skies=skies,
+        cr_lines=cr_lines, t0=t0)
+    return path
+
+
+def _columns(partial, start: int, stop: int, nx: int) -> tuple[int, int]:
+    """Columns ``(x0, x1)`` holding every chip of ``partial`` in grid rows ``start:stop``."""
+    lo, hi = nx, 0
+    for chip in partial.chips:
+        ranges = chip.ranges
+        a, b = max(start, ranges.y0) - ranges.y0, min(stop, ranges.y1) - ranges.y0
+        if b <= a:
+            continue
+        used = ranges.stops[a:b] > ranges.starts[a:b]
+        if used.any():
+            lo = min(lo, int(ranges.starts[a:b][used].min()))
+            hi = max(hi, int(ranges.stops[a:b][used].max()))
+    return (lo, hi) if hi > lo else (0, 0)
+
+
+def write_product_arrays(ws, product, edps, sci, wht, ctx, pars, *, level: str, used, masks,
+                         skipped, skies: dict | None = None, cr_lines: list[str] | None = None,
+                         t0: float | None = None) -> Path:
+    """Write a product from its SCI, WHT and CTX images (`write_product`'s second half).
+
+    ``used``, ``masks``, ``skipped``: per input exposure, the chips drizzled, the masks their
+    weights excluded (``{str(extver): names}``) and the chips left out.
+    """
+    # the product's provenance, built once: every header and the HDRTAB are written from it
+    headers, table = _headers(ws, product, edps, pars, used=used, masks=masks, skies=skies,
+                              wht=wht, ctx=ctx)
     path = write_drizzle_product(ws.output_dir / product.drizzle_filename, sci, wht, ctx,
                                  primary_header=headers.primary, sci_header=headers.sci,
                                  hdrtab_hdu=table, wht_header=headers.wht,
                                  ctx_header=headers.ctx)
-    covered = 100.0 * float(np.mean(wht > 0))
+    covered = 100.0 * float(np.count_nonzero(wht)) / max(int(wht.size), 1)
+    _finish(ws, product, path, edps, pars, level=level, covered=covered, used=used,
+            skipped=skipped, skies=skies, cr_lines=cr_lines, t0=t0)
+    return path
+
+
+def write_product_copy(ws, product, edps, source: Path, pars, *, level: str, used, masks,
+                       skipped, skies: dict | None = None, cr_lines: list[str] | None = None,
+                       t0: float | None = None) -> Path:
+    """Write a product whose images are those of the product file ``source`` (same grid, same
+    inputs in the same order): they are copied as they are, and the footprint keywords and
+    S_REGION, which depend on them alone, are taken from its header."""
+    with fits.open(source, memmap=True) as hdul:
+        primary = hdul[0].header
+        footprint = {k: primary[k] for k in _FOOTPRINT_KEYWORDS if k in primary}
+        headers, table = _headers(ws, product, edps, pars, used=used, masks=masks, skies=skies,
+                                  s_region=primary.get("S_REGION", ""),
+                                  footprint_values=footprint)
+        sci, wht, ctx = hdul["SCI"].data, hdul["WHT"].data, hdul["CTX"].data
+        covered = [0]
+
+        def blocks(start, stop):
+            block = wht[start:stop]
+            covered[0] += int(np.count_nonzero(block))
+            return sci[start:stop], block, ctx[..., start:stop, :]
+
+        path = write_product_file(ws.output_dir / product.drizzle_filename, ws.grid.shape,
+                                  1 if ctx.ndim == 2 else ctx.shape[0], blocks,
+                                  primary_header=headers.primary, sci_header=headers.sci,
+                                  wht_header=headers.wht, ctx_header=headers.ctx,
+                                  hdrtab_hdu=table)
+    _finish(ws, product, path, edps, pars, level=level,
+            covered=100.0 * covered[0] / (ws.grid.shape[0] * ws.grid.shape[1]), used=used,
+            skipped=skipped, skies=skies, cr_lines=cr_lines, t0=t0)
+    return path
+
+
+#: Primary keywords `hapcore.drizzle.footprint.footprint_keywords` computes.
+_FOOTPRINT_KEYWORDS = ("NPIXFRAC", "MEANEXPT", "MEDEXPT", "MEANNEXP", "MEDNEXP", "MEANWHT",
+                       "MEDWHT")
+
+
+def _finish(ws, product, path, edps, pars, *, level, covered, used, skipped, skies, cr_lines,
+            t0) -> None:
+    """Log the product and write its trailer."""
     # exposure products are many and alike: their line is DEBUG, filter and total products INFO
     log.log(logging.DEBUG if level == "exposure" else logging.INFO,
             "%s: written (%d inputs, %.1f%% of the grid covered)", path.name, len(edps), covered)
@@ -117,12 +247,11 @@ def write_product(ws: DrizzleWorkspace, product, edps, partials, pars, *, level:
                           f"{crval[1]:.6f}, {covered:.1f}% covered (fingerprint "
                           f"{grid.fingerprint})"),
         inputs=[{"filename": e.full_filename, "exptime": e.exptime,
-                 "sky": skies.get(e.full_filename, 0.0), "used": p.get("used", []),
-                 "skipped": p.get("skipped", [])} for e, p in zip(edps, partials)],
+                 "sky": skies.get(e.full_filename, 0.0), "used": list(u or []),
+                 "skipped": list(k or [])} for e, u, k in zip(edps, used, skipped)],
         parameters=_parameter_dict(pars), cr_lines=cr_lines or [],
         elapsed_s=None if t0 is None else time.perf_counter() - t0)
     write_drizzle_trailer(ws.output_dir / product.trl_filename, trailer)
-    return path
 
 
 def _parameter_dict(pars) -> dict:
@@ -151,16 +280,13 @@ def cr_lines(ws: DrizzleWorkspace, edps, *, computed: bool) -> list[str]:
     return lines
 
 
-def final_jobs(ws, edps, pars, skies, *, static_files=None, use_cr: bool) -> list[PartialJob]:
-    jobs = []
-    for edp in edps:
-        cr_files = ws.find_cr_masks(edp) if use_cr else {}
-        jobs.append(PartialJob(
-            path=ws.svm_path(edp), grid=ws.grid, cache=ws.pixmap_cache,
-            kernel=pars.final_kernel, pixfrac=pars.final_pixfrac, good_bits=pars.final_bits,
-            wht_type=pars.final_wht_type, sky=float(skies.get(edp.full_filename, 0.0)),
-            static_files=dict(static_files or {}), cr_files=cr_files))
-    return jobs
+def final_settings(ws, edp, pars, skies, *, use_cr: bool) -> Settings:
+    """The final drizzle's settings of one exposure (``final_*``; its CR masks if asked)."""
+    return Settings(kernel=pars.final_kernel, pixfrac=float(pars.final_pixfrac),
+                    good_bits=int(pars.final_bits), wht_type=pars.final_wht_type,
+                    sky=float(skies.get(edp.full_filename, 0.0)),
+                    cr_files=({k: (f,) for k, f in ws.find_cr_masks(edp).items()}
+                              if use_cr else {}))
 
 
 @dataclass(frozen=True)

@@ -8,100 +8,102 @@ these, and closes it)::
     with open_detector_workspace(total, output_dir=output_dir, n_workers=2) as ws:
         drizzle_total_product(total, workspace=ws)          # excludes the filters' CR pixels
 
-Resuming: `open_detector_workspace` keeps pixel maps, CR masks and final partial drizzles in
+Each chip is drizzled once per filter (the separate drizzle of the cosmic-ray rejection); the
+filter's final drizzle and its exposure products follow from it by the pixels that differ
+(`hapcore.drizzle.cr_passes`, `hapcore.drizzle.chip_partials`). The total product is the
+weighted combination of its filters' products when it drizzles their exposures with the same
+settings (`hapcore.drizzle.total`), else drizzled.
+
+Resuming: `open_detector_workspace` keeps the compressed CR masks in
 ``output_dir/.hapsvm-work/drizzle-<detector>-<grid fingerprint>/``; a workspace opened later
-(another task, another process) on the same folder finds them, so after a kill only unfinished
-products need drizzling. Every product also gets its ``_trl.txt`` trailer (inputs, parameters,
-CR statistics; `hapcore.drizzle.trailer`).
+(another task, another process) on the same folder finds them, and the total product reads the
+filter products, so after a kill only unfinished products need drizzling. Every product also
+gets its ``_trl.txt`` trailer (inputs, parameters, CR statistics; `hapcore.drizzle.trailer`).
 
 Inputs are the SVM copies ``output_dir/<ExposureProduct.full_filename>`` written by the
-alignment stage; they are only ever opened read-only. Intermediate arrays (separately drizzled
-images, medians) live in a per-workspace scratch folder deleted when the workspace closes:
-nothing is written into an input or an SVM copy (drizzlepac writes CR flags into its copies'
-DQ, §12.1).
+alignment stage; they are only ever opened read-only. Intermediate arrays (partial drizzles,
+medians) live in a per-workspace scratch folder (on a tmpfs where there is one) deleted when
+the workspace closes: nothing is written into an input or an SVM copy (drizzlepac writes CR
+flags into its copies' DQ, §12.1).
 
 Work is spread over ``n_workers`` processes per exposure (the drizzle C kernel holds the GIL and
-astropy.wcs is not thread-safe). Pixel maps are computed once per chip and memory-mapped by all
-workers. Cosmic rays: `hapcore.drizzle.cr_passes.find_cosmic_rays`.
+astropy.wcs is not thread-safe).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
+from hapcore.drizzle.chip_partials import Settings
 from hapcore.drizzle.cr_passes import combine_static, find_cosmic_rays
 from hapcore.drizzle.jobs import PartialJob, drizzle_partial
+from hapcore.drizzle.product_jobs import ExposureProductJob, exposure_product
 from hapcore.drizzle.products import (
     WriteContext,
     cr_lines,
-    final_jobs,
+    final_settings,
     sky_levels,
     write_product,
 )
-from hapcore.drizzle.workspace import DrizzleWorkspace, prepare_pixel_maps
+from hapcore.drizzle.total import total_from_filters
+from hapcore.drizzle.workspace import DrizzleWorkspace
 
 __all__ = ["drizzle_exposure_product", "drizzle_filter_product", "drizzle_filter_with_exposures",
-           "drizzle_total_product", "start_exposure_products", "total_inputs"]
+           "drizzle_total_product", "total_inputs"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
 _EXPOSURE_CR_LINE = "none (exposure products are drizzled without CR masks)"
 
 
-@dataclass(frozen=True)
-class _ExposureProductJob:
-    edp: object
-    partial: PartialJob
-    context: WriteContext
-    skies: dict
-
-
-def _exposure_product(job: _ExposureProductJob) -> Path:
-    """A whole exposure product in a worker: its partial drizzle, then `write_product` (as
-    `drizzle_exposure_product` does in-process); the partial is deleted after (no other
-    product uses the exposure products' settings without CR masks)."""
-    t0 = time.perf_counter()
-    partial = drizzle_partial(job.partial)
-    try:
-        return write_product(job.context, job.edp, [job.edp], [partial],
-                             job.edp.parameters.drizzle, level="exposure", skies=job.skies,
-                             cr_lines=[_EXPOSURE_CR_LINE], t0=t0)
-    finally:
-        for kind in ("sci", "wht"):
-            Path(partial[kind]).unlink(missing_ok=True)
-
-
-def _exposure_job(edp, ws: DrizzleWorkspace) -> _ExposureProductJob:
+def _exposure_job(edp, ws: DrizzleWorkspace, *, base=None,
+                  base_settings: Settings | None = None) -> ExposureProductJob:
     pars = edp.parameters.drizzle
     skies, _ = sky_levels(ws, [edp], pars, static=False)
-    (job,) = final_jobs(ws, [edp], pars, skies, use_cr=False)
-    job = replace(job, out_stem=ws.scratch / f"exposure-{edp.product_basename}")
-    return _ExposureProductJob(edp, job, WriteContext(ws.grid, ws.output_dir), skies)
+    settings = final_settings(ws, edp, pars, skies, use_cr=False)
+    return ExposureProductJob(edp=edp, context=WriteContext(ws.grid, ws.output_dir),
+                              settings=settings, skies=skies,
+                              stem=ws.scratch / f"exposure-{edp.product_basename}",
+                              cr_line=_EXPOSURE_CR_LINE, base=base, base_settings=base_settings)
 
 
 def drizzle_exposure_product(edp, *, workspace: DrizzleWorkspace) -> Path:
     """Drizzle one exposure (HAPLEVEL 1) onto the detector grid with its own parameters, in
-    this process (`start_exposure_products` runs the same job in the workers).
+    this process.
 
     Uses the exposure's ``final_*`` parameters (``resetbits`` 0: no CR masks applied).
     """
-    return _exposure_product(_exposure_job(edp, workspace))
+    return exposure_product(_exposure_job(edp, workspace))
 
 
-def start_exposure_products(edps, *, workspace: DrizzleWorkspace) -> dict:
-    """Start exposure products as background jobs (`DrizzleWorkspace.submit_background`).
-
-    They need nothing from the other products, so workers make them while this process works
-    alone (medians, writing the filter product). The caller owns the returned futures
-    (``{exposure file name: future}``) and collects each with
-    `DrizzleWorkspace.background_result` before it closes the workspace.
-    """
-    return {edp.full_filename: workspace.submit_background(_exposure_product,
-                                                           _exposure_job(edp, workspace))
-            for edp in edps}
+def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool):
+    """The filter product; returns ``(path, final partials, their settings)``. With
+    ``with_exposures`` the cosmic-ray pass also writes the exposure products it can."""
+    edps = list(fdp.edp_list)
+    pars = fdp.parameters.drizzle
+    t0 = time.perf_counter()
+    do_cr = pars.cr_rejection_enabled and len(edps) >= 2
+    skies, stats = sky_levels(ws, edps, pars, static=pars.static and do_cr)
+    finals = {e.full_filename: final_settings(ws, e, pars, skies, use_cr=False) for e in edps}
+    if do_cr:
+        static_files = combine_static(ws, fdp, stats) if pars.static else {}
+        exposures = {e.full_filename: _exposure_job(e, ws) for e in edps} \
+            if with_exposures else {}
+        partials = find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals, exposures)
+        lines = cr_lines(ws, edps, computed=True)
+    else:
+        why = "single exposure" if len(edps) < 2 else "CR steps disabled by its parameters"
+        log.info("%s: no cosmic-ray rejection (%s)", fdp.drizzle_filename, why)
+        partials = ws.map(drizzle_partial, [PartialJob(
+            path=ws.svm_path(e), grid=ws.grid, settings=finals[e.full_filename],
+            stem=ws.scratch / f"final-{e.product_basename}") for e in edps])
+        lines = [f"none ({why})"]
+    path = write_product(ws, fdp, edps, partials, pars, level="filter", skies=skies,
+                         cr_lines=lines, t0=t0)
+    log.debug("%s: %.1f s", path.name, time.perf_counter() - t0)
+    return path, partials, finals
 
 
 def drizzle_filter_product(fdp, *, workspace: DrizzleWorkspace) -> Path:
@@ -111,36 +113,18 @@ def drizzle_filter_product(fdp, *, workspace: DrizzleWorkspace) -> Path:
     with the CR masks (persisted in the workspace for the total product). A filter with a single
     exposure (or parameters with the CR steps off) gets no CR rejection, which is logged.
     """
-    ws = workspace
-    edps = list(fdp.edp_list)
-    pars = fdp.parameters.drizzle
-    t0 = time.perf_counter()
-    do_cr = pars.cr_rejection_enabled and len(edps) >= 2
-    skies, stats = sky_levels(ws, edps, pars, static=pars.static and do_cr)
-    static_files = {}
-    if pars.static and do_cr:
-        static_files = combine_static(ws, fdp, stats)
-    why = ""
-    if not do_cr:
-        why = "single exposure" if len(edps) < 2 else "CR steps disabled by its parameters"
-        log.info("%s: no cosmic-ray rejection (%s)", fdp.drizzle_filename, why)
-    else:
-        find_cosmic_rays(ws, fdp, edps, pars, skies, static_files)
-    # final partials persist in work_dir: the total product reuses those with its settings
-    partials = ws.partials(final_jobs(ws, edps, pars, skies, use_cr=do_cr), persist=True)
-    lines = cr_lines(ws, edps, computed=True) if do_cr else [f"none ({why})"]
-    path = write_product(ws, fdp, edps, partials, pars, level="filter", skies=skies,
-                         cr_lines=lines, t0=t0)
-    log.debug("%s: %.1f s", path.name, time.perf_counter() - t0)
+    path, partials, _ = _filter_product(fdp, workspace, with_exposures=False)
+    for partial in partials:
+        partial.remove()
     return path
 
 
 def drizzle_filter_with_exposures(fdp, *, workspace: DrizzleWorkspace) -> list[Path]:
     """A filter product and its exposure products: one unit of work, in spec order.
 
-    The pixel maps of the filter's exposures are prepared first (in parallel), then the
-    exposure products are started in the workers' idle time and the filter product is drizzled
-    here; the exposure products are collected before this returns.
+    With cosmic-ray rejection the exposure products are made by its first pass, from the
+    separate drizzles; otherwise they are derived from the filter's final partials (or
+    drizzled) in the workers while this process writes the filter product.
 
     Returns
     -------
@@ -149,15 +133,17 @@ def drizzle_filter_with_exposures(fdp, *, workspace: DrizzleWorkspace) -> list[P
     """
     ws = workspace
     edps = list(fdp.edp_list)
-    prepare_pixel_maps(edps, workspace=ws)
-    futures = start_exposure_products(edps, workspace=ws)
+    path, partials, finals = _filter_product(fdp, ws, with_exposures=True)
     try:
-        written = [drizzle_filter_product(fdp, workspace=ws)]
-        written += [ws.background_result(futures.pop(e.full_filename)) for e in edps]
+        missing = [(e, p) for e, p in zip(edps, partials) if e.full_filename not in ws.written]
+        jobs = [_exposure_job(e, ws, base=p, base_settings=finals[e.full_filename])
+                for e, p in missing]
+        for (edp, _), made in zip(missing, ws.map(exposure_product, jobs)):
+            ws.written[edp.full_filename] = made
     finally:
-        for future in futures.values():
-            future.cancel()
-    return written
+        for partial in partials:
+            partial.remove()
+    return [path] + [ws.written[e.full_filename] for e in edps]
 
 
 def total_inputs(total) -> list:
@@ -173,7 +159,9 @@ def drizzle_total_product(total, *, workspace: DrizzleWorkspace) -> Path:
 
     The CR masks are those the filter products persisted in the workspace's ``work_dir``
     (`open_detector_workspace`). A filter that should have masks but has none is warned about
-    (its cosmic rays reach the total).
+    (its cosmic rays reach the total). When the total drizzles each filter's exposures as
+    that filter did (same final settings and sky, the same CR masks), it is the combination of
+    the filter products (`hapcore.drizzle.total.total_from_filters`).
     """
     ws = workspace
     t0 = time.perf_counter()
@@ -199,6 +187,17 @@ def drizzle_total_product(total, *, workspace: DrizzleWorkspace) -> Path:
                             edp.full_filename, fdp.drizzle_filename)
     log.info("%s: %d inputs, %d chip CR masks applied", total.drizzle_filename, len(edps),
              applied)
-    partials = ws.partials(final_jobs(ws, edps, pars, skies, use_cr=True), persist=True)
-    return write_product(ws, total, edps, partials, pars, level="total", skies=skies,
-                         cr_lines=cr_lines(ws, edps, computed=False), t0=t0)
+    lines = cr_lines(ws, edps, computed=False)
+    path = total_from_filters(ws, total, edps, pars, skies, cr_lines=lines, t0=t0)
+    if path is not None:
+        return path
+    partials = ws.map(drizzle_partial, [PartialJob(
+        path=ws.svm_path(e), grid=ws.grid,
+        settings=final_settings(ws, e, pars, skies, use_cr=True),
+        stem=ws.scratch / f"total-{e.product_basename}") for e in edps])
+    try:
+        return write_product(ws, total, edps, partials, pars, level="total", skies=skies,
+                             cr_lines=lines, t0=t0)
+    finally:
+        for partial in partials:
+            partial.remove()

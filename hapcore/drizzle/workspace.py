@@ -5,8 +5,13 @@ exposure products, or the total product) and closed by the same task when its wo
 its worker pool and per-process scratch folder never outlive that task. What later tasks need
 persists in the workspace's ``work_dir``
 (``output_dir/.hapsvm-work/drizzle-<detector>-<grid fingerprint>/``, `open_detector_workspace`):
-the pixel maps, the compressed CR masks and the final partial drizzles (which the total product
-reuses when its settings match a filter product's).
+the compressed CR masks (the total product reads the filter products themselves).
+
+The scratch (partial drizzles, medians: ~1 GB for a full-frame UVIS filter) is on a tmpfs
+(``/dev/shm``) when there is one with room for it, else in ``work_dir``: these arrays live for
+seconds, and on a disk they cost the writes, and on a file system mounted with ``discard`` a
+slow deletion, for nothing. A tmpfs folder is named after the process, so one left by a killed
+process is removed by the next workspace opened on this machine.
 """
 
 from __future__ import annotations
@@ -21,25 +26,28 @@ import tempfile
 import threading
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 from hapcore.atomic import atomic_output
 from hapcore.drizzle.grid import OutputGrid, build_detector_grid
+from hapcore.drizzle.inputs import sci_extvers
 from hapcore.drizzle.jobs import (
     ChipStatsJob,
-    PartialJob,
-    drizzle_partial,
     emit_records,
     run_captured,
     run_chip_stats,
 )
 from hapcore.drizzle.pixmap import PixmapCache
 from hapcore.processes import stop_pool, worker_context
-from hapcore.wcs.files import read_chip_wcs
 
-__all__ = ["DrizzleWorkspace", "open_detector_workspace", "prepare_pixel_maps",
-           "filter_cr_mask_files", "remove_work_files", "release_worker_pools"]
+__all__ = [
+    "DrizzleWorkspace",
+    "filter_cr_mask_files",
+    "open_detector_workspace",
+    "release_worker_pools",
+    "remove_work_files",
+    "scratch_parent",
+]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -128,6 +136,60 @@ class _ReusableWorkerPools:
 _WORKER_POOLS = _ReusableWorkerPools()
 atexit.register(_WORKER_POOLS.shutdown)
 
+#: Where the scratch goes when it fits in memory (a tmpfs: no disk writes, instant deletion).
+_MEMORY_ROOT = Path("/dev/shm")
+#: Scratch folders on the tmpfs: ``<prefix><pid>-<random>``.
+_MEMORY_PREFIX = "hapsvm-drizzle-"
+#: Room a tmpfs must keep beside the scratch (others use it too).
+_MEMORY_RESERVE = 1 << 30
+
+
+def _scratch_bytes(grid: OutputGrid | None) -> int:
+    """A generous size of one workspace's scratch: ~8 float32 grid-sized images (partials of
+    4-8 exposures, the median and its coverage)."""
+    if grid is None:
+        return 0
+    return 8 * 4 * int(grid.shape[0]) * int(grid.shape[1])
+
+
+def scratch_parent(needed: int) -> Path | None:
+    """The tmpfs folder for a scratch of ``needed`` bytes, or None (scratch on disk).
+
+    Folders that processes no longer running left there (killed runs) are removed first.
+    """
+    root = _MEMORY_ROOT
+    try:
+        if not (root.is_dir() and os.access(root, os.W_OK | os.X_OK)):
+            return None
+        _remove_orphans(root)
+        stat = os.statvfs(root)
+    except OSError:
+        return None
+    free = stat.f_bavail * stat.f_frsize
+    return root if free >= needed + _MEMORY_RESERVE else None
+
+
+def _remove_orphans(root: Path) -> None:
+    for folder in root.glob(f"{_MEMORY_PREFIX}*"):
+        try:
+            pid = int(folder.name[len(_MEMORY_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        log.debug("removing %s (its process %d has ended)", folder, pid)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
 
 def release_worker_pools() -> None:
     """End the idle worker pools now instead of `POOL_IDLE_SECONDS` later.
@@ -153,14 +215,16 @@ class DrizzleWorkspace:
     pixmap_step : int, optional
         Node spacing of the interpolated pixel maps.
     work_dir : path-like, optional
-        Persistent folder for pixel maps and CR masks (see `open_detector_workspace`): a later
-        workspace on the same folder finds the CR masks this one computed. None: both live in
-        the scratch folder and disappear with it.
+        Persistent folder for the CR masks (see `open_detector_workspace`): a later workspace on
+        the same folder finds the CR masks this one computed. None: they live in the scratch
+        folder and disappear with it.
 
     Notes
     -----
     Use as a context manager; closing deletes the per-process scratch folder (partial drizzles,
-    medians), never ``work_dir``.
+    medians; on a tmpfs when there is room, `scratch_parent`), never ``work_dir``. Pixel maps
+    are computed where they are needed (0.1 s per UVIS chip; ``pixmap_cache`` keeps some in
+    this process's memory).
     """
 
     def __init__(self, grid: OutputGrid, *, output_dir: str | os.PathLike, n_workers: int = 2,
@@ -172,14 +236,30 @@ class DrizzleWorkspace:
         if work_dir is not None:
             parent = Path(work_dir)
             parent.mkdir(parents=True, exist_ok=True)
-        self.scratch = Path(tempfile.mkdtemp(prefix=".drizzle-scratch-", dir=parent))
+        memory = scratch_parent(_scratch_bytes(grid))
+        self._link: Path | None = None
+        if memory is not None:
+            self.scratch = Path(tempfile.mkdtemp(prefix=f"{_MEMORY_PREFIX}{os.getpid()}-",
+                                                 dir=memory))
+            # where the disk scratch would be, a link to it: an open workspace shows in the
+            # output directory (`.drizzle-scratch-*`) wherever its arrays are
+            self._link = parent / f".drizzle-scratch-{self.scratch.name}"
+            try:
+                os.symlink(self.scratch, self._link)
+            except OSError:          # a file system without symbolic links
+                self._link = None
+        else:
+            self.scratch = Path(tempfile.mkdtemp(prefix=".drizzle-scratch-", dir=parent))
         self.work_dir = Path(work_dir) if work_dir is not None else self.scratch
-        self.pixmap_cache = PixmapCache(self.work_dir, step=pixmap_step)
+        self.pixmap_cache = PixmapCache(None, step=pixmap_step)
         self.n_workers = max(1, int(n_workers))
         self.cr_masks: dict[tuple[str, int], Path] = {}
         #: per (exposure file, extver): (first-pass count, final count, chip pixels)
         self.cr_stats: dict[tuple[str, int], tuple[int, int, int]] = {}
-        self._partials: dict[str, dict] = {}
+        #: exposure products written by the workspace's jobs (exposure file -> product)
+        self.written: dict[str, Path] = {}
+        #: drizzle parameters whose sky statistics `chip_stats` computes along (the total's)
+        self.sky_prefetch: list = []
         self._stats: dict[tuple, dict] = {}
         self._pool: ProcessPoolExecutor | None = None
         # background jobs (`submit_background`): queued here, handed to the pool only while it
@@ -202,7 +282,7 @@ class DrizzleWorkspace:
     def find_cr_masks(self, edp) -> dict[int, Path]:
         """CR masks of ``edp``'s chips: in memory, else on disk in ``work_dir``."""
         found = {ext: f for (name, ext), f in self.cr_masks.items() if name == edp.full_filename}
-        for extver in read_chip_wcs(self.svm_path(edp)):
+        for extver in sci_extvers(self.svm_path(edp)):
             if extver in found:
                 continue
             file = self.cr_mask_file(edp, extver)
@@ -230,6 +310,8 @@ class DrizzleWorkspace:
             _WORKER_POOLS.release(self.n_workers)
             self._pool = None
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if self._link is not None:
+            self._link.unlink(missing_ok=True)
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -321,75 +403,65 @@ class DrizzleWorkspace:
     # -- cached steps -------------------------------------------------------------------
 
     def chip_stats(self, edps, pars, *, static: bool) -> dict[str, dict]:
-        """Sky statistics (and low-pixel masks) per exposure, memoised by settings."""
+        """Sky statistics (and low-pixel masks) per exposure, memoised by settings.
+
+        The statistics of ``sky_prefetch``'s settings (the total product's, set by
+        `open_detector_workspace`) are computed in the same pass over the chips, and every
+        sky statistic is kept in ``work_dir`` (``skystats-*.json``), where the total product's
+        workspace finds them instead of reading every chip again.
+        """
         todo, keys = [], {}
+        extra = [_sky_settings(p) for p in self.sky_prefetch
+                 if _sky_settings(p) != _sky_settings(pars)]
         for edp in edps:
-            key = (edp.full_filename, pars.skystat, pars.sky_bits, pars.skylower, pars.skyupper,
-                   pars.skyclip, pars.skylsigma, pars.skyusigma,
-                   pars.static_sig if static else None)
+            path = self.svm_path(edp)
+            key = (edp.full_filename,) + _sky_settings(pars) + (
+                pars.static_sig if static else None,)
             keys[edp.full_filename] = key
-            if key not in self._stats and key not in [k for k, _ in todo]:
-                tag = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
-                todo.append((key, ChipStatsJob(
-                    self.svm_path(edp), pars.skystat, pars.sky_bits, pars.skylower,
-                    pars.skyupper, pars.skyclip, pars.skylsigma, pars.skyusigma,
-                    pars.static_sig if static else None, self.scratch, tag)))
-        for (key, _), result in zip(todo, self.map(run_chip_stats, [j for _, j in todo])):
+            if key in self._stats or key in [k for k, _ in todo]:
+                continue
+            if not static and self._persisted_stats(path, key):
+                continue
+            tag = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
+            todo.append((key, ChipStatsJob(
+                path, pars.skystat, pars.sky_bits, pars.skylower, pars.skyupper, pars.skyclip,
+                pars.skylsigma, pars.skyusigma, pars.static_sig if static else None,
+                self.scratch, tag, extra=tuple(extra))))
+        for (key, job), result in zip(todo, self.map(run_chip_stats, [j for _, j in todo])):
             self._stats[key] = result
+            self._persist_stats(job.path, key, result)
+            for settings, skies in zip(job.extra, result.pop("extra", [])):
+                other = (key[0],) + settings + (None,)
+                self._stats[other] = {"sky": skies, "low": {}, "empty": result["empty"]}
+                self._persist_stats(job.path, other, self._stats[other])
         return {name: self._stats[key] for name, key in keys.items()}
 
-    def partials(self, jobs: list[PartialJob], *, persist: bool = False) -> list[dict]:
-        """Drizzle exposures onto the grid, reusing partials with identical settings.
+    def _stats_file(self, path: Path, key: tuple) -> Path:
+        stat = path.stat()
+        text = repr((str(path.resolve()), stat.st_size, stat.st_mtime_ns) + key[1:-1])
+        return self.work_dir / f"skystats-{hashlib.sha1(text.encode()).hexdigest()[:16]}.json"
 
-        With ``persist`` the partials are written to ``work_dir`` with a JSON record (written
-        last, atomically: a partial without its record is unfinished and never reused), so
-        that a later workspace on the same folder -- the total product's task after the filter
-        products' -- reuses those with the same settings instead of drizzling them again.
-        """
-        keyed = []
-        for job in jobs:
-            stat = Path(job.path).stat()
-            # the SVM copy's size and mtime: a re-aligned copy never reuses an old partial
-            key = hashlib.sha1(repr((str(job.path), stat.st_size, stat.st_mtime_ns, job.kernel,
-                                     job.pixfrac, job.good_bits, job.wht_type, round(job.sky, 4),
-                                     sorted(map(str, job.static_files.values())),
-                                     sorted(map(str, job.cr_files.values())))).encode())
-            keyed.append((key.hexdigest()[:16], job))
-        todo = []
-        for key, job in keyed:
-            if key in self._partials or key in [k for k, _ in todo]:
-                continue
-            record = self._persisted_partial(key) if persist else None
-            if record is not None:
-                self._partials[key] = record
-                continue
-            stem = (self.work_dir if persist else self.scratch) / f"part-{key}"
-            todo.append((key, replace(job, out_stem=stem)))
-        for (key, _), result in zip(todo, self.map(drizzle_partial, [j for _, j in todo])):
-            self._partials[key] = result
-            if persist:
-                self._record_partial(key, result)
-        log.debug("partial drizzles: %d computed, %d reused", len(todo), len(jobs) - len(todo))
-        return [self._partials[key] for key, _ in keyed]
-
-    def _record_partial(self, key: str, result: dict) -> None:
-        record = dict(result, sci=str(result["sci"]), wht=str(result["wht"]),
-                      box=list(result["box"]), shape=list(result["shape"]))
-        with atomic_output(self.work_dir / f"part-{key}.json") as tmp:
+    def _persist_stats(self, path: Path, key: tuple, result: dict) -> None:
+        record = {"sky": {str(k): v for k, v in result["sky"].items()},
+                  "empty": list(result["empty"])}
+        with atomic_output(self._stats_file(path, key)) as tmp:
             Path(tmp).write_text(json.dumps(record), encoding="utf-8")
 
-    def _persisted_partial(self, key: str) -> dict | None:
-        """The record of a persisted partial whose files are all there, else None."""
-        file = self.work_dir / f"part-{key}.json"
+    def _persisted_stats(self, path: Path, key: tuple) -> bool:
+        """Load the persisted sky statistics of ``key`` into memory; False if there are none."""
         try:
-            record = json.loads(file.read_text(encoding="utf-8"))
+            record = json.loads(self._stats_file(path, key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None
-        if not (Path(record["sci"]).is_file() and Path(record["wht"]).is_file()):
-            return None
-        return dict(record, sci=Path(record["sci"]), wht=Path(record["wht"]),
-                    box=tuple(record["box"]), shape=tuple(record["shape"]))
+            return False
+        self._stats[key] = {"sky": {int(k): float(v) for k, v in record["sky"].items()},
+                            "low": {}, "empty": list(record["empty"])}
+        return True
 
+
+def _sky_settings(pars) -> tuple:
+    """The parameters a sky statistic depends on."""
+    return (pars.skystat, pars.sky_bits, pars.skylower, pars.skyupper, pars.skyclip,
+            pars.skylsigma, pars.skyusigma)
 
 
 def open_detector_workspace(total, *, output_dir: str | os.PathLike, n_workers: int = 2,
@@ -421,7 +493,12 @@ def open_detector_workspace(total, *, output_dir: str | os.PathLike, n_workers: 
     grid = grid or build_detector_grid(total, output_dir)
     detector = str(getattr(total, "detector", "") or "detector").lower()
     work_dir = output_dir / ".hapsvm-work" / f"drizzle-{detector}-{grid.fingerprint}"
-    return DrizzleWorkspace(grid, output_dir=output_dir, n_workers=n_workers, work_dir=work_dir)
+    ws = DrizzleWorkspace(grid, output_dir=output_dir, n_workers=n_workers, work_dir=work_dir)
+    if getattr(total, "parameters", None) is not None:
+        pars = total.parameters.drizzle
+        if pars.skysub:
+            ws.sky_prefetch.append(pars)
+    return ws
 
 
 def filter_cr_mask_files(fdp, *, workspace: DrizzleWorkspace) -> list[Path]:
@@ -435,35 +512,17 @@ def filter_cr_mask_files(fdp, *, workspace: DrizzleWorkspace) -> list[Path]:
 
 
 
-def prepare_pixel_maps(edps, *, workspace: DrizzleWorkspace) -> None:
-    """Every chip's pixel map once, in parallel, before anything needs it.
-
-    Done before background jobs are queued: otherwise two exposure products take both workers
-    first and the filter product's cosmic-ray passes (the critical path) wait for them.
-    Maps already in the workspace's cache are only looked up.
-    """
-    ws = workspace
-    ws.map(_prepare_pixmaps, [(ws.svm_path(e), ws.grid, ws.pixmap_cache) for e in edps])
-
-
-def _prepare_pixmaps(args) -> int:
-    path, grid, cache = args
-    for extver, chip_wcs in read_chip_wcs(path).items():
-        cache.get(path, extver, grid, chip_wcs=chip_wcs)
-    return 0
-
-
 def remove_work_files(output_dir) -> None:
-    """Delete what ``output_dir/.hapsvm-work`` holds to speed up a resumed run (pixel maps,
-    partial drizzles, the catalog detection; ~1 GB for a full-frame UVIS visit) once a visit has
-    finished or failed. The compressed cosmic-ray masks stay: they are outputs of the cached
-    filter products that a re-made total product needs."""
+    """Delete what ``output_dir/.hapsvm-work`` holds to speed up a resumed run (the catalog
+    detection, scratch of a drizzle that had no tmpfs) once a visit has finished or failed.
+    The compressed cosmic-ray masks stay: they are outputs of the cached filter products that a
+    re-made total product needs."""
     work = Path(output_dir) / ".hapsvm-work"
     if not work.is_dir():
         return
     for item in work.rglob("*"):
-        if item.is_file() and not item.name.startswith("crmask-"):
-            item.unlink(missing_ok=True)
+        if item.is_symlink() or (item.is_file() and not item.name.startswith("crmask-")):
+            item.unlink(missing_ok=True)   # links: to the tmpfs scratch of a killed run
     for folder in sorted((p for p in work.rglob("*") if p.is_dir()), reverse=True):
         if not any(folder.iterdir()):
             folder.rmdir()

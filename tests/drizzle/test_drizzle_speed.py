@@ -9,63 +9,14 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
+from hapcore.drizzle import DrizzleWorkspace
 from hapcore.drizzle.footprint import (
     _hull,
     _row_extremes,
     footprint_keywords,
     s_region_from_weight,
 )
-from hapcore.drizzle.kernel import _unmapped, blot_chip, combine_partials, drizzle_chip, \
-    new_accumulator
-from hapcore.drizzle import DrizzleWorkspace
-from hapcore.drizzle.jobs import CroppedImage, _shifted
-
-
-def _plain_combine(partials, fillval):
-    """The full-grid float64 weighted mean (the definition `combine_partials` must match)."""
-    num = sum(np.where(w > 0, s.astype(np.float64) * w, 0.0) for s, w in partials)
-    den = sum(w.astype(np.float64) for _, w in partials)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sci = np.where(den > 0, num / den, fillval).astype(np.float32)
-    ctx = np.zeros(den.shape, np.int64)
-    for k, (_, w) in enumerate(partials):
-        ctx |= (w > 0).astype(np.int64) << k
-    return sci, den.astype(np.float32), ctx.astype(np.int32)
-
-
-@pytest.mark.parametrize("n", [1, 2, 5])
-@pytest.mark.parametrize("fillval", [0.0, np.nan])
-def test_combine_partials_boxes_equal_full_grid(n, fillval):
-    rng = np.random.default_rng(n)
-    shape = (300, 410)
-    full, cropped, boxes = [], [], []
-    for _ in range(n):
-        y0, x0 = int(rng.integers(0, 150)), int(rng.integers(0, 200))
-        y1, x1 = y0 + int(rng.integers(1, 150)), x0 + int(rng.integers(1, 200))
-        w = (rng.random((y1 - y0, x1 - x0)) * (rng.random((y1 - y0, x1 - x0)) > 0.2))
-        w = w.astype(np.float32)
-        s = (rng.normal(size=w.shape) * (w > 0)).astype(np.float32)
-        grid_s, grid_w = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        grid_s[y0:y1, x0:x1], grid_w[y0:y1, x0:x1] = s, w
-        full.append((grid_s, grid_w))
-        cropped.append((s, w))
-        boxes.append((y0, y1, x0, x1))
-    expected = _plain_combine(full, fillval)
-    by_box = combine_partials(cropped, boxes=boxes, shape=shape, fillval=fillval,
-                              rows_per_block=64)
-    whole = combine_partials(full, fillval=fillval, rows_per_block=64)
-    for got in (by_box, whole):
-        for e, g in zip(expected, got):
-            assert e.dtype == g.dtype
-            np.testing.assert_array_equal(e, g)
-
-
-def test_combine_partials_empty_box_and_missing_shape():
-    s = np.ones((0, 0), np.float32)
-    sci, wht, ctx = combine_partials([(s, s)], boxes=[(0, 0, 0, 0)], shape=(4, 5), fillval=2.0)
-    assert (sci == 2.0).all() and not wht.any() and not ctx.any()
-    with pytest.raises(ValueError):
-        combine_partials([(s, s)], boxes=[(0, 0, 0, 0)])
+from hapcore.drizzle.kernel import _unmapped, blot_chip, drizzle_chip, new_accumulator
 
 
 def test_unmapped_only_when_needed():
@@ -98,14 +49,6 @@ def test_lazy_accumulator_and_unmapped_pixels_match_drizzle_default():
     assert blotted[5, 7] == 0.0 and np.isfinite(blotted).all()
     with pytest.raises(ValueError):
         new_accumulator((3, 3), out_img=np.zeros((3, 3), np.float32))
-
-
-def test_shifted_is_exact():
-    pm = np.random.default_rng(0).random((30, 40, 2)) * 5000
-    got = _shifted(pm, 123, 45)
-    np.testing.assert_array_equal(got[..., 0], pm[..., 0] - 123)
-    np.testing.assert_array_equal(got[..., 1], pm[..., 1] - 45)
-    assert _shifted(pm, 0, 0) is pm
 
 
 def _plain_footprint(ctx, wht, exptimes):
@@ -169,22 +112,6 @@ def test_row_extremes_give_the_same_hull():
     wht = np.zeros((100, 120), np.float32)
     wht[10:60, 5:50] = 1
     assert s_region_from_weight(wht, wcs, bin_size=8).startswith("POLYGON ICRS")
-
-
-def test_cropped_image_grid_layout(tmp_path):
-    shape = (20, 30)
-    full = np.zeros(shape, np.float32)
-    full[5:12, 7:20] = np.arange(7 * 13, dtype=np.float32).reshape(7, 13) + 1
-    grid_file, box_file = tmp_path / "grid.npy", tmp_path / "box.npy"
-    np.save(grid_file, full)
-    np.save(box_file, full[5:12, 7:20])
-    box = (5, 12, 7, 20)
-    a = CroppedImage(grid_file, box, shape, full=True)
-    b = CroppedImage(box_file, box, shape)
-    np.testing.assert_array_equal(a[0:20], full)
-    np.testing.assert_array_equal(b[3:15], full[3:15])
-    np.testing.assert_array_equal(a.cropped[1:4], full[6:9, 7:20])
-    assert a.covered_median() == b.covered_median()
 
 
 def _square(x):
