@@ -49,6 +49,8 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
+from hapcore.catalogs.swarm import aperture_sums, brightest_neighbours, value_at
+
 __all__ = ["EmpiricalPSF", "empirical_psf", "point_like", "psf_features", "fourfold_features"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
@@ -287,8 +289,6 @@ def psf_features(data: np.ndarray, x, y, flux, *, aperture_radius: float, model_
     bright = np.flatnonzero(finite & (scales * peak_far > noise_aperture))
     if bright.size == 0:
         return features, psf
-    from hapcore.catalogs.swarm import aperture_sums
-
     # brightness ratios from the light in the tested aperture: a peak-based flux can call a
     # blended neighbour 14 times brighter when the apertures say 1.1
     light = aperture_sums(data, x, y, aperture_radius, background=background)
@@ -318,13 +318,7 @@ def psf_features(data: np.ndarray, x, y, flux, *, aperture_radius: float, model_
     predicted = np.bincount(det, weights=predicted_pair, minlength=n)
     tested = np.flatnonzero(predicted > 0)
     measured = light[tested]
-    if np.ndim(background_rms):
-        rms_at = np.asarray(background_rms)[np.clip(np.rint(y[tested]).astype(int), 0,
-                                                    data.shape[0] - 1),
-                                            np.clip(np.rint(x[tested]).astype(int), 0,
-                                                    data.shape[1] - 1)]
-    else:
-        rms_at = np.full(tested.size, float(background_rms))
+    rms_at = value_at(background_rms, x[tested], y[tested], data.shape)
     npix = np.pi * aperture_radius ** 2
     pred = predicted[tested]
     variance = npix * rms_at ** 2 + (model_error * pred) ** 2
@@ -350,8 +344,6 @@ def _psf_scales(data, background, x, y, psf: EmpiricalPSF, aperture_radius: floa
     less than its share, and then the annulus (the median over its pixels of data / model,
     which neighbours in the annulus do not pull) sets the scale.
     """
-    from hapcore.catalogs.swarm import aperture_sums
-
     inner, outer = psf.norm_radii
     half = int(np.ceil(outer))
     centre = psf.radius
@@ -404,8 +396,6 @@ def fourfold_features(data: np.ndarray, x, y, *, aperture_radius: float, max_dis
     -------
     ndarray of bool
     """
-    from hapcore.catalogs.swarm import aperture_sums
-
     x = np.asarray(x, float)
     y = np.asarray(y, float)
     n = x.size
@@ -413,24 +403,10 @@ def fourfold_features(data: np.ndarray, x, y, *, aperture_radius: float, max_dis
     if n < 2:
         return features
     wide = aperture_sums(data, x, y, 3.0 * aperture_radius, background=background)
-    tree = cKDTree(np.column_stack([x, y]))
-    pairs = tree.query_pairs(max_distance, output_type="ndarray")
-    if pairs.size == 0:
+    tested, star = brightest_neighbours(x, y, wide, max_distance=max_distance,
+                                        min_ratio=min_ratio, min_distance=min_distance)
+    if tested.size == 0:
         return features
-    i = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    j = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    with np.errstate(invalid="ignore"):
-        brighter = np.isfinite(wide[i]) & np.isfinite(wide[j]) & (wide[j] > 0) & \
-            (wide[j] >= min_ratio * np.clip(wide[i], 0.0, None))
-    brighter &= np.hypot(x[i] - x[j], y[i] - y[j]) >= min_distance
-    i, j = i[brighter], j[brighter]
-    if i.size == 0:
-        return features
-    # each detection is tested against its brightest qualifying neighbour
-    order = np.lexsort((wide[j], i))
-    i, j = i[order], j[order]
-    last = np.r_[i[1:] != i[:-1], True]
-    tested, star = i[last], j[last]
     # rotations are about the neighbour's centre of light: a saturated star's detection sits
     # wherever its flat, bled core peaks (10+ px off on UVIS), its light stays symmetric
     cx, cy = _light_centres(data, x, y, np.unique(star), 3.0 * aperture_radius, background)
@@ -445,13 +421,7 @@ def fourfold_features(data: np.ndarray, x, y, *, aperture_radius: float, max_dis
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         reference = np.nanmedian(copies, axis=1)
-    if np.ndim(background_rms):
-        rms = np.asarray(background_rms)[np.clip(np.rint(y[tested]).astype(int), 0,
-                                                 data.shape[0] - 1),
-                                         np.clip(np.rint(x[tested]).astype(int), 0,
-                                                 data.shape[1] - 1)]
-    else:
-        rms = np.full(tested.size, float(background_rms))
+    rms = value_at(background_rms, x[tested], y[tested], data.shape)
     area = np.pi * aperture_radius ** 2
     poisson = np.clip(reference, 0.0, None) / exptime if exptime > 0 else 0.0
     noise = np.sqrt(2.0 * (rms ** 2 * area + poisson))

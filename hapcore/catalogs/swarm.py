@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["aperture_sums", "swarm_members"]
+__all__ = ["aperture_sums", "brightest_neighbours", "value_at", "swarm_members"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -62,6 +62,51 @@ def aperture_sums(data: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float,
     ok = on_image.all(axis=1) & np.isfinite(np.where(inside_disk, values, 0.0)).all(axis=1)
     sums = np.where(inside_disk, values, 0.0).sum(axis=1)
     return np.where(ok, sums, np.nan)
+
+
+def value_at(values, x, y, shape) -> np.ndarray:
+    """``values`` (a scalar, or an image of ``shape``) at the pixels nearest to each (x, y)."""
+    x = np.asarray(x, float)
+    if not np.ndim(values):
+        return np.full(x.size, float(values))
+    xi = np.clip(np.rint(x).astype(int), 0, shape[1] - 1)
+    yi = np.clip(np.rint(np.asarray(y, float)).astype(int), 0, shape[0] - 1)
+    return np.asarray(values, float)[yi, xi]
+
+
+def brightest_neighbours(x, y, brightness, *, max_distance: float, min_ratio: float,
+                         min_distance: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Each detection's brightest neighbour within ``max_distance`` (and at least
+    ``min_distance``) that is at least ``min_ratio`` times brighter.
+
+    Returns
+    -------
+    tested, neighbour : ndarray of int
+        The detections that have such a neighbour, and that neighbour, in detection order.
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    brightness = np.asarray(brightness, float)
+    empty = np.zeros(0, int)
+    if x.size < 2:
+        return empty, empty
+    pairs = cKDTree(np.column_stack([x, y])).query_pairs(max_distance, output_type="ndarray")
+    if pairs.size == 0:
+        return empty, empty
+    i = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    j = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    with np.errstate(invalid="ignore"):
+        brighter = np.isfinite(brightness[i]) & np.isfinite(brightness[j]) & \
+            (brightness[j] > 0) & (brightness[j] >= min_ratio * np.clip(brightness[i], 0.0, None))
+    if min_distance > 0:
+        brighter &= np.hypot(x[i] - x[j], y[i] - y[j]) >= min_distance
+    i, j = i[brighter], j[brighter]
+    if i.size == 0:
+        return empty, empty
+    order = np.lexsort((brightness[j], i))  # by detection, then neighbour brightness
+    i, j = i[order], j[order]
+    last = np.r_[i[1:] != i[:-1], True]
+    return i[last], j[last]
 
 
 def swarm_members(data: np.ndarray, x, y, flux, *, aperture_radius: float,
@@ -109,25 +154,9 @@ def swarm_members(data: np.ndarray, x, y, flux, *, aperture_radius: float,
     if n < 2:
         return members
     tree = cKDTree(np.column_stack([x, y]))
-    pairs = tree.query_pairs(max_distance, output_type="ndarray")
-    if pairs.size == 0:
-        return members
-    # each detection is tested against its brightest qualifying neighbour
-    i = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    j = np.concatenate([pairs[:, 1], pairs[:, 0]])
-    with np.errstate(invalid="ignore"):
-        brighter = np.isfinite(flux[i]) & np.isfinite(flux[j]) & (flux[j] > 0) & \
-            (flux[j] >= min_ratio * np.clip(flux[i], 0.0, None))
-    i, j = i[brighter], j[brighter]
-    order = np.lexsort((flux[j], i))  # by detection, then neighbour flux
-    i, j = i[order], j[order]
-    last = np.r_[i[1:] != i[:-1], True] if i.size else np.zeros(0, bool)
-    neighbour = np.full(n, -1)
-    neighbour[i[last]] = j[last]
-    tested = np.flatnonzero(neighbour >= 0)
+    tested, b = brightest_neighbours(x, y, flux, max_distance=max_distance, min_ratio=min_ratio)
     if tested.size == 0:
         return members
-    b = neighbour[tested]
     ddx, ddy = x[tested] - x[b], y[tested] - y[b]
     distance = np.hypot(ddx, ddy)
     angle = np.arctan2(ddy, ddx)
@@ -147,11 +176,7 @@ def swarm_members(data: np.ndarray, x, y, flux, *, aperture_radius: float,
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows (too few samples)
         median = np.nanmedian(ring, axis=1)
         scatter = 1.4826 * np.nanmedian(np.abs(ring - median[:, None]), axis=1)
-    rms = np.asarray(background_rms, float)
-    if rms.ndim == 2:
-        xi = np.clip(np.rint(x[tested]).astype(int), 0, data.shape[1] - 1)
-        yi = np.clip(np.rint(y[tested]).astype(int), 0, data.shape[0] - 1)
-        rms = rms[yi, xi]
+    rms = value_at(background_rms, x[tested], y[tested], data.shape)
     area = np.pi * aperture_radius ** 2
     noise = np.maximum(scatter, rms * np.sqrt(area))
     ring_like = enough & np.isfinite(own) & (own - median < nsigma * noise)
