@@ -4,12 +4,12 @@ Usage (same arguments as ``runsinglehap``)::
 
     python benchmarks/bench_stagewise.py --stages-json S.json -o OUT --refcat REFCAT POLLER
 
-It wraps the visit flow's stage runner (``flows.visit_flow._Stages.__call__``): around every stage it
+It wraps the visit runner of both engines (``flows.visit.VisitRunner.__call__``): around every stage it
 records the wall time, the CPU time of this process plus its reaped children
 (``getrusage``) and the largest sum of RSS over this process and all its descendants (sampled
 every 0.1 s with psutil). The run itself is the ordinary ``runsinglehap`` (exit code included).
-Prefect's own start-up (temporary local API) is reported as ``prefect+other`` = end-to-end minus
-the stages.
+The engine's own costs (with Prefect: its imports and the temporary local API) are reported as
+``prefect+other`` = end-to-end minus the stages.
 """
 
 from __future__ import annotations
@@ -78,12 +78,12 @@ def main(argv=None) -> int:
         out_json = Path(argv[i + 1])
         del argv[i:i + 2]
 
-    import flows.visit_flow as svm
+    import flows.visit as svm
     from flows.runsinglehap import main as runsinglehap_main
 
     rss = TreeRSS()
     stages: list[dict] = []
-    original = svm._Stages.__call__
+    original = svm.VisitRunner.__call__
 
     def recording(self, stage_task, *args, **kwargs):
         label = kwargs.get("label", stage_task.name)
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
                            "cpu_s": round(_cpu() - c0, 2),
                            "peak_tree_rss_mb": round(max(rss.peak, rss.sample()), 1)})
 
-    svm._Stages.__call__ = recording
+    svm.VisitRunner.__call__ = recording
     w0, c0 = time.perf_counter(), _cpu()
     code = runsinglehap_main(argv)
     wall, cpu = time.perf_counter() - w0, _cpu() - c0

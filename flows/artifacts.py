@@ -46,6 +46,9 @@ def artifact_key(*parts: str) -> str:
 
 def in_run_context() -> bool:
     """True inside a Prefect flow run or task run (where artifacts can be attached)."""
+    if "prefect" not in sys.modules:
+        # no run context without Prefect (the direct engine): do not import it to find out
+        return False
     try:
         from prefect.context import FlowRunContext, TaskRunContext
 

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "simulate":
         return run_simulate(args)
-    # the console handler is Prefect's, installed when the flow is imported (as runsinglehap)
+    # the console handler is the engine's: Prefect's, or a plain one for the direct engine
     logging.getLogger("hapsvm").setLevel(logging.INFO)
     return run_demo(Path(args.out).resolve(), prog="hapsvm demo")
 

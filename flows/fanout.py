@@ -1,32 +1,40 @@
-"""Many visits in parallel: the ``svm-fanout`` flow on Dask (issue #8).
+"""Many visits in parallel (issues #8, #16): ``python -m flows.fanout``.
 
 Command::
 
-    python -m flows.fanout POLLER... | DIR | LIST [-o OUTDIR] [--refcat FILE]
-                           [--workers N] [--dask-address tcp://host:port] [--force] [--cache-dir DIR]
+    python -m flows.fanout POLLER... | DIR | LIST [-o OUTDIR] [--refcat FILE] [--workers N]
+                           [--engine {auto,prefect,direct}] [--dask-address tcp://host:port]
+                           [--force] [--cache-dir DIR]
 
 * ``POLLER`` is a poller file; ``DIR`` means every ``*_input.out`` in that directory; ``LIST`` is a
   text file naming one poller path per line (``#`` comments and blank lines are ignored; relative
   paths are relative to the list file).
-* Each visit is processed by the per-visit flow :func:`flows.visit_flow.svm_visit`, run as a subflow of
-  a ``process-visit`` task, and writes to ``OUTDIR/<poller stem>/`` (its log, products and cache).
-* Visits run on prefect-dask's :class:`~prefect_dask.DaskTaskRunner`: by default a
-  ``LocalCluster`` of ``--workers`` *processes* with one thread each (``astropy.wcs`` is not
-  thread-safe), so at most ``--workers`` visits run at once. ``--dask-address`` uses an existing
-  cluster instead (its worker threads bound the concurrency); an address that does not answer
-  within :data:`DASK_CONNECT_TIMEOUT_S` is a one-line error before anything starts.
-* One failing visit never stops the others. The flow returns the visits' final states, so the
-  ``svm-fanout`` run ends **Failed** if any visit failed (prefect_notes §5.3) and can be retried
-  (completed visits then come from the cache). The command prints a summary table (visit, state,
-  products, wall time) and exits 1 if any visit failed, 0 otherwise.
+* Each visit writes to ``OUTDIR/<poller stem>/`` (its log, products and cache), and at most
+  ``--workers`` visits run at once, each in a process of its own.
+* Two engines, as for one visit (:func:`flows.options.resolve_engine`): ``direct`` runs each
+  visit with :func:`flows.direct.run_visit` in a pool of ``--workers`` plain processes
+  (:mod:`flows.fanout_direct`; no Prefect, no API); ``prefect`` runs the ``svm-fanout`` flow
+  (:mod:`flows.fanout_flow`): each visit a ``svm-visit`` subflow of a ``process-visit`` task on
+  a local Dask cluster of ``--workers`` single-threaded processes, or on the cluster at
+  ``--dask-address`` (an address that does not answer within :data:`DASK_CONNECT_TIMEOUT_S` is a
+  one-line error before anything starts). ``auto`` (the default): Prefect when a Prefect API is
+  configured (``PREFECT_API_URL``), direct otherwise; ``--dask-address`` implies Prefect.
+* One failing visit never stops the others. The command prints a summary table (visit, state,
+  products, wall time) and exits 1 if any visit failed, 0 otherwise (the ``svm-fanout`` run
+  ends **Failed** then, and can be retried: completed visits come from the cache).
 
 Inside the fan-out, each visit uses one process for its heavy stages (``n_workers=1``): the
-parallelism is across visits, and Dask worker processes are daemonic (no child processes).
+parallelism is across visits (and Dask worker processes are daemonic: no child processes).
 
 The environment (``SVM_QUALITY_TESTING``, ``HAPSVM_REFCAT``, ``HLA_CLASSIC_BASEPATH``,
-``HLA_BUILD_VER``) is read once, by :func:`run_fanout` before the flow starts (or by
-:func:`svm_fanout` when a deployment starts it), into the options every visit shares
-(:func:`flows.options.read_environment`); the Dask workers' environment is never read.
+``HLA_BUILD_VER``, ``HAPSVM_ENGINE``) is read once, by :func:`run_fanout` before any visit starts
+(or by ``svm_fanout`` when a deployment starts it), into the options every visit shares
+(:func:`flows.options.read_environment`); the workers' environment is never read.
+
+Importing this module imports no Prefect: ``svm_fanout``, ``process_visit_task``,
+``make_task_runner`` and ``outcomes_from_states`` are handed out from
+:mod:`flows.fanout_flow` on first use (the deployment's entrypoint is
+``flows/fanout.py:svm_fanout``).
 """
 
 from __future__ import annotations
@@ -36,14 +44,10 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-from prefect.states import State
 from pydantic import BaseModel, Field
 
 from hap_models.errors import HapInputError
@@ -52,6 +56,7 @@ from hap_models.run_options import VisitOptions
 __all__ = [
     "DASK_CONNECT_TIMEOUT_S",
     "FanoutError",
+    "FanoutEnd",
     "VisitFailedError",
     "VisitOutcome",
     "expand_poller_sources",
@@ -69,6 +74,18 @@ __all__ = [
 ]
 
 logger = logging.getLogger(f"hapsvm.{__name__}")
+
+#: Names of the Prefect engine, defined in flows.fanout_flow (imported on first use).
+_PREFECT_NAMES = ("svm_fanout", "process_visit_task", "make_task_runner", "outcomes_from_states")
+
+
+def __getattr__(name: str):
+    if name in _PREFECT_NAMES:
+        import flows.fanout_flow
+
+        return getattr(flows.fanout_flow, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Seconds to wait for an existing Dask scheduler to answer before giving up.
 DASK_CONNECT_TIMEOUT_S = 10.0
@@ -211,28 +228,6 @@ def check_dask_address(address: str, timeout: float = DASK_CONNECT_TIMEOUT_S) ->
     client.close()
 
 
-def make_task_runner(workers: int = 2, dask_address: str | None = None):
-    """The :class:`~prefect_dask.DaskTaskRunner` of a fan-out.
-
-    Parameters
-    ----------
-    workers : int
-        Worker processes of the local cluster (one thread each); ignored with ``dask_address``.
-    dask_address : str, optional
-        Address of an existing Dask scheduler, e.g. ``tcp://10.0.0.5:8786``.
-    """
-    from prefect_dask import DaskTaskRunner
-
-    if dask_address:
-        return DaskTaskRunner(address=dask_address)
-    return DaskTaskRunner(cluster_kwargs={
-        "n_workers": max(1, int(workers)), "threads_per_worker": 1, "processes": True,
-        "dashboard_address": None,
-        # a worker that wanders above this is restarted by its nanny; visits are small-to-medium
-        "memory_limit": "auto",
-    })
-
-
 def visit_options_for(poller_file: Path, output_dir: Path,
                       template: VisitOptions | None = None) -> VisitOptions:
     """The options of one visit: the template with ``output_dir`` = ``OUTDIR/<poller stem>``.
@@ -247,151 +242,8 @@ def visit_options_for(poller_file: Path, output_dir: Path,
     return template.model_copy(update=update)
 
 
-# --------------------------------------------------------------------------------------------
-# the flow
-
-
 def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
-
-
-@task(name="process-visit", task_run_name="process-{poller_file.stem}", cache_policy=NO_CACHE)
-def process_visit_task(poller_file: Path, options: VisitOptions) -> VisitOutcome:
-    """Run the per-visit flow as a subflow; raise :class:`VisitFailedError` if it did not complete."""
-    from flows.visit_flow import svm_visit
-
-    start = time.perf_counter()
-    state = svm_visit(Path(poller_file), options, return_state=True)
-    wall_s = time.perf_counter() - start
-    outcome = VisitOutcome(visit=Path(poller_file).stem, poller_file=poller_file,
-                           output_dir=options.output_dir, state=state.name, wall_s=wall_s)
-    if state.is_completed():
-        result = state.result()
-        outcome.n_products = len(result.products)
-        outcome.stage_states = dict(result.stage_states)
-        return outcome
-    try:
-        error = state.result(raise_on_failure=False)
-        outcome.message = _first_line(str(error)) if isinstance(error, BaseException) else ""
-    except Exception:  # the state holds no readable exception
-        pass
-    outcome.message = outcome.message or _first_line(state.message)
-    raise VisitFailedError(outcome)
-
-
-def _fanout_run_name() -> str:
-    from prefect.runtime import flow_run
-
-    pollers = flow_run.parameters.get("pollers") or []
-    return f"fanout-{len(pollers)}-source(s)"
-
-
-@flow(name="svm-fanout", flow_run_name=_fanout_run_name, validate_parameters=True)
-def svm_fanout(pollers: list[Path], output_dir: Path, visit_options: VisitOptions | None = None,
-               workers: int = 2, dask_address: str | None = None) -> list[State]:
-    """Process many visits in parallel on Dask; each visit writes to ``output_dir/<poller stem>``.
-
-    Parameters
-    ----------
-    pollers : list of Path
-        Poller files, directories of ``*_input.out`` files, or text files listing pollers.
-    output_dir : Path
-        Parent of the per-visit output directories.
-    visit_options : VisitOptions, optional
-        Options shared by every visit (refcat, force, cache_dir, ...); ``output_dir`` is replaced
-        per visit (:func:`visit_options_for`).
-    workers : int
-        Visits processed at once on the local Dask cluster.
-    dask_address : str, optional
-        Use the Dask scheduler at this address instead of a local cluster.
-
-    Returns
-    -------
-    list of State
-        One final state per visit, in input order. Any failed visit makes this run Failed.
-    """
-    from prefect.futures import wait
-
-    from flows.options import read_environment
-
-    poller_files = expand_poller_sources(pollers)
-    output_dir = check_output_dir(output_dir)
-    if dask_address:
-        check_dask_address(dask_address)
-    # read by run_fanout; a deployment starts this flow directly: then it is read here, once
-    visit_options = read_environment(visit_options or VisitOptions(output_dir=output_dir),
-                                     os.environ)
-    logger.info("fan-out of %d visit(s) into %s on %s", len(poller_files), output_dir,
-                dask_address or f"a local Dask cluster of {workers} worker process(es)")
-    with _api_for_workers(), make_task_runner(workers, dask_address) as runner:
-        futures = [runner.submit(process_visit_task,
-                                 {"poller_file": poller,
-                                  "options": visit_options_for(poller, output_dir, visit_options)})
-                   for poller in poller_files]
-        wait(futures)
-        states = [future.state for future in futures]
-    outcomes = outcomes_from_states(states, poller_files, output_dir)
-    _publish_fanout_summary(outcomes)
-    n_failed = sum(o.state != "Completed" for o in outcomes)
-    logger.info("fan-out done: %d visit(s) completed, %d failed", len(outcomes) - n_failed, n_failed)
-    return states
-
-
-@contextmanager
-def _api_for_workers():
-    """Make the Dask workers report to this run's API, also when it is a temporary server.
-
-    Settings travel to the workers with each task; without an explicit ``PREFECT_API_URL``
-    (ephemeral mode) every worker process would start a temporary server of its own.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    if PREFECT_API_URL.value():
-        yield
-        return
-    with get_client(sync_client=True) as client:
-        api_url = str(client.api_url).rstrip("/")
-    with temporary_settings({PREFECT_API_URL: api_url}):
-        yield
-
-
-def _publish_fanout_summary(outcomes: Sequence[VisitOutcome]) -> None:
-    try:
-        from flows.artifacts import publish_table
-
-        publish_table("svm-fanout-summary", [
-            {"visit": o.visit, "state": o.state, "products": o.n_products,
-             "wall_s": round(o.wall_s, 1), "message": o.message} for o in outcomes],
-            description="Visits of this fan-out run")
-    except Exception:  # artifacts are a convenience, never a failure
-        logger.debug("fan-out summary artifact not published", exc_info=True)
-
-
-def outcomes_from_states(states: Sequence[State], poller_files: Sequence[Path],
-                         output_dir: Path) -> list[VisitOutcome]:
-    """The :class:`VisitOutcome` of each visit from the final states of its ``process-visit`` task."""
-    outcomes = []
-    for state, poller in zip(states, poller_files):
-        fallback = VisitOutcome(visit=poller.stem, poller_file=poller,
-                                output_dir=Path(output_dir) / poller.stem,
-                                state=state.name if state is not None else "Unknown",
-                                message=_first_line(getattr(state, "message", "")))
-        outcome = fallback
-        try:
-            value = state.result(raise_on_failure=False)
-            if isinstance(value, VisitOutcome):
-                outcome = value
-            elif isinstance(value, VisitFailedError):
-                outcome = value.outcome
-            elif isinstance(value, BaseException):
-                fallback.message = _first_line(str(value)) or fallback.message
-        except Exception:  # a crashed task may hold no result at all
-            pass
-        if state is not None and not state.is_completed() and outcome.state == "Completed":
-            outcome = outcome.model_copy(update={"state": state.name})
-        outcomes.append(outcome)
-    return outcomes
 
 
 def format_summary(outcomes: Sequence[VisitOutcome]) -> str:
@@ -408,17 +260,57 @@ def format_summary(outcomes: Sequence[VisitOutcome]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class FanoutEnd:
+    """How a fan-out of the direct engine ended (the Prefect engine returns the ``svm-fanout``
+    run's final state, which answers the same two questions)."""
+
+    name: str
+    message: str = ""
+
+    def is_completed(self) -> bool:
+        return self.name == "Completed"
+
+    def is_failed(self) -> bool:
+        return self.name == "Failed"
+
+
 def run_fanout(sources: Sequence[str | os.PathLike], output_dir: Path, *,
                visit_options: VisitOptions | None = None, workers: int = 2,
                dask_address: str | None = None,
-               dask_timeout: float = DASK_CONNECT_TIMEOUT_S) -> tuple[State, list[VisitOutcome]]:
-    """Check the inputs, run :func:`svm_fanout`, and return its final state and the outcomes.
+               dask_timeout: float = DASK_CONNECT_TIMEOUT_S,
+               engine: str | None = None) -> tuple[object, list[VisitOutcome]]:
+    """Check the inputs, process the visits, and return how the fan-out ended and the outcomes.
+
+    Parameters
+    ----------
+    sources : sequence of str or path
+        Poller files, directories of ``*_input.out`` files, or text files listing pollers.
+    output_dir : Path
+        Parent of the per-visit output directories.
+    visit_options : VisitOptions, optional
+        Options shared by every visit (:func:`visit_options_for`).
+    workers : int
+        Visits processed at once.
+    dask_address, dask_timeout : optional
+        An existing Dask scheduler (the Prefect engine).
+    engine : str, optional
+        ``prefect``, ``direct`` or ``auto``; None: ``visit_options.engine``, resolved as for one
+        visit (``HAPSVM_ENGINE``, then Prefect when an API is configured); ``dask_address``
+        makes ``auto`` Prefect.
+
+    Returns
+    -------
+    (state, outcomes)
+        The ``svm-fanout`` run's final state (Prefect) or a :class:`FanoutEnd` (direct): both
+        have ``is_completed()``, ``is_failed()``, ``name`` and ``message``; one
+        :class:`VisitOutcome` per visit, in input order.
 
     Raises
     ------
     FanoutError
         On bad sources, an unwritable output directory, a Dask address that does not answer, or
-        a bad environment variable (checked before any flow run is created).
+        a bad environment variable (checked before any visit starts).
     """
     from flows.options import read_environment
 
@@ -426,23 +318,27 @@ def run_fanout(sources: Sequence[str | os.PathLike], output_dir: Path, *,
     output_dir = check_output_dir(output_dir)
     if dask_address:
         check_dask_address(dask_address, timeout=dask_timeout)
+    template = visit_options or VisitOptions(output_dir=output_dir)
+    if engine is not None or dask_address:
+        wanted = engine if engine not in (None, "auto") else ("prefect" if dask_address
+                                                             else "auto")
+        template = template.model_copy(update={"engine": wanted})
     try:
-        visit_options = read_environment(visit_options or VisitOptions(output_dir=output_dir),
-                                         os.environ)
+        visit_options = read_environment(template, os.environ)
     except HapInputError as exc:
         raise FanoutError(str(exc)) from None
-    state = svm_fanout(poller_files, output_dir, visit_options, workers, dask_address,
-                       return_state=True)
-    try:
-        states = state.result(raise_on_failure=False)
-    except Exception:
-        states = None
-    if not isinstance(states, list) or len(states) != len(poller_files):
-        # the fan-out itself failed before any visit ran
-        message = _first_line(state.message) or state.name
-        return state, [VisitOutcome(visit=p.stem, poller_file=p, output_dir=output_dir / p.stem,
-                                    state="NotRun", message=message) for p in poller_files]
-    return state, outcomes_from_states(states, poller_files, output_dir)
+    if visit_options.engine == "prefect":
+        from flows.fanout_flow import run_fanout_prefect
+
+        return run_fanout_prefect(poller_files, output_dir, visit_options, workers,
+                                  dask_address)
+    from flows.fanout_direct import run_fanout_direct
+
+    outcomes = run_fanout_direct(poller_files, output_dir, visit_options, workers)
+    failed = [o for o in outcomes if o.state != "Completed"]
+    end = FanoutEnd("Failed", f"{len(failed)}/{len(outcomes)} visit(s) failed") if failed \
+        else FanoutEnd("Completed")
+    return end, outcomes
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,7 +348,8 @@ def run_fanout(sources: Sequence[str | os.PathLike], output_dir: Path, *,
 def build_parser(prog: str = "python -m flows.fanout") -> argparse.ArgumentParser:
     """Options of ``python -m flows.fanout``."""
     parser = argparse.ArgumentParser(
-        prog=prog, description="Process many HST visits in parallel (hapsvm svm-fanout on Dask).",
+        prog=prog, description="Process many HST visits in parallel (hapsvm; direct "
+                                "worker processes, or the svm-fanout flow on Dask).",
         epilog="Exit codes: 0 every visit completed, 1 a visit failed or bad input.")
     parser.add_argument("sources", nargs="+", metavar="POLLER|DIR|LIST",
                         help="poller files, directories of *_input.out, or files listing pollers")
@@ -461,7 +358,12 @@ def build_parser(prog: str = "python -m flows.fanout") -> argparse.ArgumentParse
     parser.add_argument("--refcat", default=None,
                         help="local astrometric reference catalog shared by the visits")
     parser.add_argument("--workers", type=int, default=2,
-                        help="visits processed at once on the local Dask cluster (default 2)")
+                        help="visits processed at once (default 2)")
+    parser.add_argument("--engine", default=None, type=str.lower,
+                        choices=["auto", "prefect", "direct"],
+                        help="direct: a pool of worker processes, no Prefect; prefect: the "
+                             "svm-fanout flow on Dask; auto: prefect when PREFECT_API_URL is "
+                             "configured, else direct (default HAPSVM_ENGINE, else auto)")
     parser.add_argument("--dask-address", dest="dask_address", default=None,
                         help="existing Dask scheduler, e.g. tcp://host:8786 (default: local cluster)")
     parser.add_argument("--dask-timeout", dest="dask_timeout", type=float,
@@ -496,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             cache_dir=Path(args.cache_dir).resolve() if args.cache_dir else None)
         state, outcomes = run_fanout(args.sources, Path(args.output_dir), visit_options=template,
                                      workers=args.workers, dask_address=args.dask_address,
-                                     dask_timeout=args.dask_timeout)
+                                     dask_timeout=args.dask_timeout, engine=args.engine)
     except FanoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -506,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # run under the importable name so Dask workers can unpickle the task (not ``__main__``)
+    # run under the importable name so workers can unpickle what they run (not ``__main__``)
     from flows import fanout as _fanout
 
     sys.exit(_fanout.main())

@@ -15,6 +15,10 @@ variable                   field
 ``HLA_CLASSIC_BASEPATH``   ``hla_classic_basepath`` (made absolute)
 ``HLA_BUILD_VER``          ``hla_build_ver``
 (the output directory)     ``hla_classic_dir`` = ``<output_dir>/hla_classic/`` if it exists
+``HAPSVM_ENGINE``          ``engine`` when the options say ``auto``: ``prefect``, ``direct`` or
+                           ``auto`` (any case); ``auto`` is ``prefect`` when a Prefect API is
+                           configured (``PREFECT_API_URL``), ``direct`` otherwise
+                           (:func:`resolve_engine`)
 =========================  ==================================================================
 
 Who reads it: :func:`flows.svm.run_hap_processing` (``runsinglehap``, ``python -m flows.svm``,
@@ -36,7 +40,10 @@ __all__ = [
     "REFCAT_ENV_VAR",
     "HLA_BASEPATH_ENV_VAR",
     "HLA_BUILD_ENV_VAR",
+    "ENGINE_ENV_VAR",
+    "ENGINES",
     "quality_switch",
+    "resolve_engine",
     "read_environment",
 ]
 
@@ -48,6 +55,10 @@ REFCAT_ENV_VAR = "HAPSVM_REFCAT"
 HLA_BASEPATH_ENV_VAR = "HLA_CLASSIC_BASEPATH"
 #: HLA-classic build version: ``<root>/<instrument>/<version>/...``.
 HLA_BUILD_ENV_VAR = "HLA_BUILD_VER"
+#: How the stages run when the options say ``auto`` (``--engine``).
+ENGINE_ENV_VAR = "HAPSVM_ENGINE"
+#: The engines (``auto`` resolves to one of the other two).
+ENGINES = ("auto", "prefect", "direct")
 
 _TRUE = {"on", "yes", "true"}
 _FALSE = {"off", "no", "false"}
@@ -81,6 +92,37 @@ def quality_switch(value: str | None) -> bool:
         f"{QUALITY_ENV_VAR}={value!r} is not valid: use on/yes/true or off/no/false")
 
 
+def resolve_engine(engine: str, env: Mapping[str, str]) -> str:
+    """The engine a run uses: ``prefect`` or ``direct``.
+
+    Parameters
+    ----------
+    engine : str
+        ``prefect``, ``direct`` or ``auto`` (``--engine``; the default).
+    env : mapping
+        The environment: ``HAPSVM_ENGINE`` replaces ``auto``; ``auto`` then means ``prefect``
+        when a Prefect API is configured (:func:`flows.prefect_env.prefect_api_configured`:
+        ``PREFECT_API_URL``; runs are then visible in its dashboard), ``direct`` otherwise
+        (no temporary API server to start).
+
+    Raises
+    ------
+    HapInputError
+        ``HAPSVM_ENGINE`` holds another value (one line naming the variable).
+    """
+    if engine == "auto":
+        value = (env.get(ENGINE_ENV_VAR) or "").strip().lower()
+        if value and value not in ENGINES:
+            raise HapInputError(f"{ENGINE_ENV_VAR}={env.get(ENGINE_ENV_VAR)!r} is not valid: "
+                                f"use {', '.join(ENGINES)}")
+        engine = value or "auto"
+    if engine == "auto":
+        from flows.prefect_env import prefect_api_configured
+
+        engine = "prefect" if prefect_api_configured(env) else "direct"
+    return engine
+
+
 def read_environment(options: VisitOptions, env: Mapping[str, str]) -> VisitOptions:
     """``options`` with the environment's fields filled in (see the module docstring).
 
@@ -99,8 +141,8 @@ def read_environment(options: VisitOptions, env: Mapping[str, str]) -> VisitOpti
     Raises
     ------
     HapInputError
-        A named reference catalog file does not exist, or ``SVM_QUALITY_TESTING`` holds an
-        invalid value (one line naming the variable).
+        A named reference catalog file does not exist, or ``SVM_QUALITY_TESTING`` or
+        ``HAPSVM_ENGINE`` holds an invalid value (one line naming the variable).
     """
     from hapcore.align.refcat import ReferenceCatalogError, resolve_refcat_path
 
@@ -116,6 +158,7 @@ def read_environment(options: VisitOptions, env: Mapping[str, str]) -> VisitOpti
     local = Path(options.output_dir) / "hla_classic"
     return options.model_copy(update={
         "environment_read": True,
+        "engine": resolve_engine(options.engine, env),
         "quality_enabled": bool(options.quality) or quality,
         "refcat_path": refcat,
         "hla_classic_basepath": Path(base).absolute() if base else None,

@@ -2,12 +2,14 @@
 
 Command::
 
-    runsinglehap [-d] [-c CUSTOM_PARS] [-l LEVEL] [-o OUTDIR] [--refcat FILE] POLLER
+    runsinglehap [-d] [-c CUSTOM_PARS] [-l LEVEL] [-o OUTDIR] [--refcat FILE]
+                 [--engine {auto,prefect,direct}] POLLER
 
 Python::
 
     from flows.runsinglehap import perform
     code = perform("wfc3_b46_06_input.out", debug=False, log_level="info", output_dir="out")
+    code = perform("wfc3_b46_06_input.out", output_dir="out", engine="direct")   # no Prefect
 
 Exit codes (also the return value of :func:`perform`): 0 success, 1 error, 65 no viable data;
 see :class:`hap_models.errors.ExitCode`.
@@ -80,6 +82,13 @@ def build_parser(prog: str = "runsinglehap") -> argparse.ArgumentParser:
                              "catalog (its products are still written)")
     parser.add_argument("--phot-mode", dest="phot_mode", default="both",
                         choices=["aperture", "segment", "both"], help="catalog types to produce")
+    parser.add_argument("--engine", default=None, type=str.lower,
+                        choices=["auto", "prefect", "direct"],
+                        help="how the stages run: 'prefect' (task runs reported to the Prefect "
+                             "API: PREFECT_API_URL, else a temporary local server), 'direct' "
+                             "(no Prefect, no API; same products and cache) or 'auto' "
+                             "(prefect when PREFECT_API_URL is configured, else direct); "
+                             "default HAPSVM_ENGINE, else auto")
     return parser
 
 
@@ -89,7 +98,7 @@ def _console_logging(level: int) -> None:
     No handler is added here: a bad input is answered (one line, printed) before Prefect is
     imported, and importing the flow installs Prefect's console handler on the root logger,
     which shows the package's lines and Prefect's alike (:func:`flows.svm.run_hap_processing`
-    adds a plain one if Prefect's logging is switched off).
+    adds a plain one if Prefect's logging is switched off, and one for the direct engine).
     """
     logging.getLogger("hapsvm").setLevel(level)    # astropy's notes: flows.visit_log.VisitLog
 
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None, prog: str = "runsinglehap") -> int:
                    refcat=args.refcat, force=args.force, cache_dir=args.cache_dir,
                    n_workers=args.n_workers, online_catalog=args.online_catalog,
                    quality=args.quality, require_alignment=args.require_alignment,
-                   prog=prog)
+                   engine=args.engine, prog=prog)
 
 
 if __name__ == "__main__":

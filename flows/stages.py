@@ -2,32 +2,38 @@
 
 Each function here runs the tasks of one stage in their order (spec §3.4) through a *runner*:
 
-* in the per-visit flow the runner is :class:`flows.visit_flow._Stages`, which runs each task through
-  Prefect with the visit's cache settings;
-* benchmarks and tests that want the real path without Prefect pass :class:`DirectRunner`, which
-  calls each task's function directly (no engine, no cache).
+* in the Prefect engine the runner is :class:`flows.visit_flow._Stages`, which runs each task
+  through Prefect with the visit's cache settings;
+* in the direct engine (``--engine direct``, :mod:`flows.direct`) it is a :class:`DirectRunner`
+  with a :class:`~tasks.cache_store.TaskCache`: each task's function is called in this process,
+  unless a record of its cache key (the Prefect engine's key) says it is done;
+* benchmarks and tests that want the real path without any cache pass a plain
+  :class:`DirectRunner`.
 
-So the flow, the benchmarks and the tests run the same sequence of the same stage entry points.
+So both engines, the benchmarks and the tests run the same sequence of the same stage entry
+points. Importing this module imports neither Prefect nor the science modules.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from hap_models.stage import StageResult
+from tasks.cache_store import COMPLETED, TaskCache
 from tasks.catalogs import (
     detect_sources_task,
     measure_filter_catalogs_task,
     write_catalogs_task,
 )
-from hapcore.drizzle.workspace import release_worker_pools
 from tasks.drizzle import drizzle_filter_task, drizzle_total_task, remove_work_files
 from tasks.quality import QUALITY_GROUPS, quality_group_task, quality_summary_task
 
-__all__ = ["StageRunner", "DirectRunner", "drizzle_stage", "catalog_stage", "quality_stage"]
+__all__ = ["StageRunner", "DirectRunner", "drizzle_stage", "catalog_stage", "quality_stage",
+           "finish_drizzle_work"]
 
 logger = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -40,20 +46,51 @@ class StageRunner(Protocol):
 
 
 class DirectRunner:
-    """Run each task's function in this process, without Prefect (benchmarks, tests).
+    """Run each task's function in this process, without Prefect.
 
-    ``timings`` records each stage's wall time by label, as the flow's runner does.
+    Parameters
+    ----------
+    cache : TaskCache, optional
+        Cache records (the direct engine): a cached task whose key has a valid record is not
+        run, and a task run is recorded. None (benchmarks, tests): every task runs, nothing is
+        recorded.
+    force : bool
+        With a cache: recompute every task and overwrite its record (``--force``).
+
+    Attributes
+    ----------
+    timings : dict
+        Each task's wall time by label (its ``StageResult.wall_s``, as the Prefect runner).
+    states : dict
+        Each task's final state by label: ``Completed`` or ``Cached``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache: TaskCache | None = None, *, force: bool = False) -> None:
+        self.cache = cache
+        self.force = force
         self.timings: dict[str, float] = {}
+        self.states: dict[str, str] = {}
 
     def __call__(self, stage_task: Any, *args: Any, label: str | None = None,
                  **kwargs: Any) -> StageResult:
         fn: Callable[..., StageResult] = getattr(stage_task, "fn", stage_task)
-        result = fn(*args, **kwargs)
-        self.timings[label or getattr(stage_task, "name", fn.__name__)] = result.wall_s
+        label = label or getattr(stage_task, "name", fn.__name__)
+        result, state = self.execute(stage_task, args, kwargs)
+        self.states[label] = state
+        self.timings[label] = float(getattr(result, "wall_s", 0.0) or 0.0)
         return result
+
+    def execute(self, stage_task: Any, args: Sequence[Any],
+                kwargs: Mapping[str, Any]) -> tuple[Any, str]:
+        """Run one task (through the cache when there is one); returns ``(result, state)``."""
+        fn = getattr(stage_task, "fn", stage_task)
+        if self.cache is None or not getattr(stage_task, "cached", False):
+            return fn(*args, **kwargs), COMPLETED
+        return self.cache.run(stage_task.name, fn, args, kwargs, refresh=self.force)
+
+    def call(self, stage_task: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an uncached helper task (the manifest) and return its value."""
+        return getattr(stage_task, "fn", stage_task)(*args, **kwargs)
 
 
 def drizzle_stage(run: StageRunner, total, output_dir: Path, aligned: StageResult,
@@ -69,8 +106,11 @@ def drizzle_stage(run: StageRunner, total, output_dir: Path, aligned: StageResul
                for fdp in total.fdp_list]
     made_total = run(drizzle_total_task, total, output_dir, filters, n_workers,
                      label=f"drizzle-{det}-total")
-    # the stage is done: its workers end now (memory freed, usage counted as our children's)
-    release_worker_pools()
+    # the stage is done: its workers end now (memory freed, usage counted as our children's);
+    # the pools live in the workspace module: not loaded (every task a cache hit), no pools
+    workspace = sys.modules.get("hapcore.drizzle.workspace")
+    if workspace is not None:
+        workspace.release_worker_pools()
     outputs: dict[str, str] = {}
     wall = 0.0
     for result in [*filters, made_total]:

@@ -52,6 +52,10 @@ class VisitOptions(BaseModel):
     n_workers: int = Field(default=2, ge=1, description="processes for the heavy stages")
     require_alignment: bool = Field(default=False, description="a detector that could not be "
                                     "aligned to a reference catalog ends the run with exit 66")
+    engine: Literal["auto", "prefect", "direct"] = Field(
+        default="auto", description="how the stages run: Prefect task runs, or direct calls "
+        "without any Prefect API; auto: HAPSVM_ENGINE, else Prefect when PREFECT_API_URL is "
+        "configured, direct otherwise (resolved by flows.options.read_environment)")
     # Read from the environment once, by the entry point that starts the run
     # (flows.options.read_environment); nothing below the flows ever reads the environment.
     environment_read: bool = Field(default=False,
@@ -67,7 +71,7 @@ class VisitOptions(BaseModel):
     hla_classic_dir: Path | None = Field(default=None, description="<output_dir>/hla_classic/ "
                                          "when it exists: the local HLA-classic catalogs")
 
-    @field_validator("phot_mode", mode="before")
+    @field_validator("phot_mode", "engine", mode="before")
     @classmethod
     def _lower_phot_mode(cls, value):
         return str(value).strip().lower()

@@ -1,8 +1,13 @@
 """Content digests of files, memoised per file version, for cache keys and output checks.
 
 A digest is the SHA-256 of the file's bytes. Hashing a 170 MB FLC costs ~0.3 s, so digests are
-remembered per (path, size, mtime, inode): a file touched without a content change is hashed
-again and gives the same digest; a changed file gives a new one.
+remembered per file version -- (path, size, mtime, ctime, inode): a file touched without a
+content change is hashed again and gives the same digest; a changed file gives a new one. The
+ctime is in the version because no user call can set it: a file rewritten in place with its
+old size and mtime restored (``touch -d``) still counts as a new version.
+
+:func:`memo_entries` and :func:`remember_digests` let a caller keep the memo across processes
+(the cache layer stores it beside its records), so a rerun hashes no unchanged file again.
 """
 
 from __future__ import annotations
@@ -12,16 +17,23 @@ import os
 import threading
 from pathlib import Path
 
-__all__ = ["file_digest", "clear_digest_memo"]
+__all__ = ["file_digest", "file_version", "clear_digest_memo", "memo_entries",
+           "remember_digests"]
 
 _MEMO: dict[tuple, str] = {}
 _LOCK = threading.Lock()
 _CHUNK = 8 * 1024 * 1024
 
 
-def _version(path: Path) -> tuple:
+def file_version(path: str | os.PathLike) -> tuple:
+    """The version of a file a digest is remembered for: (absolute path, size, mtime_ns,
+    ctime_ns, inode). Raises OSError when the file cannot be read."""
+    path = Path(path)
     st = path.stat()
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+_version = file_version
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -46,3 +58,18 @@ def clear_digest_memo() -> None:
     """Forget every memoised digest (tests that rewrite files within one mtime tick use it)."""
     with _LOCK:
         _MEMO.clear()
+
+
+def memo_entries() -> list[tuple[tuple, str]]:
+    """Every remembered (file version, digest) pair (see :func:`file_version`)."""
+    with _LOCK:
+        return list(_MEMO.items())
+
+
+def remember_digests(entries) -> None:
+    """Remember digests computed elsewhere: ``(version, digest)`` pairs as
+    :func:`memo_entries` gives them. A version is only ever looked up for a file whose current
+    :func:`file_version` equals it, so an entry of a file changed since is never used."""
+    with _LOCK:
+        for version, digest in entries:
+            _MEMO[tuple(version)] = str(digest)

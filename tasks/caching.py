@@ -1,43 +1,53 @@
-"""Caching that is right for files (issues #8, #18).
+"""Caching that is right for files (issues #8, #16, #18): the cache key of a stage task.
 
-A stage's cache key is the digest of: the stage name, the code version (a hash of every source
-file of ``hap_models``, ``hapcore`` and ``tasks``, of the packaged parameter sets in ``configs``,
-and of the Python and science-library versions), its JSON-able inputs, the absolute location
-of every ``Path`` in the inputs (directories included: the output directory is part of the key)
-and the *content* of every input file (any ``Path`` to a file found anywhere in the inputs,
-pydantic models included). A cache hit is honoured only if every output file the cached
-:class:`~hap_models.stage.StageResult` lists still exists with the same content; otherwise the
-record is dropped and the stage runs again. A record that cannot be read, or that is stored
-under a name other than its own key (a file renamed or copied over another), is treated as a
-miss and logged.
+A stage's cache key (:func:`task_cache_key`) is the digest of: the task name, the code version
+(a hash of every source file of ``hap_models``, ``hapcore`` and ``tasks``, of the packaged
+parameter sets in ``configs``, and of the Python and science-library versions), its inputs
+(:data:`NOT_IN_KEY` aside), the absolute location of every ``Path`` in the inputs (directories
+included: the output directory is part of the key) and the *content* of every input file (any
+``Path`` to a file found anywhere in the inputs, pydantic models included). A cache hit is
+honoured only if every output file the cached :class:`~hap_models.stage.StageResult` lists still
+exists with the same content (:func:`outputs_still_valid`); otherwise the record is dropped and
+the stage runs again. A record that cannot be read, or that is stored under a name other than
+its own key (a file renamed or copied over another), is treated as a miss and logged.
 
 So one cache directory can serve several visits (``--cache-dir``), be copied to another output
 directory or machine, or outlive an upgrade: a record is reused only for the same code, the
 same input files at the same place, and the same output directory -- whose files it proves
 are still there.
+
+Both engines use these keys and one record format (Prefect's result records,
+:mod:`tasks.cache_store`): the Prefect engine through :class:`FileStagePolicy` (a Prefect cache
+policy, built on first use from :mod:`tasks.prefect_cache`), the direct engine through
+:class:`tasks.cache_store.TaskCache`. A visit run by one engine is a cache hit for the other.
+
+Importing this module imports no Prefect (the direct engine never loads it).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
 import hashlib
 import importlib.metadata
+import json
 import logging
+import math
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
-from prefect.cache_policies import CachePolicy
-from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
 from hap_models.stage import StageResult
 from hapcore.digests import file_digest
 
-__all__ = ["code_version", "iter_paths", "FileStagePolicy", "FILE_STAGE", "run_stage",
+__all__ = ["code_version", "iter_paths", "NOT_IN_KEY", "stable_hash", "task_cache_key",
+           "outputs_still_valid", "FileStagePolicy", "FILE_STAGE", "run_stage",
            "cache_storage"]
 
 logger = logging.getLogger(f"hapsvm.{__name__}")
@@ -55,6 +65,15 @@ _LIBRARIES = ("numpy", "scipy", "astropy", "photutils", "drizzle", "reproject", 
 #: task's other inputs (so they add nothing), and whose pickled form (astropy tables) is not
 #: byte-stable across a cache round trip.
 NOT_IN_KEY = frozenset({"force", "stage_timings", "timestamp", "measured"})
+
+
+def __getattr__(name: str):
+    # the Prefect cache policy is built (importing Prefect) only when the Prefect engine asks
+    if name in ("FileStagePolicy", "FILE_STAGE"):
+        import tasks.prefect_cache
+
+        return getattr(tasks.prefect_cache, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _library_version(name: str) -> str:
@@ -105,7 +124,110 @@ def iter_paths(value: Any, _depth: int = 0) -> Iterator[Path]:
             yield from iter_paths(item, _depth + 1)
 
 
-def _outputs_still_valid(result: Any) -> str | None:
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-able form of ``value`` that is the same for equal values in any process.
+
+    Models and dataclasses carry their class name (two models with equal fields of different
+    classes differ); dict keys that are not strings become sorted pairs. Raises TypeError for
+    an object of no known form (see :func:`stable_hash`).
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"__float__": repr(value)}
+    if isinstance(value, PurePath):
+        return {"__path__": str(value)}
+    if isinstance(value, BaseModel):
+        fields = {name: _canonical(getattr(value, name, None))
+                  for name in type(value).model_fields}
+        if value.model_extra:
+            fields.update({name: _canonical(v) for name, v in value.model_extra.items()})
+        return {"__model__": _qualified(type(value)), "fields": fields}
+    if isinstance(value, Mapping):
+        if all(isinstance(k, str) for k in value):
+            return {"__dict__": {k: _canonical(v) for k, v in value.items()}}
+        pairs = [[_canonical(k), _canonical(v)] for k, v in value.items()]
+        return {"__pairs__": sorted(pairs, key=lambda p: json.dumps(p[0], sort_keys=True))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [_canonical(v) for v in value]
+        return {"__set__": sorted(items, key=lambda v: json.dumps(v, sort_keys=True))}
+    if isinstance(value, enum.Enum):
+        return {"__enum__": _qualified(type(value)), "value": _canonical(value.value)}
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return {"__time__": value.isoformat()}
+    if isinstance(value, bytes):
+        return {"__bytes__": hashlib.sha256(value).hexdigest()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"__dataclass__": _qualified(type(value)),
+                "fields": {f.name: _canonical(getattr(value, f.name))
+                           for f in dataclasses.fields(value)}}
+    if type(value).__module__.split(".")[0] == "numpy":
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return _canonical(value.item())
+        if isinstance(value, np.ndarray):
+            data = np.ascontiguousarray(value)
+            return {"__ndarray__": [str(data.dtype), list(data.shape),
+                                    hashlib.sha256(data.tobytes()).hexdigest()]}
+    raise TypeError(f"no canonical form for {_qualified(type(value))}")
+
+
+def _canonical_or_pickled(value: Any) -> Any:
+    try:
+        return _canonical(value)
+    except TypeError as exc:
+        # an object of no known form is keyed by its pickle, as Prefect's hash_objects falls
+        # back to (stable for the same code and value, which is what a key needs)
+        import cloudpickle
+
+        logger.debug("cache key: %s; keyed by its pickle", exc)
+        if isinstance(value, (list, tuple)):
+            return [_canonical_or_pickled(v) for v in value]
+        if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+            return {"__dict__": {k: _canonical_or_pickled(v) for k, v in value.items()}}
+        return {"__pickle__": hashlib.sha256(cloudpickle.dumps(value)).hexdigest()}
+
+
+def stable_hash(*objects: Any) -> str:
+    """A digest of ``objects`` that is the same in every process for equal values (32 hex
+    digits of a SHA-256 over their canonical JSON form)."""
+    text = json.dumps([_canonical_or_pickled(o) for o in objects], sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def task_cache_key(task_name: str, inputs: Mapping[str, Any]) -> str:
+    """The cache key of one call of a stage task (see the module docstring).
+
+    Parameters
+    ----------
+    task_name : str
+        The task's name (``align-detector``, ...).
+    inputs : mapping
+        Its arguments by parameter name, defaults included (as Prefect binds them).
+
+    Returns
+    -------
+    str
+    """
+    files = sorted({p.resolve() for p in iter_paths(inputs) if p.is_file()})
+    digests = [(str(p), file_digest(p)) for p in files]
+    plain = {k: v for k, v in inputs.items() if k not in NOT_IN_KEY}
+    # every path as the absolute place it names: a relative output directory given in two
+    # working directories (one --cache-dir) names two places, so two keys; as text alone
+    # the second run was served the first one's records, whose files are elsewhere
+    places = sorted({str(p.resolve()) for p in iter_paths(plain)})
+    return stable_hash(task_name, code_version(), plain, places, digests)
+
+
+def outputs_still_valid(result: Any) -> str | None:
     """None if every output of a cached StageResult is unchanged, else why not."""
     if not isinstance(result, StageResult):
         return None
@@ -116,61 +238,6 @@ def _outputs_still_valid(result: Any) -> str | None:
         if file_digest(p) != digest:
             return f"{p.name} has changed"
     return None
-
-
-@dataclass
-class FileStagePolicy(CachePolicy):
-    """Cache key from inputs + input-file contents + code version; stale records are dropped."""
-
-    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any],
-                    **kwargs: Any) -> str | None:
-        files = sorted({p.resolve() for p in iter_paths(inputs) if p.is_file()})
-        digests = [(str(p), file_digest(p)) for p in files]
-        plain = {k: v for k, v in inputs.items() if k not in NOT_IN_KEY}
-        # every path as the absolute place it names: a relative output directory given in two
-        # working directories (one --cache-dir) names two places, so two keys; as text alone
-        # the second run was served the first one's records, whose files are elsewhere
-        places = sorted({str(p.resolve()) for p in iter_paths(plain)})
-        key = hash_objects(task_ctx.task.name, code_version(), plain, places, digests,
-                           raise_on_failure=True)
-        store = getattr(task_ctx, "result_store", None)
-        if key and store is not None:
-            self._drop_if_stale(store, key, task_ctx.task.name)
-        return key
-
-    @staticmethod
-    def _drop_if_stale(store, key: str, name: str) -> None:
-        basepath = getattr(getattr(store, "result_storage", None), "basepath", None)
-        raw = Path(basepath, key) if basepath else None
-        try:
-            exists = store.exists(key)
-            why = None
-            if exists:
-                record = store.read(key)
-                stored = getattr(record.metadata, "storage_key", None)
-                # a record is written under its key; one found under another name (renamed,
-                # or copied over another record) is not this key's result
-                if stored and Path(stored).name != key:
-                    why = f"cache record was written as {Path(stored).name}, not under this key"
-                else:
-                    why = _outputs_still_valid(record.result)
-        except Exception as exc:  # unreadable record
-            exists, why = True, f"cache record unreadable ({exc.__class__.__name__})"
-        if not exists and raw is not None and raw.exists():
-            # Prefect reports a record it cannot decode as absent; say so, then recompute
-            why = "cache record unreadable"
-        if why is None:
-            return
-        logger.info("%s: cached result discarded (%s); recomputing", name, why)
-        if raw is not None:
-            raw.unlink(missing_ok=True)
-        cache = getattr(store, "cache", None)
-        if cache is not None:
-            cache.pop(key, None)
-
-
-#: The policy of every file-producing stage.
-FILE_STAGE = FileStagePolicy()
 
 
 def cache_storage(output_dir: Path, cache_dir: Path | None = None) -> Path:

@@ -22,21 +22,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-
-from prefect import task
+from typing import TYPE_CHECKING
 
 from hap_models.products import FilterProduct, TotalProduct
 from hap_models.stage import StageResult
-from hapcore.catalogs.detection import (
-    SourceDetection,
-    load_detection,
-    load_total_detection,
-    save_detection,
-)
-from hapcore.catalogs.image import CatalogImage
-from hapcore.catalogs.stage import measure_filter_product, write_detector_catalogs
 from hapcore.digests import file_digest
-from tasks.caching import FILE_STAGE, code_version, run_stage
+from tasks.caching import code_version, run_stage
+from tasks.stage_task import stage_task
+
+if TYPE_CHECKING:      # the catalog modules are imported when a task runs (see tasks.stage_task)
+    from hapcore.catalogs.detection import SourceDetection
 
 __all__ = ["detection_file", "stored_detection", "detect_sources_task",
            "measure_filter_catalogs_task", "write_catalogs_task"]
@@ -66,6 +61,9 @@ def detection_file(total: TotalProduct, output_dir: Path, phot_mode: str) -> Pat
 def stored_detection(total: TotalProduct, output_dir: Path, phot_mode: str) -> SourceDetection:
     """The detection of ``total``: read from :func:`detection_file`, or -- when the file is gone
     or unreadable -- detected again from the total product and stored for the next task."""
+    from hapcore.catalogs.detection import load_detection, load_total_detection, save_detection
+    from hapcore.catalogs.image import CatalogImage
+
     path = detection_file(total, output_dir, phot_mode)
     if path.is_file():
         image = CatalogImage.from_fits(Path(output_dir) / total.drizzle_filename)
@@ -81,8 +79,7 @@ def stored_detection(total: TotalProduct, output_dir: Path, phot_mode: str) -> S
     return detection
 
 
-@task(name="detect-sources", task_run_name="detect-sources-{total.detector}",
-      cache_policy=FILE_STAGE)
+@stage_task(name="detect-sources", task_run_name="detect-sources-{total.detector}")
 def detect_sources_task(total: TotalProduct, output_dir: Path, drizzled: StageResult,
                         phot_mode: str = "both") -> StageResult:
     """Detection on the total product, saved to :func:`detection_file` (payload: the file's
@@ -92,6 +89,8 @@ def detect_sources_task(total: TotalProduct, output_dir: Path, drizzled: StageRe
     ``drizzled`` (the drizzle stage's result, with the digests of the products) is an input so
     that new drizzled products invalidate the cached detection.
     """
+    from hapcore.catalogs.detection import load_total_detection, save_detection
+
     def detect():
         detection = load_total_detection(total, output_dir=output_dir, phot_mode=phot_mode)
         path = save_detection(detection, detection_file(total, output_dir, phot_mode))
@@ -101,8 +100,7 @@ def detect_sources_task(total: TotalProduct, output_dir: Path, drizzled: StageRe
     return run_stage("detect-sources", detect, outputs=lambda payload: [])
 
 
-@task(name="measure-filter-catalogs", task_run_name="catalogs-{fdp.filters}",
-      cache_policy=FILE_STAGE)
+@stage_task(name="measure-filter-catalogs", task_run_name="catalogs-{fdp.filters}")
 def measure_filter_catalogs_task(fdp: FilterProduct, total: TotalProduct, output_dir: Path,
                                  drizzled: StageResult, detected: StageResult,
                                  phot_mode: str = "both") -> StageResult:
@@ -112,6 +110,8 @@ def measure_filter_catalogs_task(fdp: FilterProduct, total: TotalProduct, output
     ``detected`` is :func:`detect_sources_task`'s result; the detection itself is read from
     its file (:func:`stored_detection`).
     """
+    from hapcore.catalogs.stage import measure_filter_product
+
     def measure():
         detection = stored_detection(total, output_dir, phot_mode)
         entry = measure_filter_product(fdp, detection, output_dir=output_dir)
@@ -121,14 +121,13 @@ def measure_filter_catalogs_task(fdp: FilterProduct, total: TotalProduct, output
     return run_stage("measure-filter-catalogs", measure, outputs=lambda payload: [])
 
 
-@task(name="write-catalogs", task_run_name="catalogs-total-{total.detector}",
-      cache_policy=FILE_STAGE)
+@stage_task(name="write-catalogs", task_run_name="catalogs-total-{total.detector}")
 def write_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageResult,
                         detected: StageResult, measured: list[StageResult],
                         phot_mode: str = "both", diagnostic_mode: bool = False) -> StageResult:
     """The total catalogs, and every catalog file of the detector (payload: the paths)."""
     from hapcore.catalogs.image import ProductHeaders
-    from hapcore.catalogs.stage import FilterCatalogs
+    from hapcore.catalogs.stage import FilterCatalogs, write_detector_catalogs
 
     def write():
         detection = stored_detection(total, output_dir, phot_mode)

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
-
 from hap_models.products import TotalProduct
 from hap_models.stage import StageResult
-import hapcore.quality.stage as qa
-from tasks.caching import FILE_STAGE, run_stage
+from tasks.caching import run_stage
+from tasks.stage_task import stage_task
 
 __all__ = ["QUALITY_GROUPS", "quality_group_task", "quality_summary_task"]
 
-#: Check groups, each one Prefect task (names as in the run's stage list).
+#: Check groups, each one task (names as in the run's stage list), with the function of
+#: :mod:`hapcore.quality.stage` that runs it (by name: the module is imported when a task runs).
 QUALITY_GROUPS = {
-    "num-sources": qa.run_num_sources,
-    "reference": qa.run_reference_checks,
-    "catalogs": qa.run_catalog_checks,
-    "interfilter": qa.run_interfilter_checks,
-    "wcs": qa.run_wcs_reports,
-    "hla": qa.run_hla_comparison,
-    "previews": qa.run_previews,
+    "num-sources": "run_num_sources",
+    "reference": "run_reference_checks",
+    "catalogs": "run_catalog_checks",
+    "interfilter": "run_interfilter_checks",
+    "wcs": "run_wcs_reports",
+    "hla": "run_hla_comparison",
+    "previews": "run_previews",
 }
 
 
@@ -29,7 +28,7 @@ def _files(output_dir: Path):
     return lambda outcomes: [output_dir / f for o in outcomes for f in o.files]
 
 
-@task(name="quality-check", task_run_name="quality-{group}", cache_policy=FILE_STAGE)
+@stage_task(name="quality-check", task_run_name="quality-{group}")
 def quality_group_task(group: str, totals: list[TotalProduct], output_dir: Path,
                        refcat_path: Path | None, catalogs: list[StageResult],
                        timestamp=None,
@@ -45,22 +44,26 @@ def quality_group_task(group: str, totals: list[TotalProduct], output_dir: Path,
     of build ``hla_build_ver``: both are inputs, so the content of those files and the build are
     in its cache key. The other groups leave them None.
     """
+    import hapcore.quality.stage as qa
+
     def run_group():
         ctx = qa.make_quality_context(totals, output_dir=output_dir, refcat=refcat_path,
                                       timestamp=timestamp)
         if group == "hla":
             return qa.run_hla_comparison(totals, ctx, catalogs=hla_catalogs or {})
-        return QUALITY_GROUPS[group](totals, ctx)
+        return getattr(qa, QUALITY_GROUPS[group])(totals, ctx)
 
     return run_stage(f"quality-{group}", run_group, outputs=_files(output_dir))
 
 
-@task(name="quality-summary", cache_policy=FILE_STAGE)
+@stage_task(name="quality-summary")
 def quality_summary_task(totals: list[TotalProduct], output_dir: Path, refcat_path: Path | None,
                          groups: list[StageResult], alignment: list[StageResult],
                          visit: str, stage_timings: dict | None = None,
                          timestamp=None) -> StageResult:
     """``<visit>_svm_quality.json``: pass/fail per check, alignment figures, stage costs."""
+    import hapcore.quality.stage as qa
+
     def summarise():
         ctx = qa.make_quality_context(totals, output_dir=output_dir, refcat=refcat_path,
                                       timestamp=timestamp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,41 @@ def test_three_visits_one_broken(tmp_path):
                for line in table.splitlines())
 
 
+def test_direct_fanout_three_visits_one_broken(tmp_path):
+    """The direct engine: worker processes, no Prefect; the same outcomes and summary."""
+    pollers = [simulate_visit(tmp_path / f"v{seed}", seed=seed, subarray=256).poller
+               for seed in (23, 24)]
+    pollers.append(_broken_poller(tmp_path / "broken"))
+    out = tmp_path / "out"
+
+    state, outcomes = run_fanout(pollers, out, workers=2, engine="direct",
+                                 visit_options=VisitOptions(output_dir=out))
+
+    assert state.is_failed() and not state.is_completed(), state
+    assert [o.visit for o in outcomes] == [p.stem for p in pollers]
+    for done in outcomes[:2]:
+        assert done.state == "Completed" and done.n_products > 0 and done.wall_s > 0
+        assert set(done.stage_states.values()) == {"Completed"}
+        log = (out / done.visit / f"{done.visit}.log").read_text()
+        assert "task align-uvis: Completed" in log and "Flow run" not in log
+        assert not (out / done.visit / ".hapsvm.lock").exists()
+    broken = outcomes[2]
+    assert broken.state == "Failed" and broken.n_products == 0
+    assert "izzz01a0q_flc.fits" in broken.message and "not found" in broken.message
+    assert "not found" in (out / broken.visit / f"{broken.visit}.log").read_text()
+    assert "2/3 visit(s) completed, 1 failed" in format_summary(outcomes)
+
+    # the command, run again: every completed visit from its cache, exit 1 for the broken one
+    done = subprocess.run([sys.executable, "-m", "flows.fanout", "--engine", "direct",
+                           "-o", str(out), *map(str, pollers)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "2/3 visit(s) completed, 1 failed" in done.stdout
+    states = [ln for ln in (out / pollers[0].stem / f"{pollers[0].stem}.log").read_text()
+              .splitlines() if "stages: " in ln]
+    assert "Completed" not in states[-1] and "Cached" in states[-1]
+
+
 def test_sources_dir_list_and_missing(tmp_path):
     visits = tmp_path / "visits"
     visits.mkdir()
@@ -114,8 +150,6 @@ def test_dead_dask_address_fails_fast(tmp_path, capsys):
 
 
 def test_command_help_runs():
-    import subprocess
-
     done = subprocess.run([sys.executable, "-m", "flows.fanout", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "--dask-address" in done.stdout

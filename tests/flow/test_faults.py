@@ -225,10 +225,11 @@ def terminated(visit, reference, prefect_backend):
 @pytest.fixture(scope="module")
 def interrupted(visit, reference, prefect_backend):
     """A run stopped by Ctrl-C (SIGINT to its process group, workers included) while its
-    alignment's worker pool detects sources. As at a terminal without PREFECT_API_URL: on
+    alignment's worker pool detects sources. The Prefect engine without PREFECT_API_URL: on
     Prefect's temporary server, which must outlive the Ctrl-C to record the run's end."""
     sim, out = visit.sim, visit.base / "interrupted"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["HAPSVM_ENGINE"] = "prefect"         # without an API, auto would be the direct engine
     proc = _start(sim, out, env, "interrupted")
     try:
         _wait_for(lambda: _has_workers(proc.pid), proc, "the alignment's workers")
@@ -241,6 +242,26 @@ def interrupted(visit, reference, prefect_backend):
             os.killpg(proc.pid, signal.SIGKILL)
     return SimpleNamespace(out=out, proc=proc, code=code, stop_s=stop_s, servers=servers,
                            left=_group_left(proc.pid))
+
+
+@pytest.fixture(scope="module")
+def terminated_direct(visit, reference):
+    """The direct engine (no PREFECT_API_URL, ``auto``) stopped with SIGTERM while drizzling;
+    meanwhile the same command was run again into the same directory."""
+    sim, out = visit.sim, visit.base / "terminated-direct"
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "HAPSVM_ENGINE")}
+    proc = _start(sim, out, env, "terminated-direct")
+    try:
+        _wait_for(lambda: list(out.glob(".hapsvm-work/*/.drizzle-scratch-*"))
+                  and _has_workers(proc.pid), proc, "drizzling with workers")
+        second = subprocess.run(_command(sim, out), env=env, capture_output=True, text=True,
+                                timeout=120)
+        code, stop_s = _stop(proc, lambda: proc.send_signal(signal.SIGTERM))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return SimpleNamespace(out=out, proc=proc, code=code, stop_s=stop_s, second=second,
+                           left=_group_left(proc.pid), env=env)
 
 
 # -- a second run into a busy directory -----------------------------------------------------------
@@ -289,6 +310,28 @@ def test_rerun_after_sigterm_takes_over_a_killed_runs_lock_and_matches(terminate
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     _assert_resumed(out, reference, visit.sim.poller, cached=["align-uvis"])
+    assert _digests(visit.base / "visit") == visit.inputs
+
+
+# -- the direct engine: the same codes, the same clean stop and resume ----------------------------
+
+def test_direct_engine_stops_refuses_and_resumes_like_prefect(terminated_direct, reference,
+                                                              visit):
+    done = terminated_direct
+    assert done.second.returncode == 75, done.second.stderr[-3000:]
+    assert len(done.second.stderr.splitlines()) == 1
+    assert done.code == 143, _stderr(done.out, "terminated-direct")[-3000:]
+    assert done.stop_s < STOP_WITHIN_S
+    assert done.left == [], "worker processes outlived the run"
+    log = (done.out / (visit.sim.poller.stem + ".log")).read_text()
+    assert "stopped by SIGTERM" in log and "return value: 143" in log
+    assert "Flow run" not in log and "task align-uvis: Completed" in log   # no Prefect at all
+    _assert_clean_stop(done.out, reference, visit.sim.poller)
+
+    again = subprocess.run(_command(visit.sim, done.out), env=done.env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    _assert_resumed(done.out, reference, visit.sim.poller, cached=["align-uvis"])
     assert _digests(visit.base / "visit") == visit.inputs
 
 
