@@ -10,6 +10,11 @@ records the wall time, the CPU time of this process plus its reaped children
 every 0.1 s with psutil). The run itself is the ordinary ``runsinglehap`` (exit code included).
 The engine's own costs (with Prefect: its imports and the temporary local API) are reported as
 ``prefect+other`` = end-to-end minus the stages.
+
+RSS does not count the drizzle scratch kept on the tmpfs (``/dev/shm/hapsvm-drizzle-<pid>-*``)
+while no process maps it, and counts it once per process that does. So a second figure,
+``peak_tree_memory_tmpfs_once_mb``, sums over the tree the RSS less its shared-memory part
+(``RssShmem``) plus the scratch files' allocated size: the tmpfs counted exactly once.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class TreeRSS:
         self.proc = psutil.Process()
         self.peak = 0.0
         self.overall = 0.0
+        self.overall_tmpfs_once = 0.0
         self.period = period
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -40,15 +46,38 @@ class TreeRSS:
 
     def sample(self) -> float:
         total = 0
-        try:
-            procs = [self.proc, *self.proc.children(recursive=True)]
-        except psutil.Error:
-            procs = [self.proc]
-        for p in procs:
+        for p in self._procs():
             try:
                 total += p.memory_info().rss
             except psutil.Error:
                 pass
+        return total / 2**20
+
+    def _procs(self) -> list:
+        try:
+            return [self.proc, *self.proc.children(recursive=True)]
+        except psutil.Error:
+            return [self.proc]
+
+    def sample_tmpfs_once(self) -> float:
+        """Summed RSS without its shared-memory part, plus this tree's tmpfs scratch (MB)."""
+        total, pids = 0, []
+        for p in self._procs():
+            pids.append(p.pid)
+            try:
+                with open(f"/proc/{p.pid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+                total += (int(fields["VmRSS"].split()[0])
+                          - int(fields.get("RssShmem", "0 kB").split()[0])) * 1024
+            except (OSError, KeyError, ValueError):
+                pass
+        for pid in pids:
+            for folder in Path("/dev/shm").glob(f"hapsvm-drizzle-{pid}-*"):
+                for f in folder.rglob("*"):
+                    try:
+                        total += f.lstat().st_blocks * 512
+                    except OSError:
+                        pass
         return total / 2**20
 
     def _run(self):
@@ -56,6 +85,7 @@ class TreeRSS:
             v = self.sample()
             self.peak = max(self.peak, v)
             self.overall = max(self.overall, v)
+            self.overall_tmpfs_once = max(self.overall_tmpfs_once, self.sample_tmpfs_once())
             self._stop.wait(self.period)
 
     def reset(self):
@@ -86,7 +116,7 @@ def main(argv=None) -> int:
     original = svm.VisitRunner.__call__
 
     def recording(self, stage_task, *args, **kwargs):
-        label = kwargs.get("label", stage_task.name)
+        label = kwargs.get("label") or stage_task.name
         rss.reset()
         w0, c0 = time.perf_counter(), _cpu()
         try:
@@ -104,7 +134,8 @@ def main(argv=None) -> int:
     if out_json:
         out_json.write_text(json.dumps({
             "exit_code": code, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-            "peak_tree_rss_mb": round(rss.overall, 1), "stages": stages,
+            "peak_tree_rss_mb": round(rss.overall, 1),
+            "peak_tree_memory_tmpfs_once_mb": round(rss.overall_tmpfs_once, 1), "stages": stages,
             "prefect_and_other_s": round(wall - sum(s["wall_s"] for s in stages), 2),
         }, indent=1))
     return code

@@ -24,6 +24,9 @@ VISITS: dict[str, dict] = {
     "uvis_n1": dict(detector="wfc3/uvis", filters={"f606w": 1}, seed=901),
     "uvis_n2": dict(detector="wfc3/uvis", filters={"f606w": 2}, seed=901),
     "uvis_n8": dict(detector="wfc3/uvis", filters={"f606w": 8}, seed=901),
+    # issue #16's side-by-side visits: 3 x F555W UVIS and 3 x F160W IR (`run_benchmarks.py speed`)
+    "uvis3": dict(detector="wfc3/uvis", filters={"f555w": 3}, seed=905),
+    "ir3": dict(detector="wfc3/ir", filters={"f160w": 3}, seed=906),
 }
 COMMON = dict(exptime=500.0, dither="box4", pointing_error=(1.0, 0.05))
 

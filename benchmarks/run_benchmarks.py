@@ -5,6 +5,8 @@ Run from the repository root (venv active)::
 
     python benchmarks/run_benchmarks.py all                 # everything below, ~45 min on 2 cores
     python benchmarks/run_benchmarks.py visit uvis [--no-peer]   # one standard visit (+ drizzlepac)
+    python benchmarks/run_benchmarks.py speed [uvis3 uvis ir3] [--repeats 3]
+                                            # issue #16: side by side with drizzlepac, repeated
     python benchmarks/run_benchmarks.py scaling             # UVIS wall vs number of exposures
     python benchmarks/run_benchmarks.py fanout [256 1024]   # benchmarks/bench_prefect.py
     python benchmarks/run_benchmarks.py profile             # pyinstrument of the UVIS run
@@ -148,7 +150,9 @@ def run_hapsvm(name: str, work: Path, *, tag: str = "hapsvm", workers: int = 2) 
                        f"{info['poller']}",
             "exit_code": m["exit_code"], "wall_s": round(m["wall_s"], 2),
             "cpu_s": round(m["user_s"] + m["sys_s"], 2), "max_rss_mb": m["max_rss_mb"],
-            "peak_tree_rss_mb": m["peak_tree_rss_mb"], "stages": st.get("stages", []),
+            "peak_tree_rss_mb": m["peak_tree_rss_mb"],
+            "peak_tree_memory_tmpfs_once_mb": st.get("peak_tree_memory_tmpfs_once_mb"),
+            "stages": st.get("stages", []),
             "stage_groups": _stage_groups(st.get("stages", [])),
             "prefect_and_other_s": st.get("prefect_and_other_s"),
             "loadavg_before": load0, "loadavg_after": _load(), "products_dir": str(out),
@@ -216,6 +220,59 @@ def cmd_visit(name: str, work: Path, peer: bool = True, reuse_peer: bool = False
                 round(h["peak_tree_rss_mb"] / d["peak_tree_rss_mb"], 3)}
     _save(f"visit_{name}", result)
     return result
+
+
+#: issue #16's targets: hapsvm wall <= drizzlepac's / N and peak memory <= drizzlepac's x M
+SPEED_TARGETS = {"uvis3": (5.0, 0.5), "uvis": (5.0, 0.5), "ir3": (3.0, 1.0)}
+
+
+def cmd_speed(names: list[str], work: Path, repeats: int = 3) -> dict:
+    """Issue #16's side-by-side runs: drizzlepac and hapsvm back to back, ``repeats`` times per
+    visit, their order alternated (drizzlepac first on odd repeats), the load recorded around
+    each run; accuracy of both pipelines' products against the truth from the first repeat."""
+    import statistics
+
+    out = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "code_digest": code_digest(), "visits": {}}
+    for name in names or list(SPEED_TARGETS):
+        sim = simulate(name, work)
+        runs = []
+        for rep in range(repeats):
+            pair = {}
+            order = ("drizzlepac", "hapsvm") if rep % 2 == 0 else ("hapsvm", "drizzlepac")
+            for who in order:
+                pair[who] = run_peer(name, work) if who == "drizzlepac" else run_hapsvm(name, work)
+                if rep == 0 and pair[who].get("exit_code") == 0:
+                    pair[who]["accuracy"] = accuracy(name, work, pair[who]["products_dir"])
+            h, d = pair["hapsvm"], pair["drizzlepac"]
+            pair["ratios"] = {
+                "speedup_wall": round(d["wall_s"] / h["wall_s"], 2),
+                "cpu_ratio": round(d["cpu_s"] / h["cpu_s"], 2),
+                "peak_rss_hapsvm_over_drizzlepac": round(
+                    h["peak_tree_rss_mb"] / d["peak_tree_rss_mb"], 3),
+                "peak_tmpfs_once_hapsvm_over_drizzlepac": round(
+                    (h.get("peak_tree_memory_tmpfs_once_mb") or h["peak_tree_rss_mb"])
+                    / d["peak_tree_rss_mb"], 3)}
+            pair["order"] = list(order)
+            runs.append(pair)
+            print(json.dumps({"visit": name, "repeat": rep + 1, **pair["ratios"],
+                              "hapsvm_wall_s": h["wall_s"], "drizzlepac_wall_s": d["wall_s"]}),
+                  flush=True)
+        speed_target, memory_target = SPEED_TARGETS.get(name, (None, None))
+        summary = {k: statistics.median(r["ratios"][k] for r in runs) for k in runs[0]["ratios"]}
+        summary.update({
+            "min_speedup_wall": min(r["ratios"]["speedup_wall"] for r in runs),
+            "max_peak_rss_ratio": max(r["ratios"]["peak_rss_hapsvm_over_drizzlepac"] for r in runs),
+            "max_peak_tmpfs_once_ratio": max(r["ratios"]["peak_tmpfs_once_hapsvm_over_drizzlepac"]
+                                             for r in runs),
+            "target_speedup": speed_target, "target_memory_ratio": memory_target})
+        if speed_target:
+            summary["speed_target_met_every_repeat"] = summary["min_speedup_wall"] >= speed_target
+            summary["memory_target_met_every_repeat"] = (
+                summary["max_peak_tmpfs_once_ratio"] <= memory_target)
+        out["visits"][name] = {"simulate_kwargs": sim["kwargs"], "summary": summary, "runs": runs}
+        _save("speed_issue16", out)
+    return out
 
 
 def cmd_scaling(work: Path) -> dict:
@@ -520,7 +577,8 @@ def cmd_realism(presets: list[str], work: Path, *, subarray=None, peer=True, reu
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["all", "visit", "scaling", "fanout", "profile", "stages",
-                                         "table", "machine", "snapshot", "reaccuracy", "realism"])
+                                         "table", "machine", "snapshot", "reaccuracy", "realism",
+                                         "speed"])
     parser.add_argument("names", nargs="*")
     parser.add_argument("--work", type=Path, default=default_work())
     parser.add_argument("--no-peer", action="store_true")
@@ -534,6 +592,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=REALISM_SEED, help="realism: hapsim seed")
     parser.add_argument("--pointing-error", default=None, metavar="SHIFT,ROT",
                         help="realism: pointing error (arcsec,deg) instead of the preset's")
+    parser.add_argument("--repeats", type=int, default=3, help="speed: runs per visit")
     parser.add_argument("--score-only", action="store_true",
                         help="realism: re-score the products of the last run (nothing re-run)")
     args = parser.parse_args(argv)
@@ -560,6 +619,8 @@ def main(argv=None) -> int:
     elif args.what == "visit":
         for name in args.names or ["uvis", "ir", "wfc", "hrc"]:
             cmd_visit(name, work, peer=not args.no_peer, reuse_peer=args.reuse_peer)
+    elif args.what == "speed":   # names: visits (default uvis3 uvis ir3)
+        cmd_speed(args.names, work, repeats=args.repeats)
     elif args.what == "scaling":
         cmd_scaling(work)
     elif args.what == "fanout":   # names: subarray sizes (default 256; 1024 = bigger visits)

@@ -123,9 +123,9 @@ def output_space_error(exc: BaseException, output_dir: Path) -> OutputWriteError
 
 
 def remove_scratch(output_dir: Path) -> None:
-    """Delete the scratch of an interrupted run that only speeds up a resumed one (pixel maps,
-    partial drizzles, detections in ``.hapsvm-work``; the CR masks, outputs of cached tasks,
-    stay) and temporary files of unfinished writes."""
+    """Delete the scratch of an interrupted run (the catalog detection and any drizzle scratch
+    in ``.hapsvm-work``, links to a killed run's tmpfs scratch; the CR masks, outputs of cached
+    tasks, stay) and temporary files of unfinished writes."""
     from hapcore.drizzle.workspace import remove_work_files
 
     remove_work_files(output_dir)

@@ -1,13 +1,13 @@
 """Tasks of the drizzle stage: one per unit of work, each cached.
 
-* :func:`drizzle_filter_task` -- one filter product with its exposure products (its CR masks
-  and final partial drizzles are outputs the total product needs);
-* :func:`drizzle_total_task` -- the total product.
+* :func:`drizzle_filter_task` -- one filter product with its exposure products (its
+  compressed CR masks are outputs a re-made total product needs);
+* :func:`drizzle_total_task` -- the total product, combined from its filter products.
 
 Each task opens the detector's :class:`~hapcore.drizzle.workspace.DrizzleWorkspace` (its worker
-pool and scratch are the task's own, closed when it returns); what a later task needs persists
-under ``<output_dir>/.hapsvm-work/`` (pixel maps, CR masks, partials), so a killed run resumes
-with only the unfinished tasks.
+pool and its scratch -- per-chip partial drizzles and medians, on a tmpfs where there is room --
+are the task's own, deleted when it returns); only the CR masks persist, under
+``<output_dir>/.hapsvm-work/``, so a killed run resumes with only the unfinished tasks.
 """
 
 from __future__ import annotations
