@@ -1,7 +1,7 @@
 """The alignment stage of one detector, from input files to SVM copies and headerlets.
 
 This is the I/O edge around :mod:`hapcore.align.visit`: sources are detected in the original exposures
-(opened read-only, in worker processes), the reference catalog is read from a local file (any
+(opened read-only, in worker threads), the reference catalog is read from a local file (any
 problem is logged and the visit falls back to a relative-only solution), and every exposure gets
 its SVM copy ``<product_basename>_<flt|flc>.fits`` in the output directory carrying the new WCS
 as primary and the old one as an alternate, plus a headerlet ``<product_basename>_hlet.fits``
@@ -11,7 +11,7 @@ when a fit was applied. The originals are never written.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -34,37 +34,43 @@ from hapcore.align.refcat import (
     fetch_reference_catalog,
 )
 from hapcore.align.refcat_read import LocalCatalogProvider
-from hapcore.processes import stop_pool, worker_context
-from hapcore.wcs.records import write_headerlet, write_svm_copy
+from hapcore.wcs.records import write_svm_copy
 
 __all__ = ["detect_all_sources", "load_reference_catalog", "run_alignment", "exposure_record"]
 
 logger = logging.getLogger(f"hapsvm.{__name__}")
 
 
+def _map_in_threads(function, items: list, n_workers: int) -> list:
+    """``[function(item) for item in items]``, in ``n_workers`` threads when > 1 (same order).
+
+    Threads, not processes: the work (numpy, scipy.ndimage, file reads and writes) releases
+    the GIL, so two threads keep two cores busy without the start-up of worker interpreters
+    (about 1 s of CPU each to import astropy and scipy) nor second copies of the arrays.
+    """
+    if n_workers <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    pool = ThreadPoolExecutor(max_workers=min(n_workers, len(items)),
+                              thread_name_prefix="hapsvm-align")
+    try:
+        results = list(pool.map(function, items))
+    except BaseException:
+        # a failure or an interrupted run: the other items are of no use; the queued ones are
+        # cancelled, a running one ends with its item (reads, or an atomic write)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
+
+
 def detect_all_sources(paths: list[Path], *, settings, max_sources_per_chip: int,
                        n_workers: int = 2) -> list[ExposureCatalog]:
-    """Detect alignment sources of every exposure, in ``n_workers`` processes when > 1.
-
-    Worker processes are spawned (not forked) because the caller may run Prefect threads.
-    """
+    """Detect alignment sources of every exposure, in ``n_workers`` threads when > 1."""
     work = partial(detect_exposure_sources, fwhmpsf_arcsec=settings.fwhmpsf,
                    nsigma=settings.nsigma, threshold_scale=abs(settings.threshold)
                    if settings.threshold < 0 else 1.0, box_size=settings.box_size,
                    filter_size=settings.win_size, max_sources_per_chip=max_sources_per_chip)
-    if n_workers <= 1 or len(paths) <= 1:
-        return [work(p) for p in paths]
-    pool = ProcessPoolExecutor(max_workers=min(n_workers, len(paths)),
-                               mp_context=worker_context())
-    try:
-        catalogs = list(pool.map(work, paths))
-    except BaseException:
-        # a failed detection or an interrupted run: the other detections are of no use, and
-        # an interrupted run must stop now, not when they finish (they only read)
-        stop_pool(pool)
-        raise
-    pool.shutdown()
-    return catalogs
+    return _map_in_threads(work, list(paths), n_workers)
 
 
 def load_reference_catalog(refcat_path: Path | None, catalogs: list[ExposureCatalog], *,
@@ -132,6 +138,17 @@ def _exposure_alignment(edp: ExposureProduct, visit: VisitAlignment | None) -> E
                              headerlet_filename=edp.headerlet_filename, chips=chips, record=record)
 
 
+def _write_exposure(edp: ExposureProduct, visit: VisitAlignment | None,
+                    output_dir: Path) -> ExposureAlignment:
+    """The SVM copy of one exposure; with a solution also its headerlet, attached to the copy
+    in the same write."""
+    alignment = _exposure_alignment(edp, visit)
+    write_svm_copy(edp.input_path, output_dir / edp.full_filename, alignment,
+                   headerlet_path=(output_dir / edp.headerlet_filename) if alignment.chips
+                   else None)
+    return alignment
+
+
 def run_alignment(total: TotalProduct, *, output_dir: Path, params, refcat_path: Path | None = None,
                   n_workers: int = 2, online_cache_dir: Path | None = None) -> AlignmentResult:
     """Align the direct exposures of one detector and write every exposure's SVM copy.
@@ -146,7 +163,7 @@ def run_alignment(total: TotalProduct, *, output_dir: Path, params, refcat_path:
     refcat_path : Path, optional
         Local astrometric reference catalog; without one only a relative solution is possible.
     n_workers : int
-        Processes for source detection.
+        Threads for source detection and for writing the SVM copies.
     online_cache_dir : Path, optional
         Without ``refcat_path``: query Gaia DR3 online (extra ``online``), caching answers here.
     """
@@ -181,16 +198,10 @@ def run_alignment(total: TotalProduct, *, output_dir: Path, params, refcat_path:
                              catalogs_tried=[refcat.name] if refcat is not None else [],
                              summary=visit.reason)
     output_dir.mkdir(parents=True, exist_ok=True)
-    for edp in edps:
-        alignment = _exposure_alignment(edp, visit)
-        copy = write_svm_copy(edp.input_path, output_dir / edp.full_filename, alignment)
-        if alignment.chips:
-            write_headerlet(copy, output_dir / edp.headerlet_filename, alignment)
-        result.exposures.append(alignment)
-    for gdp in total.grism_edp_list:
-        alignment = _exposure_alignment(gdp, None)
-        write_svm_copy(gdp.input_path, output_dir / gdp.full_filename, alignment)
-        result.exposures.append(alignment)
+    # direct exposures with the visit's solution, grism/prism exposures as they came
+    jobs = [(edp, visit) for edp in edps] + [(gdp, None) for gdp in total.grism_edp_list]
+    result.exposures.extend(_map_in_threads(
+        lambda job: _write_exposure(*job, output_dir), jobs, n_workers))
     logger.info("%s: alignment %s (%s); %d SVM copies and their headerlets written",
                 total.product_basename,
                 {"SVM": f"a posteriori to {visit.catalog}", "REL": "relative only",

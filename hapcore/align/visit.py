@@ -121,6 +121,8 @@ def detect_exposure_sources(path: str | Path, *, fwhmpsf_arcsec: float, nsigma: 
                 skipped[extver] = "no celestial WCS"
                 continue
             if sci is not None:
+                # one conversion from the file's byte order, for the checks and the detection
+                sci = sci.astype(sci.dtype.newbyteorder("="), copy=False)
                 footprints.append(wcs.calc_footprint(axes=sci.shape[::-1], undistort=True))
             if sci is None or not np.any(np.isfinite(sci) & (sci != 0)):
                 skipped[extver] = "no data (all zero or NaN)"

@@ -6,9 +6,12 @@ file, and the returned objects stay valid after the file is closed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 
 import astropy
 from astropy.io import fits
@@ -16,11 +19,29 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 __all__ = [
     "open_readonly",
+    "fits_fixes_ignored",
     "sci_extensions",
     "chip_wcs",
     "read_chip_wcs",
     "software_versions",
 ]
+
+
+#: ``warnings.catch_warnings`` swaps the process-wide filter list: two threads inside it at once
+#: can leave a filter installed for good (the alignment reads and writes exposures in threads).
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def fits_fixes_ignored() -> Iterator[None]:
+    """Ignore astropy's ``FITSFixedWarning`` inside the block, one thread at a time.
+
+    HST headers trigger harmless "fixes" (MJDREF, DATE-OBS formats, RADESYS defaults). The
+    blocks are brief WCS constructions and evaluations; a lock makes them safe in threads.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        yield
 
 
 def open_readonly(path: str | os.PathLike) -> fits.HDUList:
@@ -47,9 +68,7 @@ def sci_extensions(hdul: fits.HDUList) -> dict[int, fits.ImageHDU]:
 
 def chip_wcs(header: fits.Header, hdul: fits.HDUList, *, key: str = " ") -> WCS:
     """The full WCS ``key`` of one extension header (SIP and lookup tables from ``hdul``)."""
-    with warnings.catch_warnings():
-        # HST headers trigger harmless "fixes" (MJDREF, DATE-OBS formats, RADESYS defaults).
-        warnings.simplefilter("ignore", FITSFixedWarning)
+    with fits_fixes_ignored():
         wcs = WCS(header, fobj=hdul, key=key)
     if wcs.pixel_shape is None and header.get("NAXIS", 0) == 2:
         wcs.pixel_shape = (header["NAXIS1"], header["NAXIS2"])

@@ -12,12 +12,13 @@ import logging
 import math
 import re
 import string
-import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
+
+from hapcore.wcs.files import fits_fixes_ignored
 
 __all__ = [
     "RESERVED_WCS_KEYS",
@@ -331,8 +332,7 @@ def footprint_s_region(wcs: WCS, shape: tuple[int, int]) -> str:
     """
     ny, nx = shape
     corners = np.array([[1, 1], [1, ny], [nx, ny], [nx, 1]], dtype=np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
+    with fits_fixes_ignored():
         sky = wcs.all_pix2world(corners, 1)
     sky = np.vstack([sky, sky[:1]])
     return "POLYGON ICRS " + " ".join(f"{float(ra)!r} {float(dec)!r}" for ra, dec in sky)

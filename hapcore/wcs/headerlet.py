@@ -34,7 +34,8 @@ from hapcore.wcs.header import make_card
 from hapcore.wcs.names import headerlet_name
 from hapcore.wcs.solution import solution_kind
 
-__all__ = ["build_headerlet", "write_headerlet", "attach_headerlet", "attached_hdrnames"]
+__all__ = ["build_headerlet", "write_headerlet", "write_headerlet_of", "attach_headerlet",
+           "attached_hdrnames", "next_hdrlet_extver", "hdrlet_extension_bytes"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -210,13 +211,27 @@ def write_headerlet(svm_copy_path: str | os.PathLike, headerlet_path: str | os.P
     copy_path = Path(svm_copy_path)
     target = Path(headerlet_path)
     with open_readonly(copy_path) as copy_hdul:
-        headerlet = build_headerlet(copy_hdul, alignment, copy_name=copy_path.name)
-        with atomic_output(target) as tmp:
-            headerlet.writeto(tmp, overwrite=True)
-    log.debug("wrote headerlet %s (%s)", target.name, headerlet[0].header["HDRNAME"])
+        write_headerlet_of(copy_hdul, target, alignment, copy_name=copy_path.name)
     if attach:
         attach_headerlet(copy_path, target)
     return target
+
+
+def write_headerlet_of(copy_hdul: fits.HDUList, headerlet_path: str | os.PathLike,
+                       alignment: ExposureAlignment, *, copy_name: str) -> bytes:
+    """Write the headerlet of an open SVM copy (see :func:`build_headerlet`); return its bytes.
+
+    The bytes are those of the file written, ready for :func:`hdrlet_extension_bytes`.
+    """
+    target = Path(headerlet_path)
+    headerlet = build_headerlet(copy_hdul, alignment, copy_name=copy_name)
+    stream = io.BytesIO()
+    headerlet.writeto(stream)
+    payload = stream.getvalue()
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(payload)
+    log.debug("wrote headerlet %s (%s)", target.name, headerlet[0].header["HDRNAME"])
+    return payload
 
 
 def attached_hdrnames(hdul: fits.HDUList) -> list[str]:
@@ -225,8 +240,19 @@ def attached_hdrnames(hdul: fits.HDUList) -> list[str]:
             if str(hdu.header.get("EXTNAME", hdu.header.get("XTENSION", ""))).strip() == "HDRLET"]
 
 
-def _hdrlet_extension_bytes(payload: bytes, extver: int) -> bytes:
-    """A complete HDRLET extension (header and padded data) wrapping a headerlet file's bytes."""
+def next_hdrlet_extver(hdul: fits.HDUList) -> int:
+    """EXTVER for one more HDRLET extension of an open file: one above the highest present."""
+    extvers = [int(hdu.header.get("EXTVER", 1)) for hdu in hdul[1:]
+               if str(hdu.header.get("EXTNAME", "")).strip() == "HDRLET"]
+    return max(extvers, default=0) + 1
+
+
+def hdrlet_extension_bytes(payload: bytes, extver: int) -> bytes:
+    """A complete HDRLET extension (header and padded data) wrapping a headerlet file's bytes.
+
+    A FITS file is a sequence of HDUs: appended to a file these bytes are its last extension
+    (astropy cannot build such a non-standard extension in memory).
+    """
     with fits.open(io.BytesIO(payload)) as headerlet:
         offsets = [headerlet.fileinfo(i)["hdrLoc"] for i in range(1, len(headerlet))]
         hl_primary = headerlet[0].header
@@ -269,9 +295,7 @@ def attach_headerlet(svm_copy_path: str | os.PathLike, headerlet_path: str | os.
         if hdrname in attached:
             log.debug("%s: headerlet %s already attached", copy_path.name, hdrname)
             return False
-        extvers = [int(hdu.header.get("EXTVER", 1)) for hdu in copy_hdul[1:]
-                   if str(hdu.header.get("EXTNAME", "")).strip() == "HDRLET"]
-        extension = _hdrlet_extension_bytes(payload, max(extvers, default=0) + 1)
+        extension = hdrlet_extension_bytes(payload, next_hdrlet_extver(copy_hdul))
         if "NEXTEND" in copy_hdul[0].header:
             copy_hdul[0].header["NEXTEND"] = len(copy_hdul)  # existing extensions + the new one
         had_checksum = any("CHECKSUM" in hdu.header for hdu in copy_hdul)

@@ -47,7 +47,14 @@ from hapcore.wcs.header import (
     write_fit_keywords,
     write_no_reference_keywords,
 )
-from hapcore.wcs.headerlet import attach_headerlet, write_headerlet
+from hapcore.wcs.headerlet import (
+    attach_headerlet,
+    attached_hdrnames,
+    hdrlet_extension_bytes,
+    next_hdrlet_extver,
+    write_headerlet,
+    write_headerlet_of,
+)
 from hapcore.wcs.names import (
     NO_CATALOG_TOKEN,
     headerlet_name,
@@ -115,7 +122,8 @@ def _apply_solution(header: fits.Header, chip: ChipWCS, alignment: ExposureAlign
 
 
 def write_svm_copy(input_path: str | os.PathLike, output_path: str | os.PathLike,
-                   alignment: ExposureAlignment, *, haplevel: int = 1) -> Path:
+                   alignment: ExposureAlignment, *, haplevel: int = 1,
+                   headerlet_path: str | os.PathLike | None = None) -> Path:
     """Write the SVM copy of an input exposure, with the alignment's WCS and header records.
 
     Parameters
@@ -129,6 +137,11 @@ def write_svm_copy(input_path: str | os.PathLike, output_path: str | os.PathLike
         The chips' solution and its record; see :func:`solution_kind` for what is written when.
     haplevel : int, optional
         Value of HAPLEVEL.
+    headerlet_path : path-like, optional
+        Also write the headerlet of the solution there and attach it to the copy: the same files
+        as :func:`~hapcore.wcs.headerlet.write_headerlet` on the finished copy, without reading
+        the copy back and writing it a second time. Only for a solution that replaces the WCS
+        (``fit``/``relative``).
 
     Returns
     -------
@@ -159,6 +172,8 @@ def write_svm_copy(input_path: str | os.PathLike, output_path: str | os.PathLike
             raise ValueError(f"{source.name} has no SCI extension")
         chips = (_chips_by_extver(alignment.chips, set(sci), source)
                  if kind in ("fit", "relative") else {})
+        if headerlet_path is not None and not chips:
+            raise ValueError(f"{source.name}: no fitted solution to record in a headerlet ({kind})")
         if kind == "no_reference" and alignment.chips:
             log.info("%s: SVM record without a catalog; the input WCS is kept", source.name)
 
@@ -180,8 +195,26 @@ def write_svm_copy(input_path: str | os.PathLike, output_path: str | os.PathLike
             shape = (hdu.header["NAXIS2"], hdu.header["NAXIS1"])
             set_exact(hdu.header, "S_REGION", footprint_s_region(chip_wcs(hdu.header, hdul), shape))
 
+        attach_as = None
+        if headerlet_path is not None:
+            hdrname = str(sci[min(sci)].header.get("HDRNAME", "")).strip()
+            if hdrname in attached_hdrnames(hdul):
+                log.debug("%s: headerlet %s already attached", target.name, hdrname)
+            else:
+                attach_as = next_hdrlet_extver(hdul)
+                if "NEXTEND" in primary:
+                    primary["NEXTEND"] = len(hdul)  # existing extensions + the headerlet
+
         with atomic_output(target) as tmp:
             hdul.writeto(tmp, overwrite=True, output_verify="silentfix", checksum=had_checksum)
+            if headerlet_path is not None:
+                # built from the headers as written (after any output fix), like a reread copy
+                payload = write_headerlet_of(hdul, headerlet_path, alignment,
+                                             copy_name=target.name)
+                if attach_as is not None:
+                    with open(tmp, "ab") as stream:
+                        stream.write(hdrlet_extension_bytes(payload, attach_as))
+                    log.debug("attached headerlet %s to %s", hdrname, target.name)
     log.debug("wrote SVM copy %s (%s)", target.name, kind)
     return target
 

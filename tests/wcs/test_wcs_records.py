@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -706,3 +707,40 @@ def test_read_chip_wcs(fitted_copy):
         assert wcs.sip is not None and wcs.cpdis1 is not None
         np.testing.assert_array_equal(wcs.wcs.crval, chip.crval)
         np.testing.assert_array_equal(wcs.wcs.cd, np.array(chip.cd))
+
+
+def _without_date(data: bytes) -> bytes:
+    """File bytes with the headerlet's creation time (DATE, to the second) blanked."""
+    return re.sub(rb"DATE    = '\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d'", b"DATE", data)
+
+
+def test_copy_written_with_its_headerlet_in_one_go(exposure):
+    """``write_svm_copy(headerlet_path=...)`` writes the files of write_svm_copy followed by
+    write_headerlet (copy, headerlet, attached HDRLET), byte for byte; an already attached
+    headerlet is not attached twice."""
+    path, out_dir = exposure
+    alignment = alignment_for(path, SVM_RECORD, fitted_chips(path))
+    two_step, one_go = out_dir / "two", out_dir / "one"
+    copy = write_svm_copy(path, two_step / COPY_NAME, alignment)
+    write_headerlet(copy, two_step / HLET_NAME, alignment)
+    write_svm_copy(path, one_go / COPY_NAME, alignment, headerlet_path=one_go / HLET_NAME)
+    for name in (COPY_NAME, HLET_NAME):
+        assert _without_date((one_go / name).read_bytes()) == \
+            _without_date((two_step / name).read_bytes())
+    # the copy of a copy: the same solution's headerlet is attached already
+    again = out_dir / "again"
+    write_svm_copy(one_go / COPY_NAME, again / COPY_NAME,
+                   alignment_for(one_go / COPY_NAME, SVM_RECORD, fitted_chips(path)),
+                   headerlet_path=again / HLET_NAME)
+    with fits.open(again / COPY_NAME) as hdul:
+        assert sum(hdu.name == "HDRLET" for hdu in hdul) == 2
+        assert hdul[0].header["NEXTEND"] == len(hdul) - 1
+    assert (again / HLET_NAME).is_file()
+
+
+def test_copy_with_headerlet_needs_a_solution(exposure):
+    path, out_dir = exposure
+    with pytest.raises(ValueError, match="no fitted solution"):
+        write_svm_copy(path, out_dir / COPY_NAME, alignment_for(path, None),
+                       headerlet_path=out_dir / HLET_NAME)
+    assert not (out_dir / COPY_NAME).exists() and not (out_dir / HLET_NAME).exists()
