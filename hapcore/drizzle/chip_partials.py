@@ -17,6 +17,7 @@ before the removal is an empty pixel (weight and data 0), as drizzle would leave
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from hapcore.drizzle.grid import OutputGrid, chip_plate_scale
-from hapcore.drizzle.inputs import ChipData, good_pixel_mask, read_chip
+from hapcore.drizzle.inputs import ChipData, _file_key, good_pixel_mask, read_chip
 from hapcore.drizzle.kernel import drizzle_chip, new_accumulator
 from hapcore.drizzle.pixmap import interpolated_pixmap
 from hapcore.drizzle.ragged import ChipPartial, RowRanges, footprint_ranges, save_flat
-from hapcore.drizzle.sparse import square_contributions
+from hapcore.drizzle.sparse import square_contributions, turbo_contributions
 
 __all__ = [
     "EMPTY_FRACTION",
     "MAX_CHANGED_FRACTION",
     "ChipInputs",
     "Settings",
+    "clear_chip_cache",
     "derive_chip_partial",
     "drizzle_chip_partial",
     "included_pixels",
@@ -48,6 +50,8 @@ log = logging.getLogger(f"hapsvm.{__name__}")
 EMPTY_FRACTION = 1e-6
 #: Above this fraction of a chip's pixels changed, drizzling the chip again is cheaper.
 MAX_CHANGED_FRACTION = 0.2
+#: Kernels whose contributions `hapcore.drizzle.sparse` computes for a few pixels.
+_SPARSE_KERNELS = ("square", "turbo")
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,8 @@ class Settings:
     def derivable_from(self, base: Settings) -> bool:
         """True when the pixels both include get the same contributions (then a partial of
         ``self`` follows from one of ``base`` by the pixels that differ)."""
-        return (self.kernel == base.kernel == "square" and self.pixfrac == base.pixfrac
+        return (self.kernel == base.kernel and self.kernel in _SPARSE_KERNELS
+                and self.pixfrac == base.pixfrac
                 and self.wht_type == base.wht_type
                 and (self.wht_type != "IVM" or self.sky == base.sky))
 
@@ -85,9 +90,54 @@ class ChipInputs:
     ranges: RowRanges
 
 
+#: Bytes of loaded chips (data and pixel map) a process keeps for the next `load_chip` of the
+#: same chip: a filter's chips are loaded three or four times (separate drizzle, each CR pass,
+#: exposure product), each costing a FITS read and a pixel map. Three full-frame WFC3/IR chips
+#: fit (~26 MB each); a WFC3/UVIS chip (~210 MB) does not, which keeps workers small.
+CHIP_CACHE_BYTES = 160 * 2**20
+_CHIP_CACHE: OrderedDict = OrderedDict()
+
+
+def clear_chip_cache() -> None:
+    """Forget the chips `load_chip` keeps (a workspace closing)."""
+    _CHIP_CACHE.clear()
+
+
+def _inputs_bytes(inputs: ChipInputs) -> int:
+    chip = inputs.chip
+    arrays = (chip.sci, chip.err, chip.dq, chip.finite, inputs.pixmap)
+    return sum(int(a.nbytes) for a in arrays if a is not None)
+
+
 def load_chip(path: Path, extver: int, chip_wcs, grid: OutputGrid, *,
               err: bool = False) -> ChipInputs | str:
-    """The chip ``path[SCI, extver]`` and its pixel map, or why it cannot be drizzled."""
+    """The chip ``path[SCI, extver]`` and its pixel map, or why it cannot be drizzled.
+
+    Small chips are kept for the next call on the same chip, file version and grid
+    (`CHIP_CACHE_BYTES`); their arrays are read-only.
+    """
+    try:
+        key = (_file_key(path), int(extver), grid.fingerprint, bool(err))
+    except (OSError, AttributeError):
+        key = None
+    if key is not None and key in _CHIP_CACHE:
+        _CHIP_CACHE.move_to_end(key)
+        return _CHIP_CACHE[key]
+    inputs = _load_chip(path, extver, chip_wcs, grid, err=err)
+    if key is not None and not isinstance(inputs, str) and \
+            _inputs_bytes(inputs) <= CHIP_CACHE_BYTES // 2:
+        for array in (inputs.chip.sci, inputs.chip.err, inputs.chip.dq, inputs.chip.finite,
+                      inputs.pixmap):
+            if array is not None:
+                array.flags.writeable = False
+        _CHIP_CACHE[key] = inputs
+        while sum(_inputs_bytes(v) for v in _CHIP_CACHE.values()) > CHIP_CACHE_BYTES:
+            _CHIP_CACHE.popitem(last=False)
+    return inputs
+
+
+def _load_chip(path: Path, extver: int, chip_wcs, grid: OutputGrid, *,
+               err: bool = False) -> ChipInputs | str:
     chip = read_chip(path, extver, err=err)
     if chip.is_empty:
         return "no valid pixels (all zero or NaN)"
@@ -235,8 +285,13 @@ def _contributions(inputs: ChipInputs, ranges: RowRanges, pixels: np.ndarray,
     ``pixels`` (a mask) of the chip."""
     ys, xs = np.nonzero(pixels)
     weight = pixel_weights(inputs.chip, settings.wht_type, settings.sky, ys, xs)
-    k, oy, ox, fraction = square_contributions(inputs.pixmap, ys, xs, pixfrac=pixfrac,
-                                               out_shape=grid_shape)
+    if settings.kernel == "turbo":
+        k, oy, ox, fraction = turbo_contributions(inputs.pixmap, ys, xs, pixfrac=pixfrac,
+                                                  pscale_ratio=inputs.ratio,
+                                                  out_shape=grid_shape)
+    else:
+        k, oy, ox, fraction = square_contributions(inputs.pixmap, ys, xs, pixfrac=pixfrac,
+                                                   out_shape=grid_shape)
     index = ranges.index(oy, ox)
     if (index < 0).any():
         raise ValueError("contribution outside the chip's footprint")

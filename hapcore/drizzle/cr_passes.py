@@ -112,17 +112,25 @@ def find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals: dict,
     first = _cr_pass(ws, fdp, edps, pars, partials, seps, tag="p1",
                      then={n: (seps[n] if two_pass else finals[n]) for n in names},
                      keep_weights=two_pass, persist=None if two_pass else persist,
-                     exposures=exposures, excess_fraction=_CR_EXCESS_FRACTION)
+                     exposures=exposures, excess_fraction=_CR_EXCESS_FRACTION,
+                     keep_blots=two_pass)
     last = first
     if two_pass:
         # the separate drizzles now leave out the first pass's cosmic rays
         seps2 = {n: _with_masks(seps[n], first["files"][n]) for n in names}
         then = {n: _with_masks(finals[n], first["files"][n]) for n in names}
-        last = _cr_pass(ws, fdp, edps, pars, first["partials"], seps2, tag="p2", then=then,
-                        keep_weights=False, persist=persist, exposures={},
-                        validity=first["valid"])
-        for valid in first["valid"]:
-            valid.remove()
+        try:
+            last = _cr_pass(ws, fdp, edps, pars, first["partials"], seps2, tag="p2", then=then,
+                            keep_weights=False, persist=persist, exposures={},
+                            validity=first["valid"], previous=first["blots"])
+        finally:
+            for valid in first["valid"]:
+                valid.remove()
+            median_file, stems = first["blots"]
+            median_file.unlink(missing_ok=True)
+            for stem in stems.values():
+                for file in stem.parent.glob(f"{stem.name}-blot*.npy"):
+                    file.unlink(missing_ok=True)
     for edp in edps:
         name = edp.full_filename
         counts = last["persisted"][name]
@@ -150,12 +158,19 @@ def _with_masks(settings: Settings, files: dict) -> Settings:
 
 def _cr_pass(ws, fdp, edps, pars, partials, seps, *, tag: str, then: dict, keep_weights: bool,
              persist: dict | None, exposures: dict, excess_fraction=None,
-             validity: list | None = None) -> dict:
+             validity: list | None = None, keep_blots: bool = False,
+             previous: tuple | None = None) -> dict:
     """One median / blot / driz_cr pass over the separate drizzles ``partials`` (made with
     ``seps``); each becomes ``then`` in place. Returns the jobs' results per exposure:
-    ``files`` (this pass's masks), ``partials``, ``valid`` and ``persisted``."""
+    ``files`` (this pass's masks), ``partials``, ``valid`` and ``persisted``.
+
+    ``keep_blots``: the median and the chips' blots are kept for the next pass (``blots``:
+    ``(median file, {exposure file: blot stem})``, deleted by the caller), which passes them
+    as ``previous`` and blots again only where its median differs (`blot_and_flag`)."""
     median_file, coverage_file = _median(ws, fdp, edps, pars, partials, tag=tag,
                                          validity=validity)
+    stems = {e.full_filename: ws.scratch / f"blot-{e.product_basename}-{tag}" for e in edps}
+    before, before_stems = previous if previous is not None else (None, {})
     jobs = [BlotCRJob(
         path=ws.svm_path(e), grid=ws.grid, sep=p, sep_settings=seps[e.full_filename],
         median_file=median_file, coverage_file=coverage_file, interp=pars.blot_interp,
@@ -164,17 +179,24 @@ def _cr_pass(ws, fdp, edps, pars, partials, seps, *, tag: str, then: dict, keep_
         mask_stem=ws.scratch / f"crmask-{e.product_basename}-{tag}",
         excess_fraction=excess_fraction, then=then[e.full_filename], keep_weights=keep_weights,
         persist=(persist or {}).get(e.full_filename, {}),
-        exposure=exposures.get(e.full_filename)) for e, p in zip(edps, partials)]
-    results = ws.map(blot_and_flag, jobs)
-    median_file.unlink(missing_ok=True)
-    coverage_file.unlink(missing_ok=True)
+        exposure=exposures.get(e.full_filename),
+        blot_stem=stems[e.full_filename] if keep_blots else None,
+        previous=(before, before_stems[e.full_filename])
+        if e.full_filename in before_stems else None) for e, p in zip(edps, partials)]
+    try:
+        results = ws.map(blot_and_flag, jobs)
+    finally:
+        if not keep_blots:
+            median_file.unlink(missing_ok=True)
+        coverage_file.unlink(missing_ok=True)
     for edp, result in zip(edps, results):
         if result["product"] is not None:
             ws.written[edp.full_filename] = result["product"]
     return {"files": {e.full_filename: r["files"] for e, r in zip(edps, results)},
             "partials": [r["partial"] for r in results],
             "valid": [r["valid"] for r in results],
-            "persisted": {e.full_filename: r["persisted"] for e, r in zip(edps, results)}}
+            "persisted": {e.full_filename: r["persisted"] for e, r in zip(edps, results)},
+            "blots": (median_file, stems) if keep_blots else None}
 
 
 def _covered_median(partial: ExposurePartial) -> float:

@@ -43,6 +43,15 @@ def _image_header(header: fits.Header, name: str, dtype, shape: tuple[int, ...])
     return out
 
 
+def _write_at(fd: int, array: np.ndarray, offset: int) -> None:
+    """Write a C-contiguous array's bytes at ``offset`` (no copy; short writes continued)."""
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    while view.nbytes:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
 def write_product_file(path: str | os.PathLike, shape: tuple[int, int], ctx_planes: int,
                        blocks: Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
                        *, primary_header: fits.Header, sci_header: fits.Header,
@@ -118,21 +127,17 @@ def write_product_file(path: str | os.PathLike, shape: tuple[int, int], ctx_plan
                 (p, ">i4", offsets[2] + k * plane) for k, p in enumerate(planes)]
             if not window:
                 for data, dtype, offset in images:
-                    os.pwrite(fd, np.ascontiguousarray(data, dtype).tobytes(),
-                              offset + 4 * nx * start)
+                    _write_at(fd, np.ascontiguousarray(data, dtype), offset + 4 * nx * start)
                 continue
             x0, x1 = window[0]
             for (data, dtype, offset), value in zip(images, [fill] + [0] * (len(images) - 1)):
                 if data.shape[-1] == nx:
                     data = data[:, x0:x1]
-                rows = np.ascontiguousarray(data, dtype)
-                edge = np.full(nx, value, dtype) if value != 0 else None
-                for r in range(stop - start):
-                    base = offset + 4 * nx * (start + r)
-                    if edge is not None:   # fill outside the window (zero is already there)
-                        os.pwrite(fd, edge[:x0].tobytes(), base)
-                        os.pwrite(fd, edge[x1:].tobytes(), base + 4 * x1)
-                    os.pwrite(fd, rows[r].tobytes(), base + 4 * x0)
+                # whole rows, one write per image and block (a write per row cost ~0.4 s per
+                # full-frame UVIS product in system calls)
+                rows = np.full((stop - start, nx), value, dtype)
+                rows[:, x0:x1] = data
+                _write_at(fd, rows, offset + 4 * nx * start)
         if fill != 0:
             line = np.full(nx, fill, ">f4").tobytes()
             for y in np.flatnonzero(~asked).tolist():

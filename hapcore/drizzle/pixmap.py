@@ -258,8 +258,12 @@ def interpolated_pixmap(chip_wcs: WCS, grid_wcs: WCS, *, shape: tuple[int, int] 
     # as RectBivariateSpline with s=0). Two BLAS products replace 2 x ny x nx spline calls.
     basis_y = CubicSpline(y_nodes, np.eye(len(y_nodes)))(y_all)
     basis_x = CubicSpline(x_nodes, np.eye(len(x_nodes)))(x_all)
+    # both axes in one product written straight into the map (x and y interleaved as the
+    # map's last axis): no map-sized temporaries, half the time of one product per axis
+    inner = np.empty((len(y_nodes), nx, 2))
     for axis, values in enumerate((gx, gy)):
-        pixmap[:, :, axis] = basis_y @ (values @ basis_x.T)
+        inner[:, :, axis] = values @ basis_x.T
+    np.matmul(basis_y, inner.reshape(len(y_nodes), 2 * nx), out=pixmap.reshape(ny, 2 * nx))
     if tables:
         _add_table_offsets(pixmap, chip_wcs, grid_wcs, tables)
     if invalid.any():

@@ -23,7 +23,7 @@ from hapcore.drizzle.headers import hdrtab, product_headers
 from hapcore.drizzle.inputs import exposure_keywords
 from hapcore.drizzle.jobs import load_mask
 from hapcore.drizzle.provenance import product_provenance
-from hapcore.drizzle.ragged import accumulate_rows, combine_exposures, coverage_bins
+from hapcore.drizzle.ragged import combine_exposures, coverage_bins, exposure_rows
 from hapcore.drizzle.sky import exposure_sky_levels
 from hapcore.drizzle.trailer import format_drizzle_trailer, write_drizzle_trailer
 
@@ -134,17 +134,17 @@ def _write_streamed(ws, product, edps, partial, pars, *, fill, level, skies, cr_
     count = [0]
 
     def blocks(start, stop):
-        # only the columns the chips reach in these rows are combined and written
+        # only the columns the chips reach in these rows are combined and written; the
+        # chips' rows are copied where one chip reaches (the weighted mean of one), averaged
+        # in float64 where two meet (`exposure_rows`), as `accumulate_rows` would
         x0, x1 = _columns(partial, start, stop, nx)
-        num = np.zeros((stop - start, nx))
-        den = np.zeros((stop - start, nx))
-        accumulate_rows(partial, start, stop, num, den, loaded=loaded)
-        num, den = num[:, x0:x1], den[:, x0:x1]
-        covered = den > 0
+        sci, wht = exposure_rows(partial, start, stop, nx, loaded=loaded)
+        sci, wht = sci[:, x0:x1], wht[:, x0:x1]
+        covered = wht > 0
         count[0] += int(np.count_nonzero(covered))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sci = np.where(covered, num / np.where(covered, den, 1.0), fill)
-        return sci, den, covered.astype(np.int32), (x0, x1)
+        if fill != 0:
+            sci = np.where(covered, sci, np.float32(fill))
+        return sci, wht, covered.astype(np.int32), (x0, x1)
 
     y0, y1 = partial.rows
     path = write_product_file(ws.output_dir / product.drizzle_filename, shape, 1, blocks,

@@ -37,7 +37,11 @@ import time
 from pathlib import Path
 
 from hapcore.drizzle.chip_partials import Settings
-from hapcore.drizzle.cr_passes import combine_static, find_cosmic_rays
+from hapcore.drizzle.cr_passes import (
+    combine_static,
+    find_cosmic_rays,
+    separate_settings,
+)
 from hapcore.drizzle.jobs import PartialJob, drizzle_partial
 from hapcore.drizzle.product_jobs import ExposureProductJob, exposure_product
 from hapcore.drizzle.products import (
@@ -79,8 +83,9 @@ def drizzle_exposure_product(edp, *, workspace: DrizzleWorkspace) -> Path:
 
 
 def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool):
-    """The filter product; returns ``(path, final partials, their settings)``. With
-    ``with_exposures`` the cosmic-ray pass also writes the exposure products it can."""
+    """The filter product; returns ``(path, final partials, their settings)`` (with the CR
+    masks the partials exclude). With ``with_exposures`` the cosmic-ray pass also writes the
+    exposure products that follow from the separate drizzles."""
     edps = list(fdp.edp_list)
     pars = fdp.parameters.drizzle
     t0 = time.perf_counter()
@@ -89,9 +94,18 @@ def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool):
     finals = {e.full_filename: final_settings(ws, e, pars, skies, use_cr=False) for e in edps}
     if do_cr:
         static_files = combine_static(ws, fdp, stats) if pars.static else {}
-        exposures = {e.full_filename: _exposure_job(e, ws) for e in edps} \
-            if with_exposures else {}
+        exposures = {}
+        for e in (edps if with_exposures else []):
+            # made by the first pass from the separate drizzle when they follow from it (same
+            # kernel); otherwise derived from the final partials afterwards (WFC3/IR: turbo
+            # separate drizzles, square final and exposure drizzles)
+            job = _exposure_job(e, ws)
+            if job.settings.derivable_from(separate_settings(e, pars, skies, static_files)):
+                exposures[e.full_filename] = job
         partials = find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals, exposures)
+        # the final partials exclude the cosmic rays: their settings say so (`find_cr_masks`)
+        finals = {e.full_filename: final_settings(ws, e, pars, skies, use_cr=True)
+                  for e in edps}
         lines = cr_lines(ws, edps, computed=True)
     else:
         why = "single exposure" if len(edps) < 2 else "CR steps disabled by its parameters"
@@ -123,8 +137,9 @@ def drizzle_filter_with_exposures(fdp, *, workspace: DrizzleWorkspace) -> list[P
     """A filter product and its exposure products: one unit of work, in spec order.
 
     With cosmic-ray rejection the exposure products are made by its first pass, from the
-    separate drizzles; otherwise they are derived from the filter's final partials (or
-    drizzled) in the workers while this process writes the filter product.
+    separate drizzles, when their kernel is the separate drizzle's; otherwise (and without
+    cosmic-ray rejection) they are derived from the filter's final partials (or drizzled) in
+    the workers while this process writes the filter product.
 
     Returns
     -------

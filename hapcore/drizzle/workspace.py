@@ -29,6 +29,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from hapcore.atomic import atomic_output
+from hapcore.drizzle.chip_partials import clear_chip_cache
 from hapcore.drizzle.grid import OutputGrid, build_detector_grid
 from hapcore.drizzle.inputs import sci_extvers
 from hapcore.drizzle.jobs import (
@@ -41,6 +42,7 @@ from hapcore.drizzle.pixmap import PixmapCache
 from hapcore.processes import stop_pool, worker_context
 
 __all__ = [
+    "INLINE_MAX_INPUT_PIXELS",
     "DrizzleWorkspace",
     "filter_cr_mask_files",
     "open_detector_workspace",
@@ -54,6 +56,12 @@ log = logging.getLogger(f"hapsvm.{__name__}")
 
 #: Seconds an unused worker pool is kept for the next workspace before its processes end.
 POOL_IDLE_SECONDS = 5.0
+
+#: A detector whose exposures hold at most this many chip pixels is drizzled in the calling
+#: process (`open_detector_workspace`): starting workers (~1.5 s of CPU each, their imports)
+#: costs more than they save. Three full-frame WFC3/IR exposures (3.1 Mpix), the drizzle stage
+#: of commit 62a2d9f at load 2.6: 1 worker 4.7 s CPU / 4.7 s wall, 2 workers 7.3 s / 7.3 s.
+INLINE_MAX_INPUT_PIXELS = 4_500_000
 
 
 class _ReusableWorkerPools:
@@ -309,6 +317,8 @@ class DrizzleWorkspace:
         if self._pool is not None:
             _WORKER_POOLS.release(self.n_workers)
             self._pool = None
+        # chips this process kept for its own drizzles (`load_chip`): not held into later stages
+        clear_chip_cache()
         shutil.rmtree(self.scratch, ignore_errors=True)
         if self._link is not None:
             self._link.unlink(missing_ok=True)
@@ -481,7 +491,7 @@ def open_detector_workspace(total, *, output_dir: str | os.PathLike, n_workers: 
     output_dir : path-like
         Holds the SVM copies; receives the products.
     n_workers : int, optional
-        Worker processes.
+        Worker processes (1 when the exposures are small: `INLINE_MAX_INPUT_PIXELS`).
     grid : OutputGrid, optional
         Default: `build_detector_grid` from the SVM copies.
 
@@ -493,12 +503,35 @@ def open_detector_workspace(total, *, output_dir: str | os.PathLike, n_workers: 
     grid = grid or build_detector_grid(total, output_dir)
     detector = str(getattr(total, "detector", "") or "detector").lower()
     work_dir = output_dir / ".hapsvm-work" / f"drizzle-{detector}-{grid.fingerprint}"
+    if n_workers > 1:
+        pixels = _input_pixels(total, output_dir)
+        if pixels is not None and pixels <= INLINE_MAX_INPUT_PIXELS:
+            log.debug("%s: %.1f Mpix of input chips: drizzled in this process", detector,
+                      pixels / 1e6)
+            n_workers = 1
     ws = DrizzleWorkspace(grid, output_dir=output_dir, n_workers=n_workers, work_dir=work_dir)
     if getattr(total, "parameters", None) is not None:
         pars = total.parameters.drizzle
         if pars.skysub:
             ws.sky_prefetch.append(pars)
     return ws
+
+
+def _input_pixels(total, output_dir: Path) -> int | None:
+    """Chip pixels of the detector's exposures (their SVM copies); None if one is unreadable."""
+    from hapcore.drizzle.inputs import chip_wcs_of
+
+    pixels = 0
+    for edp in getattr(total, "edp_list", []) or []:
+        try:
+            chips = chip_wcs_of(output_dir / edp.full_filename)
+        except (OSError, ValueError, KeyError):
+            return None
+        for chip in chips.values():
+            if chip.pixel_shape is None:
+                return None
+            pixels += int(chip.pixel_shape[0]) * int(chip.pixel_shape[1])
+    return pixels
 
 
 def filter_cr_mask_files(fdp, *, workspace: DrizzleWorkspace) -> list[Path]:

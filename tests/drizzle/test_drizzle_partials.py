@@ -41,7 +41,7 @@ from hapcore.drizzle.ragged import (
     exposure_rows,
     footprint_ranges,
 )
-from hapcore.drizzle.sparse import square_contributions
+from hapcore.drizzle.sparse import square_contributions, turbo_contributions
 from hapcore.drizzle.workspace import DrizzleWorkspace, scratch_parent
 
 OUT = (150, 160)
@@ -57,12 +57,12 @@ def _pixmap(ny=70, nx=90, angle=28.0, scale=1.02, seed=0):
     return np.ascontiguousarray(np.dstack([x, y]))
 
 
-def _drizzle(data, weight, pixmap, pixfrac=1.0, iscale=1.0):
-    acc = Drizzle(kernel="square", fillval=None, out_img=np.zeros(OUT, np.float32),
+def _drizzle(data, weight, pixmap, pixfrac=1.0, iscale=1.0, kernel="square", ratio=1.0):
+    acc = Drizzle(kernel=kernel, fillval=None, out_img=np.zeros(OUT, np.float32),
                   out_wht=np.zeros(OUT, np.float32), disable_ctx=True, exptime=1e-300)
     acc.add_image(data.astype(np.float32), exptime=1.0, pixmap=pixmap,
                   weight_map=weight.astype(np.float32), pixfrac=pixfrac, in_units="cps",
-                  iscale=iscale, pixel_scale_ratio=1.0)
+                  iscale=iscale, pixel_scale_ratio=ratio)
     return acc.out_img, acc.out_wht
 
 
@@ -76,6 +76,29 @@ def test_sparse_contributions_match_drizzle(pixfrac):
     sci, wht = _drizzle(data, np.where(chosen, 3.0, 0.0), pm, pixfrac)
     ys, xs = np.nonzero(chosen)
     k, oy, ox, fraction = square_contributions(pm, ys, xs, pixfrac=pixfrac, out_shape=OUT)
+    dow = (fraction * 3.0).astype(np.float32).astype(np.float64)
+    index = oy * OUT[1] + ox
+    den = np.bincount(index, dow, minlength=OUT[0] * OUT[1]).reshape(OUT)
+    num = np.bincount(index, dow * data[ys, xs][k], minlength=OUT[0] * OUT[1]).reshape(OUT)
+    covered = wht > 0
+    np.testing.assert_array_equal(covered, den > 0)
+    np.testing.assert_allclose(den[covered], wht[covered], rtol=2e-6)
+    np.testing.assert_allclose(num[covered] / den[covered], sci[covered], rtol=2e-6)
+
+
+@pytest.mark.parametrize(("pixfrac", "ratio"), [(1.0, 1.0), (0.8, 1.0), (1.0, 1.0 / 1.01),
+                                              (0.7, 1.13)])
+def test_sparse_turbo_contributions_match_drizzle(pixfrac, ratio):
+    rng = np.random.default_rng(3)
+    pm = _pixmap(angle=0.4)   # turbo: nearly aligned axes (any map is drizzled the same)
+    data = rng.normal(5.0, 1.0, pm.shape[:2]).astype(np.float32)
+    chosen = rng.random(pm.shape[:2]) < 0.2
+    chosen[0, :] = chosen[:, -1] = True
+    sci, wht = _drizzle(data, np.where(chosen, 3.0, 0.0), pm, pixfrac, kernel="turbo",
+                        ratio=ratio)
+    ys, xs = np.nonzero(chosen)
+    k, oy, ox, fraction = turbo_contributions(pm, ys, xs, pixfrac=pixfrac, pscale_ratio=ratio,
+                                              out_shape=OUT)
     dow = (fraction * 3.0).astype(np.float32).astype(np.float64)
     index = oy * OUT[1] + ox
     den = np.bincount(index, dow, minlength=OUT[0] * OUT[1]).reshape(OUT)
@@ -104,15 +127,16 @@ def _dense(partial: ChipPartial):
             partial.ranges.rows(np.asarray(wht), 0, OUT[0], OUT[1]))
 
 
-@pytest.mark.parametrize("in_place", [False, True])
-def test_derived_partial_matches_drizzled(tmp_path, in_place):
+@pytest.mark.parametrize(("in_place", "kernel"), [(False, "square"), (True, "square"),
+                                                  (True, "turbo")])
+def test_derived_partial_matches_drizzled(tmp_path, in_place, kernel):
     inputs, rng = _inputs()
     grid = SimpleNamespace(shape=OUT)
     cr = (inputs.chip.sci > 20) | (rng.random(inputs.chip.shape) < 0.01)
     static = rng.random(inputs.chip.shape) < 0.01
-    base = Settings("square", 1.0, 0, "EXP", 1.5, static_files={1: static})
-    targets = {"final": Settings("square", 1.0, 0, "EXP", 1.5, cr_files={1: (cr,)}),
-               "exposure": Settings("square", 1.0, 65535, "EXP", 0.0)}
+    base = Settings(kernel, 1.0, 0, "EXP", 1.5, static_files={1: static})
+    targets = {"final": Settings(kernel, 1.0, 0, "EXP", 1.5, cr_files={1: (cr,)}),
+               "exposure": Settings(kernel, 1.0, 65535, "EXP", 0.0)}
     for name, target in targets.items():
         made = drizzle_chip_partial(inputs, base, exposure="e", grid=grid,
                                     stem=tmp_path / f"base-{name}")
@@ -279,6 +303,38 @@ def test_driz_cr_evaluated_where_needed_is_driz_cr():
         expected = _reference_detect(sci, blot, sky=30.0, readnoise=3.0, snr=snr, scale=scale,
                                      valid=valid)
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("interp", ["poly5", "poly3", "linear"])
+def test_blot_updated_where_the_median_changed_is_drizzles_blot(tmp_path, interp):
+    """The second CR pass blots again only where its median differs from the first's (and
+    near the grid's edges): the same values as drizzle's blot of the whole chip."""
+    from hapcore.drizzle.product_jobs import _blot
+
+    rng = np.random.default_rng(5)
+    pm = _pixmap(ny=90, nx=110, angle=31.0, scale=1.2)
+    pm[..., 0] -= 8.0          # some chip pixels land near (and off) the grid's edge
+    first = rng.normal(10.0, 2.0, OUT).astype(np.float32)
+    second = first.copy()
+    ys, xs = rng.integers(0, OUT[0], 40), rng.integers(0, OUT[1], 40)
+    second[ys, xs] += rng.normal(0.0, 50.0, ys.size).astype(np.float32)
+    second[0, 5] += 30.0       # at the grid's edge
+    files = []
+    for name, image in (("m1", first), ("m2", second)):
+        files.append(tmp_path / f"{name}.npy")
+        np.save(files[-1], image)
+    inputs = ChipInputs(1, None, pm, 1.0 / 1.2, footprint_ranges(pm, OUT, margin=4))
+    job = SimpleNamespace(interp=interp, sinscl=1.0, previous=None, blot_stem=None)
+    whole_first = _blot(job, inputs, np.load(files[0], mmap_mode="r"))
+    np.save(tmp_path / "blot-p1-blot1.npy", whole_first)    # as `_flag` keeps it
+    reference = blot_image(second, pm, interp=interp, iscale=1.2**2, fillval=0.0)
+    np.testing.assert_array_equal(whole_first, blot_image(first, pm, interp=interp,
+                                                          iscale=1.2**2, fillval=0.0))
+    job = SimpleNamespace(interp=interp, sinscl=1.0, previous=(files[0], tmp_path / "blot-p1"),
+                          blot_stem=None)
+    updated = _blot(job, inputs, np.load(files[1], mmap_mode="r"))
+    assert not np.array_equal(updated, whole_first)
+    np.testing.assert_array_equal(updated, reference)
 
 
 def test_nearest_lookup_is_drizzles_nearest_blot():
