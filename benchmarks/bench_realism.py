@@ -37,7 +37,10 @@ anywhere on a galaxy's visible body (off-centre peaks, deblended fragments) are 
    ``chance_match_fraction``: the fraction of random positions of the same area that the rule
    matches to some truth source (how many spurious rows the rule forgives by coincidence).
 2. ``completeness_sn10``, per filter: truth stars in the filter's >= 2-exposure area with expected
-   aperture-2 S/N >= 10 in that filter; ``fraction`` = those with a TOTAL point-catalog row within
+   aperture-2 S/N >= 10 in that filter, except the "buried" ones (``n_buried_excluded``): stars
+   that do not saturate themselves but fall on a pixel flagged saturated (DQ 256: another
+   star's saturated core or bleed column) in all but at most one of the filter's exposures
+   covering them -- their light is not in the data (they are also left out of 3); ``fraction`` = those with a TOTAL point-catalog row within
    ``R`` (``fraction_good``: and with Flags < 5 in the filter catalog). ``any``: stars with S/N >= 10
    in at least one filter. Expected S/N (e-/s): ``S = F * EE2(F)`` with ``F`` the truth count rate and
    ``EE2`` as in 4; ``N^2 = S / t + sigma2^2 * W_ref / W``, where ``t`` is the summed exposure time of
@@ -229,6 +232,7 @@ class Exposure:
     exptime: float
     mid_mjd: float
     chips: list = field(default_factory=list)     # (astropy WCS, (ny, nx))
+    extvers: list = field(default_factory=list)   # the SCI extension version of each chip
 
 
 def _truth_chip_wcs(visit: Path, root: str, extver: int):
@@ -266,7 +270,34 @@ def load_exposures(visit: Path, summary: dict) -> list[Exposure]:
         for hdr in sorted((visit / "truth_wcs").glob(f"{root}_sci*.hdr")):
             extver = int(hdr.stem.rsplit("sci", 1)[1])
             exp.chips.append(_truth_chip_wcs(visit, root, extver))
+            exp.extvers.append(extver)
         out.append(exp)
+    return out
+
+
+def on_saturated_pixel(exposures: list[Exposure], ra, dec, bit: int = 256) -> np.ndarray:
+    """(n_exposures, n) boolean: position i falls on a pixel flagged saturated (DQ ``bit``) in
+    exposure k (nearest native pixel, true chip WCS)."""
+    ra, dec = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
+    out = np.zeros((len(exposures), ra.size), bool)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    for k, exp in enumerate(exposures):
+        with fits.open(exp.path, memmap=True) as hdul:
+            for (wcs, (ny, nx)), extver in zip(exp.chips, exp.extvers):
+                if ("DQ", extver) not in hdul or hdul["DQ", extver].data is None:
+                    continue
+                with np.errstate(all="ignore"):
+                    lx, ly = wcs.wcs_world2pix(ra, dec, 0)
+                cand = ok & (lx > -300) & (ly > -300) & (lx < nx + 300) & (ly < ny + 300)
+                if not cand.any():
+                    continue
+                with np.errstate(all="ignore"):
+                    x, y = wcs.all_world2pix(ra[cand], dec[cand], 0, quiet=True, maxiter=30)
+                ix, iy = np.rint(x).astype(int), np.rint(y).astype(int)
+                inside = (ix >= 0) & (iy >= 0) & (ix < nx) & (iy < ny)
+                dq = hdul["DQ", extver].data
+                idx = np.flatnonzero(cand)[inside]
+                out[k, idx] |= (np.asarray(dq[iy[inside], ix[inside]]).astype(np.int64) & bit) > 0
     return out
 
 
@@ -1042,12 +1073,21 @@ class Scorer:
                 out["ee_ap2"]["empirical"] = None
                 out["ee_ap2"]["note"] = "fewer than 3 bright isolated stars: no EE, no S/N"
         snr = snr_of(ee2)
-        self._snr[filt] = np.where(n_det >= 2, snr, np.nan)
+        # buried: a star (not saturating itself) on another star's saturated core or bleed
+        # column in all but at most one of its covering exposures -- its light is not in the
+        # data; such stars are left out of completeness and positions (counted apart)
+        exps = [e for e in self.exposures if e.filter == filt]
+        covered = coverage(exps, self.ra, self.dec, m_det)
+        n_clear = (covered & ~on_saturated_pixel(exps, self.ra, self.dec)).sum(axis=0)
+        buried = self.is_star & ~saturating & (n_det >= 2) & (n_clear < 2)
+        self._snr[filt] = np.where((n_det >= 2) & ~buried, snr, np.nan)
         self._n_det[filt] = n_det
 
         # 2. completeness (total point catalog rows within R)
-        want = self.is_star & (n_det >= 2) & (snr >= 10)
-        comp = {"n_stars": int(want.sum())}
+        want = self.is_star & (n_det >= 2) & (snr >= 10) & ~buried
+        comp = {"n_stars": int(want.sum()),
+                "n_buried_excluded": int((self.is_star & (n_det >= 2) & (snr >= 10)
+                                          & buried).sum())}
         if total_cat is not None and want.any():
             _, _, txy_c, tok = self.cat_xy(total_cat)
             d, _ = cKDTree(txy_c[tok]).query(self.txy[want], distance_upper_bound=self.R)

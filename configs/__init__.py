@@ -9,6 +9,9 @@ Layout
     Base values of the other three steps (ACS/WFC values).
 ``any/ci_ap_cor_table.txt``
     Concentration-index limits and aperture corrections per ``INSTR_DET_FILTER``.
+``any/encircled_energy.json``
+    Handbook encircled energies of the measured aperture correction
+    (:mod:`hapcore.catalogs.aperture_correction`).
 ``<instr>_<det>.json`` (acs_wfc, acs_hrc, acs_sbc, wfc3_uvis, wfc3_ir, wfpc2_pc)
     Per-detector overrides of the three step bases and one AstroDrizzle entry per condition.
 

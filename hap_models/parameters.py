@@ -526,6 +526,15 @@ class CatalogParameters(_StrictModel):
     psf_feature_nsigma: PositiveFloat | None = 3.0
     psf_feature_radius_arcsec: PositiveFloat = 3.0
     psf_feature_model_error: Annotated[float, Field(ge=0.0)] = 0.2
+    # Saturated stars (hapcore.catalogs.saturated_features): a point or segment row within
+    # saturated_feature_radius_arcsec of a saturated star whose aperture-2 light that star's
+    # halo/ring (azimuthal median) or spike (four-fold copies) light explains, within
+    # saturated_feature_nsigma sigma and saturated_feature_model_error of it, is a feature of
+    # the star (flag 32); so are the rows on its saturated pixels other than the star itself.
+    # None: only the rows on the saturated pixels.
+    saturated_feature_nsigma: PositiveFloat | None = 3.0
+    saturated_feature_radius_arcsec: PositiveFloat = 12.0
+    saturated_feature_model_error: Annotated[float, Field(ge=0.0)] = 0.3
     # Point-catalog errors (hapcore.catalogs.noise, photometry): the sky terms are scaled by the
     # product's empty-aperture variance factor (drizzled pixels share noise: pulls had a robust
     # spread of 1.6 without it), and flux_error_floor of the flux is added in quadrature (the
@@ -539,6 +548,14 @@ class CatalogParameters(_StrictModel):
     # independent catalog, 2% without); the IR/WFPC2 annulus outside aperture 2 already brings
     # their bias from +0.023 to +0.005 mag.
     annulus_light_correction: bool = False
+    # Aperture correction (hapcore.catalogs.aperture_correction), recorded in the filter
+    # catalogs' metadata only (MagAp2 stays uncorrected, as in drizzlepac): "measured" from the
+    # product's bright (aperture-2 S/N >= aperture_correction_min_snr) isolated stars, their
+    # curve of growth to 1" (IR 1.5") and the handbook encircled energy beyond; the CI table's
+    # value with fewer than aperture_correction_min_stars stars. "table": the CI table's value.
+    aperture_correction: Literal["measured", "table"] = "measured"
+    aperture_correction_min_stars: PositiveInt = 5
+    aperture_correction_min_snr: PositiveFloat = 50.0
     # Sharpness test (hapcore.catalogs.sharpness): a point source whose DAOStarFinder sharpness
     # is more than sharpness_nsigma robust sigma above the locus of the catalog's good point
     # sources (S/N 20-500, unsaturated) is a cosmic ray or hot pixel (flag 16). None: no test.

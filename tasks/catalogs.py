@@ -58,24 +58,44 @@ def detection_file(total: TotalProduct, output_dir: Path, phot_mode: str) -> Pat
             f"detection-{total.detector}-{file_digest(product)[:16]}-{settings.hexdigest()[:8]}.npz")
 
 
-def stored_detection(total: TotalProduct, output_dir: Path, phot_mode: str) -> SourceDetection:
+def stored_detection(total: TotalProduct, output_dir: Path, phot_mode: str, *,
+                     segment_catalog: bool = True, total_pixels: bool = True) -> SourceDetection:
     """The detection of ``total``: read from :func:`detection_file`, or -- when the file is gone
-    or unreadable -- detected again from the total product and stored for the next task."""
+    or unreadable -- detected again from the total product and stored for the next task.
+
+    ``segment_catalog=False``: a detection read from the file comes without the segments'
+    convolved image and detection catalog (see :func:`~hapcore.catalogs.detection.load_detection`;
+    the total catalogs do not use them). ``total_pixels=False``: its ``total_image`` is the
+    product's :class:`~hapcore.catalogs.image.ProductHeaders`, without the pixel arrays (the
+    filter measurements use the sources, not the total image: three full-frame arrays less).
+    """
     from hapcore.catalogs.detection import load_detection, load_total_detection, save_detection
-    from hapcore.catalogs.image import CatalogImage
+    from hapcore.catalogs.image import CatalogImage, ProductHeaders
 
     path = detection_file(total, output_dir, phot_mode)
+    product = Path(output_dir) / total.drizzle_filename
+    detection = None
     if path.is_file():
-        image = CatalogImage.from_fits(Path(output_dir) / total.drizzle_filename)
+        # without pixels kept, the exposure counts (CTX) are not needed either
+        image = CatalogImage.from_fits(product, context=total_pixels)
+        if not total_pixels:
+            # rebuilding the segment catalog reads the science array only: the weight and the
+            # exposure counts go before the convolution's temporaries
+            image.weight = image.nexp = None
         try:
-            return load_detection(path, image, total_parameters=total.parameters)
+            detection = load_detection(path, image, total_parameters=total.parameters,
+                                       segment_catalog=segment_catalog)
         except Exception as exc:  # a damaged scratch file is a miss, never an error
             logger.warning("%s unreadable (%s); detecting again", path.name, exc)
+        del image
     else:
         logger.info("%s: no stored detection (scratch removed); detecting again",
                     total.product_basename)
-    detection = load_total_detection(total, output_dir=output_dir, phot_mode=phot_mode)
-    save_detection(detection, path)
+    if detection is None:
+        detection = load_total_detection(total, output_dir=output_dir, phot_mode=phot_mode)
+        save_detection(detection, path)
+    if not total_pixels:
+        detection.total_image = ProductHeaders.from_fits(product)
     return detection
 
 
@@ -113,10 +133,11 @@ def measure_filter_catalogs_task(fdp: FilterProduct, total: TotalProduct, output
     from hapcore.catalogs.stage import measure_filter_product
 
     def measure():
-        detection = stored_detection(total, output_dir, phot_mode)
+        detection = stored_detection(total, output_dir, phot_mode, total_pixels=False)
         entry = measure_filter_product(fdp, detection, output_dir=output_dir)
         # the image arrays are re-read when needed; the cached result keeps the tables only
-        return {"point": entry.point, "segment": entry.segment, "timings": entry.timings}
+        return {"point": entry.point, "segment": entry.segment, "timings": entry.timings,
+                "aperture_correction": entry.aperture_correction}
 
     return run_stage("measure-filter-catalogs", measure, outputs=lambda payload: [])
 
@@ -130,7 +151,7 @@ def write_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageRe
     from hapcore.catalogs.stage import FilterCatalogs, write_detector_catalogs
 
     def write():
-        detection = stored_detection(total, output_dir, phot_mode)
+        detection = stored_detection(total, output_dir, phot_mode, segment_catalog=False)
         filters = []
         for fdp, result in zip(total.fdp_list, measured):
             # metadata and the CR-dominance test read the headers only: no pixels re-read
@@ -138,7 +159,8 @@ def write_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageRe
             payload = result.payload
             filters.append(FilterCatalogs(fdp.filters, image, fdp.parameters,
                                           point=payload["point"], segment=payload["segment"],
-                                          timings=payload["timings"]))
+                                          timings=payload["timings"],
+                                          aperture_correction=payload.get("aperture_correction")))
         return write_detector_catalogs(total, detection, filters, output_dir=output_dir,
                                        diagnostic_mode=diagnostic_mode)
 

@@ -62,7 +62,11 @@ def exposure_photometry(images, x, y, *, aperture_2, skyannulus, dskyannulus, sa
     error = np.full((n_images, x.size), np.nan)
     if x.size == 0:
         return flux, error
-    for k, image in enumerate(images):
+    # no enumerate: its reused (index, image) tuple kept the previous product alive while the
+    # next one was read (two full-frame products at once)
+    k = -1
+    for image in images:
+        k += 1
         table = measure_point_photometry(image, x, y, aperture_1=0.5 * aperture_2,
                                          aperture_2=aperture_2, skyannulus=skyannulus,
                                          dskyannulus=dskyannulus, salgorithm=salgorithm)
@@ -70,6 +74,7 @@ def exposure_photometry(images, x, y, *, aperture_2, skyannulus, dskyannulus, sa
                            min_weight_fraction=min_weight_fraction)
         flux[k] = np.where(covered, np.asarray(table["FluxAp2"], dtype=float), np.nan)
         error[k] = np.where(covered, np.asarray(table["FluxErrAp2"], dtype=float), np.nan)
+        del image, table    # before the next product is loaded
     return flux, error
 
 
@@ -87,9 +92,12 @@ def _covered(weight, x, y, *, radius, min_weight_fraction):
     inside = (ix - half >= 0) & (iy - half >= 0) & (ix + half < nx) & (iy + half < ny)
     covered = np.zeros(ix.shape, dtype=bool)
     offsets = np.arange(-half, half + 1)
-    for k in np.flatnonzero(inside):
-        box = weight[iy[k] + offsets[:, None], ix[k] + offsets[None, :]]
-        covered[k] = bool(np.all(box >= limit))
+    rows = np.flatnonzero(inside)
+    for start in range(0, rows.size, 10000):    # (sources, box) gathers of bounded size
+        k = rows[start:start + 10000]
+        box = weight[iy[k, None, None] + offsets[None, :, None],
+                     ix[k, None, None] + offsets[None, None, :]]
+        covered[k] = np.all(box >= limit, axis=(1, 2))
     return covered
 
 

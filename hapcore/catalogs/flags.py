@@ -116,6 +116,16 @@ def nexp_footprint(data):
     return ndimage.minimum_filter(dilated, size=31, mode="constant", cval=0).astype(bool)
 
 
+def _max_count(counts, footprint) -> float:
+    """Largest exposure count (0 outside ``footprint``), as a float; 0 for an empty image."""
+    if counts.size == 0:
+        return 0.0
+    if footprint is None:
+        return float(np.max(counts))
+    top = float(np.max(counts[footprint])) if footprint.any() else 0.0
+    return top if footprint.all() else max(top, 0.0)
+
+
 def nexp_flags(x, y, nexp, *, radius, detector="", footprint=None):
     """Flag 64 where the minimum exposure count within ``radius`` px is below the threshold.
 
@@ -135,10 +145,12 @@ def nexp_flags(x, y, nexp, *, radius, detector="", footprint=None):
     flags = np.zeros(x.shape, dtype=np.int64)
     if x.size == 0 or nexp is None:
         return flags
-    counts = np.asarray(nexp, dtype=float)
+    # the counts are read at the disk pixels only (a float64 copy of the image, masked by the
+    # footprint, was two full-frame temporaries)
+    counts = np.asarray(nexp)
     if footprint is not None:
-        counts = np.where(footprint, counts, 0.0)
-    threshold = nexp_threshold(float(counts.max()) if counts.size else 0.0, detector)
+        footprint = np.asarray(footprint, dtype=bool)
+    threshold = nexp_threshold(_max_count(counts, footprint), detector)
     r = int(np.floor(radius))
     dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
     disk = dx**2 + dy**2 <= radius**2
@@ -151,14 +163,18 @@ def nexp_flags(x, y, nexp, *, radius, detector="", footprint=None):
     rows = iy[:, None] + dy[None, :]
     inside = (cols >= 0) & (cols < nx) & (rows >= 0) & (rows < ny)
     values = np.zeros(cols.shape)
-    values[inside] = counts[rows[inside], cols[inside]]
+    rows, cols = rows[inside], cols[inside]
+    values[inside] = counts[rows, cols]
+    if footprint is not None:
+        values[inside] = np.where(footprint[rows, cols], values[inside], 0.0)
     low = values.min(axis=1) < threshold
     flags[low] = FLAG_LOW_COVERAGE
     return flags
 
 
 def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plate_scale,
-                 aperture_2, detector="", saturated_xy=None, nexp=None, data=None):
+                 aperture_2, detector="", saturated_xy=None, nexp=None, data=None,
+                 footprint=None):
     """Return the §6.7 flags of a filter catalog table (does not modify the table).
 
     Parameters
@@ -180,6 +196,9 @@ def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plat
         Exposure-count image; no coverage flags without it.
     data : 2-D ndarray, optional
         The filter image, for the coverage footprint.
+    footprint : 2-D bool ndarray, optional
+        ``nexp_footprint(data)`` when already computed (it is the same for every catalog of
+        a filter).
     """
     x = np.asarray(table[x_column], dtype=float)
     y = np.asarray(table[y_column], dtype=float)
@@ -189,7 +208,8 @@ def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plat
         flags |= saturation_flags(x, y, saturated_xy,
                                   radius=saturation_radius(aperture_2, plate_scale))
     if nexp is not None:
-        footprint = nexp_footprint(data) if data is not None else None
+        if footprint is None and data is not None:
+            footprint = nexp_footprint(data)
         flags |= nexp_flags(x, y, nexp, radius=aperture_2 / plate_scale, detector=detector,
                             footprint=footprint)
     counts = {bit: int(np.count_nonzero(flags & bit)) for bit in (1, 4, 8, 16, 64)}

@@ -20,9 +20,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import ndimage
 
-__all__ = ["aperture_variance_factor"]
+__all__ = ["aperture_variance_factor", "aperture_variance_factors"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -73,12 +72,58 @@ def aperture_variance_factor(data: np.ndarray, radius: float, *, valid: np.ndarr
     -------
     float
     """
+    return aperture_variance_factors(data, (radius,), valid=valid, sources_xy=sources_xy,
+                                     avoid_radius=avoid_radius, background=background,
+                                     n_apertures=n_apertures, seed=seed, limits=limits)[0]
+
+
+def _inside_eroded(valid: np.ndarray, cy: np.ndarray, cx: np.ndarray, iterations: int):
+    """``ndimage.binary_erosion(valid, iterations=iterations, border_value=0)[cy, cx]``,
+    evaluated at the given pixels only.
+
+    ``iterations`` erosions by the cross are one erosion by the diamond
+    ``|dy| + |dx| <= iterations``, and pixels beyond the border count as False.
+    """
+    ny, nx = valid.shape
+    dy, dx = np.mgrid[-iterations:iterations + 1, -iterations:iterations + 1]
+    diamond = np.abs(dy) + np.abs(dx) <= iterations
+    rows = cy[:, None] + dy[diamond][None, :]
+    cols = cx[:, None] + dx[diamond][None, :]
+    on_image = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+    values = np.zeros(rows.shape, dtype=bool)
+    values[on_image] = valid[rows[on_image], cols[on_image]]
+    return values.all(axis=1)
+
+
+def aperture_variance_factors(data: np.ndarray, radii, *, valid: np.ndarray, sources_xy=None,
+                              avoid_radius: float | None = None, background=None,
+                              n_apertures: int = 3000, seed: int = 0,
+                              limits: tuple[float, float] = (1.0, 4.0)) -> tuple[float, ...]:
+    """:func:`aperture_variance_factor` of several aperture radii on one image.
+
+    The same factors as one call per radius, with the full-frame work (the valid pixels, the
+    median background) done once; the erosion that keeps the apertures inside the valid
+    pixels is evaluated at the drawn centres only.
+
+    Returns
+    -------
+    tuple of float
+        One factor per radius.
+    """
     data = np.asarray(data)
     valid = np.asarray(valid, bool) & np.isfinite(data)
-    if valid.sum() < 1000:
-        return 1.0
+    if np.count_nonzero(valid) < 1000:
+        return tuple(1.0 for _ in radii)
     if background is None:
         background = float(np.median(data[valid][::7]))
+    return tuple(_variance_factor(data, radius, valid, sources_xy=sources_xy,
+                                  avoid_radius=avoid_radius, background=background,
+                                  n_apertures=n_apertures, seed=seed, limits=limits)
+                 for radius in radii)
+
+
+def _variance_factor(data, radius, valid, *, sources_xy, avoid_radius, background, n_apertures,
+                     seed, limits) -> float:
     r = int(np.ceil(radius))
     ny, nx = data.shape
     if ny <= 2 * r + 2 or nx <= 2 * r + 2:
@@ -86,8 +131,7 @@ def aperture_variance_factor(data: np.ndarray, radius: float, *, valid: np.ndarr
     rng = np.random.default_rng(seed)
     cy = rng.integers(r, ny - r, n_apertures)
     cx = rng.integers(r, nx - r, n_apertures)
-    inside = ndimage.binary_erosion(valid, iterations=r + 1, border_value=0)
-    free = inside[cy, cx]
+    free = _inside_eroded(valid, cy, cx, r + 1)
     if sources_xy is not None and len(sources_xy):
         from scipy.spatial import cKDTree
 

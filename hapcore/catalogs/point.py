@@ -25,7 +25,12 @@ from photutils.detection import DAOStarFinder
 from photutils.utils import NoDetectionsWarning
 
 from hap_models.catalogs import POINT_FILTER_COLUMNS
-from hapcore.catalogs.image import BackgroundModel, CatalogImage, WeightRegion
+from hapcore.catalogs.image import (
+    BackgroundModel,
+    CatalogImage,
+    WeightRegion,
+    subtract_background,
+)
 from hapcore.catalogs.photometry import compute_abmag, iraf_style_photometry
 
 __all__ = [
@@ -165,8 +170,8 @@ def detect_point_sources(image: CatalogImage, background: BackgroundModel,
     """
     if image.is_blank or not regions:
         return empty_point_sources()
-    detection = np.nan_to_num(image.data - background.background, nan=0.0)
-    detection = np.clip(detection, 0.0, None)
+    detection = subtract_background(image.data, background.background)
+    detection = np.clip(detection, 0.0, None, out=detection)
     tables = []
     for number, region in enumerate(regions, start=1):
         threshold = nsigma * region.rms
@@ -279,11 +284,10 @@ def measure_point_photometry(image: CatalogImage, x, y, *, ids=None, ra=None, de
         positions = np.column_stack([x, y])
         factors = (1.0, 1.0)
         if correlated_noise:
-            from hapcore.catalogs.noise import aperture_variance_factor
+            from hapcore.catalogs.noise import aperture_variance_factors
 
-            valid = image.weight > 0
-            factors = tuple(aperture_variance_factor(image.data, r, valid=valid,
-                                                     sources_xy=positions) for r in (r1, r2))
+            factors = aperture_variance_factors(image.data, (r1, r2), valid=image.weight > 0,
+                                                sources_xy=positions)
             log.debug("%s: correlated-noise variance factors %.3f (aperture 1), %.3f (aperture 2)",
                       image.filename or "image", *factors)
         phot = iraf_style_photometry([CircularAperture(positions, r1), CircularAperture(positions, r2)],

@@ -29,12 +29,13 @@ from hap_models.catalogs import (
     total_point_columns,
     total_segment_columns,
 )
-from hap_models.catalogs import FLAG_HOT_PIXEL, FLAG_SWARM
+from hap_models.catalogs import FLAG_FAINT, FLAG_HOT_PIXEL, FLAG_SATURATION, FLAG_SWARM
 from hapcore.catalogs.exposure_check import exposure_photometry, missing_in_exposure
 from hapcore.catalogs.filter_consistency import flag_single_filter_detections
 from hapcore.catalogs.annulus_light import annulus_ci_shift, correct_annulus_light
-from hapcore.catalogs.flags import flag_catalog
+from hapcore.catalogs.flags import flag_catalog, nexp_footprint
 from hapcore.catalogs.saturated_fragments import saturated_fragments
+from hapcore.catalogs.saturated_features import saturated_star_features, saturated_stars
 from hapcore.catalogs.detection import SourceDetection, catalog_background, detect_sources
 from hapcore.catalogs.image import CatalogImage
 from hapcore.catalogs.point import measure_point_photometry
@@ -58,7 +59,9 @@ log = logging.getLogger(f"hapsvm.{__name__}")
 @dataclass(eq=False)
 class FilterCatalogs:
     """Catalogs of one filter product (``image``: the product, or only its
-    :class:`~hapcore.catalogs.image.ProductHeaders` once measured)."""
+    :class:`~hapcore.catalogs.image.ProductHeaders` once measured; ``aperture_correction``:
+    the metadata of the aperture correction measured on the product, None to use the
+    CI table's value)."""
 
     name: str
     image: CatalogImage
@@ -66,6 +69,7 @@ class FilterCatalogs:
     point: Table | None = None
     segment: Table | None = None
     timings: dict = field(default_factory=dict)
+    aperture_correction: dict | None = None
 
 
 @dataclass(eq=False)
@@ -106,6 +110,14 @@ def _base_table(sources: Table, names) -> Table:
     return out
 
 
+def _exposure_product(path) -> CatalogImage:
+    """An exposure product for the cross-exposure check: science and weight only (the check
+    uses no exposure counts; the default ones, from the weight, were a full-frame array)."""
+    image = CatalogImage.from_fits(path, context=False)
+    image.nexp = None
+    return image
+
+
 def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
     """Set the cosmic-ray bit (16) of rows absent from a covering exposure product.
 
@@ -120,7 +132,7 @@ def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
         return counts
     x = np.concatenate([np.asarray(t[x_col], float) for _, (t, x_col, _) in used])
     y = np.concatenate([np.asarray(t[y_col], float) for _, (t, _, y_col) in used])
-    images = (CatalogImage.from_fits(i, context=False) if isinstance(i, (str, Path)) else i
+    images = (_exposure_product(i) if isinstance(i, (str, Path)) else i
               for i in exposure_images)
     flux, error = exposure_photometry(images, x, y, aperture_2=fcat.aperture_2,
                                       skyannulus=fcat.skyannulus_arcsec,
@@ -137,6 +149,54 @@ def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
         table["Flags"] = np.where(missing, flags | FLAG_HOT_PIXEL, flags)
         start = stop
     return counts
+
+
+def _flag_saturated_light(table, x_column, y_column, brightness_column, image, saturated_xy,
+                          fcat, background, cache=None) -> int:
+    """Flag 32 on the rows of ``table`` that are a saturated star's fragments (its plateau and
+    bleed columns, :mod:`hapcore.catalogs.saturated_fragments`) or features of its light (halo,
+    rings, spikes, :mod:`hapcore.catalogs.saturated_features`); returns how many."""
+    if table is None or not len(table) or saturated_xy is None or not len(saturated_xy):
+        return 0
+    x, y = np.asarray(table[x_column], float), np.asarray(table[y_column], float)
+    radius = fcat.aperture_2 / image.plate_scale
+    # the star is the row nearest its plateau's centre (the detection adds one there), not the
+    # brightest: a bleed column's end holds more light in its aperture than the clipped core
+    sx, sy, _, pixels = saturated_stars(saturated_xy, shape=image.shape)
+    brightness = np.asarray(table[brightness_column], float)
+    flagged = np.zeros(len(table), bool)
+    if sx.size:
+        with np.errstate(invalid="ignore"):
+            brightness = -np.min(np.hypot(x[:, None] - sx[None, :], y[:, None] - sy[None, :]),
+                                 axis=1)
+        # a row whose aperture touches saturated pixels away from every plateau centre lies on
+        # a plateau's edge or a bleed trail (a gap in the trail splits it from its star)
+        from scipy.spatial import cKDTree
+
+        good = np.isfinite(x) & np.isfinite(y)
+        touch, _ = cKDTree(pixels).query(np.column_stack([x[good], y[good]]),
+                                         distance_upper_bound=radius)
+        flagged[good] = np.isfinite(touch) & (-brightness[good] > radius)
+    flagged |= saturated_fragments(x, y, brightness, saturated_xy, shape=image.shape,
+                                   radius=radius)
+    if fcat.saturated_feature_nsigma is not None:
+        flagged |= saturated_star_features(
+            image.data, x, y, saturated_xy, aperture_radius=radius,
+            max_distance=fcat.saturated_feature_radius_arcsec / image.plate_scale,
+            background=background.background, background_rms=background.rms,
+            exptime=image.exptime, nsigma=fcat.saturated_feature_nsigma,
+            model_error=fcat.saturated_feature_model_error, cache=cache)
+    flags = np.asarray(table["Flags"], dtype=np.int64)
+    new_flags = np.where(flagged, flags | FLAG_SWARM, flags)
+    if sx.size:
+        # the star itself: its CI and aperture S/N come from clipped pixels and a sky annulus
+        # on its halo, so the faint (8) and cosmic-ray (16) flags would be false and trim it;
+        # it is flagged saturated (4)
+        star = ~flagged & (-brightness <= radius)
+        new_flags = np.where(star, (new_flags & ~(FLAG_FAINT | FLAG_HOT_PIXEL)) | FLAG_SATURATION,
+                             new_flags)
+    table["Flags"] = new_flags
+    return int((flagged & ((flags & FLAG_SWARM) == 0)).sum())
 
 
 def measure_filter_catalogs(detection: SourceDetection, name: str, image: CatalogImage, *,
@@ -174,9 +234,14 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     if image.is_blank:
         log.warning("filter image %s is blank; its measurements are missing", name)
     total_detector = detection.total_parameters.detector
+    nexp = image.nexp if nexp is None else nexp
+    # the coverage footprint of the low-coverage flag: the same for both catalogs
     common = dict(plate_scale=image.plate_scale, aperture_2=fcat.aperture_2,
                   detector=image.detector or total_detector, saturated_xy=saturated_xy,
-                  nexp=image.nexp if nexp is None else nexp, data=image.data)
+                  nexp=nexp, data=image.data,
+                  footprint=nexp_footprint(image.data) if nexp is not None else None)
+    fbackground = None
+    saturated_cache = {}      # the saturated stars' ring profiles, for points and segments
     points = detection.point_sources
     if points is not None:
         clock = time.perf_counter()
@@ -193,16 +258,19 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
             ci_shift += correct_annulus_light(entry.point, image, points, fcat,
                                               (ci.ci_lower_limit + ci_shift,
                                                ci.ci_upper_limit + ci_shift))
+        ci_limits = (ci.ci_lower_limit + ci_shift, ci.ci_upper_limit + ci_shift)
         entry.point["Flags"] = flag_catalog(entry.point, x_column="X-Center", y_column="Y-Center",
-                                            ci_lower=ci.ci_lower_limit + ci_shift,
-                                            ci_upper=ci.ci_upper_limit + ci_shift,
+                                            ci_lower=ci_limits[0], ci_upper=ci_limits[1],
                                             bthresh=ci.bthresh, **common)
-        # the fragments of a saturated star (plateau, bleed, first rings) are not sources
-        fragments = saturated_fragments(
-            entry.point["X-Center"], entry.point["Y-Center"], entry.point["FluxAp2"],
-            saturated_xy, shape=image.shape, radius=fcat.aperture_2 / image.plate_scale)
-        entry.point["Flags"] = np.where(fragments, np.asarray(entry.point["Flags"]) | FLAG_SWARM,
-                                        entry.point["Flags"])
+        # the fragments of a saturated star (plateau, bleed, first rings) and the features of
+        # its light (halo, rings, spikes) are not sources
+        if saturated_xy is not None and len(saturated_xy):
+            fbackground = fbackground or catalog_background(image, fcat)
+            n_saturated = _flag_saturated_light(entry.point, "X-Center", "Y-Center", "FluxAp2",
+                                                image, saturated_xy, fcat, fbackground,
+                                                saturated_cache)
+            log.debug("filter %s: %d point source(s) on saturated stars' light flagged 32",
+                      name, n_saturated)
         if detection.point_swarm is not None:
             entry.point["Flags"] = np.where(detection.point_swarm,
                                             np.asarray(entry.point["Flags"]) | FLAG_SWARM,
@@ -211,14 +279,23 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     seg = detection.segments
     if seg is not None:
         clock = time.perf_counter()
-        fbackground = catalog_background(image, fcat) if len(seg.sources) else detection.background
+        if not len(seg.sources):
+            fbackground = detection.background
+        fbackground = fbackground or catalog_background(image, fcat)
         entry.segment = measure_segments(image, fbackground, seg, params=fcat)
         ci = quality.ci_filter.segment
         entry.segment["Flags"] = flag_catalog(entry.segment, x_column="X-Centroid",
                                               y_column="Y-Centroid", ci_lower=ci.ci_lower_limit,
                                               ci_upper=ci.ci_upper_limit, bthresh=ci.bthresh,
                                               **common)
+        n_saturated = _flag_saturated_light(entry.segment, "X-Centroid", "Y-Centroid",
+                                            "FluxAp2", image, saturated_xy, fcat, fbackground,
+                                            saturated_cache)
+        if n_saturated:
+            log.debug("filter %s: %d segment(s) on saturated stars' light flagged 32", name,
+                      n_saturated)
         entry.timings["segment"] = time.perf_counter() - clock
+    del common  # its footprint is not needed by the exposure check
     clock = time.perf_counter()
     counts = _flag_missing_in_exposures([(entry.point, "X-Center", "Y-Center"),
                                          (entry.segment, "X-Centroid", "Y-Centroid")],
@@ -227,6 +304,11 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
         log.debug("filter %s: %d point and %d segment source(s) missing from a covering exposure "
                  "(cosmic-ray residuals) flagged 16", name, *counts)
     entry.timings["exposure_check"] = time.perf_counter() - clock
+    if entry.point is not None and fcat.aperture_correction == "measured" and not image.is_blank:
+        clock = time.perf_counter()
+        entry.aperture_correction = _measured_aperture_correction(entry.point, image, fcat,
+                                                                  ci_limits)
+        entry.timings["aperture_correction"] = time.perf_counter() - clock
     return entry
 
 
@@ -374,9 +456,11 @@ def build_catalogs(total_image: CatalogImage, filter_images, *, total_parameters
     -------
     CatalogSet
     """
-    detection = detect_sources(total_image, total_parameters=total_parameters,
-                               phot_mode=phot_mode, deblend_limits=deblend_limits)
     saturated_pixels = saturated_pixels or {}
+    saturated = [np.atleast_2d(v) for v in saturated_pixels.values() if v is not None and len(v)]
+    detection = detect_sources(total_image, total_parameters=total_parameters,
+                               phot_mode=phot_mode, deblend_limits=deblend_limits,
+                               saturated_xy=np.vstack(saturated) if saturated else None)
     filters = [measure_filter_catalogs(detection, name, image, parameters=filter_parameters[name],
                                        saturated_xy=saturated_pixels.get(name))
                for name, image in filter_images.items()]
@@ -399,6 +483,24 @@ def _aperture_correction_record(image) -> dict:
     if row is None:
         return {"Aperture correction (mag)": "not available in the CI/aperture-correction table"}
     return {"Aperture correction (mag)": float(row.ap_cor)}
+
+
+def _measured_aperture_correction(table, image, fcat, ci_limits) -> dict:
+    """Metadata of the aperture correction measured on the filter product's own stars
+    (:mod:`hapcore.catalogs.aperture_correction`; the CI table's value when too few)."""
+    from hapcore.catalogs.aperture_correction import measure_aperture_correction
+
+    table_value = _aperture_correction_record(image)["Aperture correction (mag)"]
+    filters = [f for f in image.filter_names if f and f.lower() not in ("", "clear", "n/a")]
+    result = measure_aperture_correction(
+        image.data, table, plate_scale=image.plate_scale, aperture_2=fcat.aperture_2,
+        instrument=image.instrument, detector=image.detector,
+        filter_name=filters[0] if filters else None, photplam=image.photplam,
+        valid=image.weight > 0, epadu=image.epadu,
+        table_value=table_value if isinstance(table_value, float) else None,
+        ci_limits=ci_limits, min_stars=fcat.aperture_correction_min_stars,
+        min_snr=fcat.aperture_correction_min_snr)
+    return result.metadata()
 
 
 def write_catalog_set(catalogs: CatalogSet, *, total_paths, filter_paths,
@@ -456,7 +558,8 @@ def write_catalog_set(catalogs: CatalogSet, *, total_paths, filter_paths,
                                     ci_lower=ci.ci_lower_limit, ci_upper=ci.ci_upper_limit,
                                     n_sources=0 if reason else len(table),
                                     is_big_island=catalogs.is_big_island,
-                                    extra=_aperture_correction_record(entry.image))
+                                    extra=entry.aperture_correction or
+                                    _aperture_correction_record(entry.image))
             written.append(write_catalog(table, filter_paths[entry.name][kind], columns=columns,
                                          metadata=meta, rejected_reason=reason))
     rows = {kind: (0 if catalogs.rejected.get(kind) else len(getattr(catalogs, attr)))

@@ -122,7 +122,8 @@ def catalog_metadata(image, *, kind, aperture_1, aperture_2, threshold_sigma, ci
         f"Aperture 2 radius: {r2:.3f} pixels = {aperture_2:.3f} arcsec",
         "CI = Concentration Index (CI) = MagAp1 - MagAp2.",
         "Magnitudes are not corrected for the light outside aperture 2; filter catalogs record "
-        "the table aperture correction as 'Aperture correction (mag)' (total = MagAp2 + it).",
+        "the aperture correction as 'Aperture correction (mag)' (total = MagAp2 + it; see "
+        "'Aperture-correction method').",
         f"Flag values: {flag_lines}.",
         f"CI limits: point-like if {ci_lower:.3f} <= CI <= {ci_upper:.3f}; below -> flag 16, "
         "above -> flag 1.",

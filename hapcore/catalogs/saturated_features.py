@@ -1,0 +1,448 @@
+"""Detections that are features of a saturated star's light: halo, rings, diffraction spikes.
+
+A star several magnitudes brighter than saturation lights up the image far beyond its clipped
+core: its halo and Airy rings stay above the detection threshold out to 1-2", its four
+diffraction spikes out to 5-10" on WFC3/UVIS. Both the star finder and the segmentation cut them
+into "sources" (issue #15: 65% of the total segment catalog's rows, nearly all point-catalog
+spurious rows at 0.4-0.75" from 11.6-15.8 mag stars). The PSF-stack tests
+(:mod:`hapcore.catalogs.psf_features`) do not see them: a saturated star has no usable flux
+to scale a PSF with, and its features reach farther than their radius.
+
+:func:`saturated_star_features` takes the stars from the saturated pixels themselves (the DQ
+saturation bit mapped onto the product, :mod:`hapcore.catalogs.saturation`): each connected
+group (after growing by ``grow`` pixels) is one star, centred on its plateau (the last erosion
+of its saturated pixels: the bleed columns, a few pixels wide, go first). A detection within
+``max_distance`` of such a star is one of its features when its aperture light is explained by
+the star's light at its position, measured on the image itself:
+
+* a ring or halo: the star's azimuthal median profile at the detection's distance (the median
+  of the pixels of a 1-pixel ring, robust against the spikes and the sources on the ring)
+  times the aperture area;
+* a spike: the median of the aperture light at the detection's position rotated by 90, 180 and
+  270 degrees about the star (the spikes are four-fold symmetric; the copies must agree);
+* a mirror image: the aperture light at the position rotated by 180 degrees alone (the far ends
+  of a spike pair, the two ends of a bleed trail).
+
+Explained means: that light holds more than ``nsigma`` times the noise, and the detection
+exceeds it by less than ``nsigma`` times the noise combined with ``model_error`` of it. A real
+source on the halo or a spike keeps its row as long as its own light stands out by that much.
+The three tests apply where the star's light is smooth (ring median >= :data:`RING_CONTRAST` x
+the ring's pixel scatter) or the sky clean (scatter <= :data:`CLEAN_SCATTER` x rms); in a
+crowded field (47 Tuc on ACS/HRC) the ring median is unresolved starlight and rotated positions
+land on stars, so there only spikes count whose copies stand out of the ring and agree within
+half the model error.
+
+Detections whose aperture touches the saturated pixels are not tested here: they are the star
+itself (the one nearest its plateau's centre; :func:`saturated_star_rows` adds one where
+DAOStarFinder found none) or its fragments
+(:func:`~hapcore.catalogs.saturated_fragments.saturated_fragments`).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from hapcore.catalogs.swarm import aperture_sums, value_at
+
+#: The ring / halo test applies where the ring's median is at least this many times the
+#: robust scatter of its pixels (the star's smooth light, not a crowded field's).
+RING_CONTRAST: float = 3.0
+#: The spike and mirror tests also apply where the ring's pixel scatter is at most this many
+#: times the background rms (a clean sky, where rotated positions do not land on stars).
+CLEAN_SCATTER: float = 1.75
+
+__all__ = ["RING_CONTRAST", "CLEAN_SCATTER", "saturated_stars", "saturated_star_rows",
+           "saturated_halo_model", "saturated_star_features"]
+
+log = logging.getLogger(f"hapsvm.{__name__}")
+
+
+def saturated_stars(saturated_xy, *, shape, grow: int = 3, min_pixels: int = 1):
+    """Saturated stars: connected groups of saturated product pixels.
+
+    Parameters
+    ----------
+    saturated_xy : (m, 2) array_like or None
+        0-based (x, y) product positions of saturated input pixels.
+    shape : tuple of int
+        Product shape.
+    grow : int, optional
+        Pixels are grown by this much before labelling (input pixels map to scattered
+        product pixels).
+    min_pixels : int, optional
+        Smallest number of saturated pixels of a star.
+
+    Returns
+    -------
+    x, y : ndarray
+        Centre of each star's plateau (:func:`_core_centre`).
+    npix : ndarray of int
+        Saturated pixels of each star.
+    pixels : (k, 2) ndarray
+        The distinct saturated product pixels (x, y), integer.
+    """
+    empty = (np.empty(0), np.empty(0), np.empty(0, int), np.empty((0, 2), int))
+    if saturated_xy is None:
+        return empty
+    sat = np.atleast_2d(np.asarray(saturated_xy, float))
+    if sat.size == 0:
+        return empty
+    sat = sat[np.all(np.isfinite(sat), axis=1)]
+    ny, nx = shape
+    ix = np.rint(sat[:, 0]).astype(int)
+    iy = np.rint(sat[:, 1]).astype(int)
+    keep = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    ix, iy = ix[keep], iy[keep]
+    if ix.size == 0:
+        return empty
+    x0, x1 = max(ix.min() - grow - 1, 0), min(ix.max() + grow + 2, nx)
+    y0, y1 = max(iy.min() - grow - 1, 0), min(iy.max() + grow + 2, ny)
+    mask = np.zeros((y1 - y0, x1 - x0), bool)
+    mask[iy - y0, ix - x0] = True
+    pixels = np.argwhere(mask)[:, ::-1] + [x0, y0]
+    labels, n = ndimage.label(ndimage.binary_dilation(mask, iterations=grow))
+    if n == 0:
+        return empty
+    which = labels[pixels[:, 1] - y0, pixels[:, 0] - x0]
+    npix = np.bincount(which, minlength=n + 1)[1:]
+    cx, cy = np.empty(n), np.empty(n)
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        cx[k - 1], cy[k - 1] = _core_centre(mask[box] & (labels[box] == k))
+        cx[k - 1] += box[1].start + x0
+        cy[k - 1] += box[0].start + y0
+    good = npix >= max(min_pixels, 1)
+    return cx[good], cy[good], npix[good], pixels
+
+
+def _core_centre(region: np.ndarray) -> tuple[float, float]:
+    """Centre (x, y) of a saturated star's plateau: the centroid of the last non-empty erosion
+    of its pixels (gaps closed first). The bleed columns are a few pixels wide and go first;
+    the mean of all saturated pixels followed the longer bleed (16 px off on WFC3/UVIS F606W
+    for a 12 mag star)."""
+    current = ndimage.binary_closing(region, iterations=2) | region
+    while True:
+        eroded = ndimage.binary_erosion(current)
+        if not eroded.any():
+            break
+        current = eroded
+    yy, xx = np.nonzero(current)
+    return float(xx.mean()), float(yy.mean())
+
+
+def saturated_star_rows(x, y, saturated_xy, *, shape, radius: float, grow: int = 3,
+                        min_pixels: int = 4):
+    """Plateau centres of the saturated stars that no detection lies near.
+
+    DAOStarFinder rejects a saturated star's flat, bled core (its sharpness and roundness are
+    not a star's), so the brightest stars of a field were missing from the point catalog and
+    the detections around them (the halo, the bleed ends) stood in for them (issue #15).
+
+    Parameters
+    ----------
+    x, y : array_like
+        0-based positions of the detections.
+    saturated_xy : (m, 2) array_like or None
+        0-based (x, y) product positions of saturated input pixels.
+    shape : tuple of int
+        Product shape.
+    radius : float
+        A star with a detection within this distance (pixels) of its centre is not added.
+    grow, min_pixels : int, optional
+        See :func:`saturated_stars` and :func:`saturated_star_features`.
+
+    Returns
+    -------
+    x, y : ndarray
+        Centres of the stars to add as detections.
+    """
+    sx, sy, _, _ = saturated_stars(saturated_xy, shape=shape, grow=grow, min_pixels=min_pixels)
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    good = np.isfinite(x) & np.isfinite(y)
+    if sx.size == 0 or not good.any():
+        return sx, sy
+    distance, _ = cKDTree(np.column_stack([x[good], y[good]])).query(np.column_stack([sx, sy]))
+    missing = distance > radius
+    return sx[missing], sy[missing]
+
+
+def saturated_halo_model(data: np.ndarray, saturated_xy, *, background=None, background_rms=0.0,
+                         max_radius: float, floor: float = 0.5, grow: int = 3,
+                         min_pixels: int = 4) -> np.ndarray | None:
+    """The round part of the saturated stars' light: each star's azimuthal median profile.
+
+    Detected as they are, a 12 mag star's halo on WFC3/UVIS was one segment holding 9% of the
+    image: the segmentation judged the image crowded and fell back to the compact
+    RickerWavelet kernel, which cut every galaxy of the visit to its core (segment fluxes
+    0.5-0.7 of the truth, issue #15). With this model added to the background the halo goes,
+    the spikes and bleed trails are left (they become segments flagged by
+    :func:`saturated_star_features`), and faint sources on the halo are still found.
+
+    Parameters
+    ----------
+    data : 2-D ndarray
+    saturated_xy : (m, 2) array_like or None
+        0-based (x, y) product positions of saturated input pixels.
+    background : 2-D ndarray or float, optional
+    background_rms : float or 2-D ndarray, optional
+    max_radius : float
+        Largest radius (pixels) of a profile.
+    floor : float, optional
+        A profile ends where it first drops below ``floor`` times the background rms.
+    grow, min_pixels : int, optional
+        See :func:`saturated_stars` and :func:`saturated_star_features`.
+
+    Returns
+    -------
+    2-D float32 ndarray or None
+        None when there is no saturated star.
+    """
+    sx, sy, npix, _ = saturated_stars(saturated_xy, shape=data.shape, grow=grow,
+                                      min_pixels=min_pixels)
+    if sx.size == 0:
+        return None
+    rms = float(np.nanmedian(background_rms)) if np.ndim(background_rms) else float(background_rms)
+    model = np.zeros(data.shape, np.float32)
+    radius_max = int(np.ceil(max_radius))
+    ny, nx = data.shape
+    # brightest first, each profile measured on the image minus the profiles before it
+    for s in np.argsort(npix)[::-1]:
+        cx, cy = sx[s], sy[s]
+        xa, xb = max(int(cx) - radius_max, 0), min(int(cx) + radius_max + 2, nx)
+        ya, yb = max(int(cy) - radius_max, 0), min(int(cy) + radius_max + 2, ny)
+        if background is not None and np.ndim(background):
+            local = np.asarray(background[ya:yb, xa:xb], float)
+        else:
+            local = 0.0 if background is None else float(background)
+        profile = _ring_profile(np.asarray(data[ya:yb, xa:xb], float) - model[ya:yb, xa:xb],
+                                local, cx - xa, cy - ya, radius_max)
+        # the core may be empty (its input pixels all saturated): the profile ends where it
+        # first drops below the floor outside its peak
+        peak = int(np.nanargmax(profile)) if np.isfinite(profile).any() else 0
+        below = np.flatnonzero(~(profile[peak:] > floor * rms))
+        end = peak + (int(below[0]) if below.size else profile.size - peak)
+        if end == 0:
+            continue
+        profile = np.where(np.arange(profile.size) < end, np.nan_to_num(profile), 0.0)
+        yy, xx = np.mgrid[ya:yb, xa:xb]
+        r = np.hypot(xx - cx, yy - cy)
+        model[ya:yb, xa:xb] += np.interp(r, np.arange(profile.size), profile,
+                                         right=0.0).astype(np.float32)
+    log.debug("saturated stars: halo model of %d star(s), %d pixels above %.2g rms", sx.size,
+              int(np.count_nonzero(model > floor * rms)), floor)
+    return model
+
+
+#: Rings of :func:`_ring_profile` use every pixel within this radius, sampled ones beyond.
+_FULL_RADIUS: float = 48.0
+_STRIDE: int = 3
+
+
+def _ring_profile(data, background, cx, cy, max_radius: int, *, scatter: bool = False):
+    """Median of ``data - background`` in 1-pixel rings about (cx, cy), radius 0..max_radius
+    (NaN where a ring has no finite pixel); with ``scatter``, also the rings' robust standard
+    deviation (1.4826 MAD) per pixel."""
+    ny, nx = data.shape
+    xa, xb = max(int(cx) - max_radius, 0), min(int(cx) + max_radius + 2, nx)
+    ya, yb = max(int(cy) - max_radius, 0), min(int(cy) + max_radius + 2, ny)
+    stamp = np.asarray(data[ya:yb, xa:xb], float)
+    # pixels no exposure covers are 0 (or NaN) in a drizzled product
+    uncovered = stamp == 0
+    if background is not None and np.ndim(background):
+        stamp = stamp - np.asarray(background[ya:yb, xa:xb], float)
+    elif background is not None:
+        stamp = stamp - float(background)
+    stamp[uncovered] = np.nan
+    yy, xx = np.mgrid[ya:yb, xa:xb]
+    distance = np.hypot(xx - cx, yy - cy)
+    radius = np.rint(distance).astype(int).ravel()
+    values = stamp.ravel()
+    # beyond _FULL_RADIUS every _STRIDE-th pixel in x and y: a ring there still has 30+ of
+    # them, and the profiles of a hundred saturated stars of a crowded field cost 1/9
+    sampled = (distance <= _FULL_RADIUS) | (((yy - ya) % _STRIDE == 0) & ((xx - xa) % _STRIDE == 0))
+    good = np.isfinite(values) & (radius <= max_radius) & sampled.ravel()
+    radius, values = radius[good], values[good]
+    profile = np.full(max_radius + 1, np.nan)
+    spread = np.full(max_radius + 1, np.nan)
+    if radius.size == 0:
+        return (profile, spread) if scatter else profile
+    counts = np.bincount(radius, minlength=max_radius + 1)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    has = counts > 0
+    lo = start[has] + (counts[has] - 1) // 2
+    hi = start[has] + counts[has] // 2
+
+    def ring_medians(v):
+        # one sort on radius + the rank-preserving fraction of v within [0, 1)
+        span = float(np.ptp(v)) if v.size else 0.0
+        key = radius + ((v - v.min()) / span * 0.999 if span > 0 else 0.0)
+        ordered = v[np.argsort(key, kind="stable")]
+        out = np.full(max_radius + 1, np.nan)
+        out[has] = 0.5 * (ordered[lo] + ordered[hi])
+        return out
+
+    profile = ring_medians(values)
+    if not scatter:
+        return profile
+    spread = 1.482602 * ring_medians(np.abs(values - profile[radius]))
+    return profile, spread
+
+
+def _profiles(data, background, sx, sy, radius_max: int):
+    """Ring medians and scatters of every star, one NaN-padded row each."""
+    profiles = np.full((sx.size, radius_max + 2), np.nan)
+    scatters = np.full((sx.size, radius_max + 2), np.nan)
+    for s in range(sx.size):
+        profiles[s, :-1], scatters[s, :-1] = _ring_profile(data, background, sx[s], sy[s],
+                                                           radius_max, scatter=True)
+    return profiles, scatters
+
+
+def saturated_star_features(data: np.ndarray, x, y, saturated_xy, *, aperture_radius: float,
+                            max_distance: float, background=None, background_rms=0.0,
+                            exptime: float = 0.0, nsigma: float = 3.0, model_error: float = 0.3,
+                            grow: int = 3, min_pixels: int = 4,
+                            cache: dict | None = None) -> np.ndarray:
+    """Detections explained by a saturated star's halo, rings or diffraction spikes.
+
+    Parameters
+    ----------
+    data : 2-D ndarray
+        The image (e-/s).
+    x, y : array_like
+        0-based positions of the detections.
+    saturated_xy : (m, 2) array_like or None
+        0-based (x, y) product positions of saturated input pixels.
+    aperture_radius : float
+        Radius (pixels) of the compared apertures.
+    max_distance : float
+        Detections farther than this (pixels) from every saturated star are not tested.
+    background : 2-D ndarray or float, optional
+    background_rms : float or 2-D ndarray, optional
+        Per-pixel background noise.
+    exptime : float, optional
+        Turns rates into counts for the Poisson noise of the star's light.
+    nsigma : float, optional
+    model_error : float, optional
+        Fractional error of the star's light at the detection (rings and spikes are not
+        perfectly round or four-fold, the aperture falls a little off a spike's ridge).
+    grow : int, optional
+        See :func:`saturated_stars`.
+    min_pixels : int, optional
+        Saturated stars with fewer saturated pixels are ignored (a cosmic ray or hot pixel).
+    cache : dict, optional
+        Holds the stars and their ring profiles between calls on the same image, background
+        and saturated pixels (e.g. its point and its segment catalog).
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    features = np.zeros(x.size, bool)
+    if x.size == 0:
+        return features
+    key = ("saturated_star_light", float(max_distance), grow, min_pixels)
+    if cache is not None and key in cache:
+        sx, sy, npix, pixels, profiles, scatters = cache[key]
+    else:
+        sx, sy, npix, pixels = saturated_stars(saturated_xy, shape=data.shape, grow=grow,
+                                               min_pixels=min_pixels)
+        profiles, scatters = _profiles(data, background, sx, sy, int(np.ceil(max_distance)))
+        if cache is not None:
+            cache[key] = (sx, sy, npix, pixels, profiles, scatters)
+    if sx.size == 0:
+        return features
+    good = np.isfinite(x) & np.isfinite(y)
+    # detections whose aperture touches the saturated pixels: fragments, not tested here
+    on_core = np.zeros(x.size, bool)
+    dist, _ = cKDTree(pixels).query(np.column_stack([x[good], y[good]]),
+                                    distance_upper_bound=aperture_radius)
+    on_core[good] = np.isfinite(dist)
+    own = aperture_sums(data, x, y, aperture_radius, background=background)
+    rms = value_at(background_rms, np.where(good, x, 0.0), np.where(good, y, 0.0), data.shape)
+    area = np.pi * aperture_radius ** 2
+    radius_max = int(np.ceil(max_distance))
+    # each detection is tested against the star whose ring light is highest where it lies
+    candidates = np.flatnonzero(good & ~on_core)
+    if candidates.size == 0:
+        return features
+    r = np.hypot(x[candidates, None] - sx[None, :], y[candidates, None] - sy[None, :])
+    inside = r <= max_distance
+    lo = np.clip(np.floor(r).astype(int), 0, radius_max)
+    frac = np.clip(r - lo, 0.0, 1.0)
+    star_index = np.arange(sx.size)[None, :]
+    light = profiles[star_index, lo] * (1 - frac) + profiles[star_index, lo + 1] * frac
+    light = np.where(inside & np.isfinite(light), light, -np.inf)
+    best = np.argmax(light, axis=1)
+    tested = np.isfinite(light[np.arange(candidates.size), best])
+    rows, which = candidates[tested], best[tested]
+    if rows.size == 0:
+        return features
+    r_row = r[tested, which]
+    ring = light[tested, which] * area
+    # the scatter of the ring's pixels: the noise, or the crowding (on a crowded field the ring
+    # median is the unresolved light and the detections on the ring are stars)
+    scatter = scatters[which, np.clip(np.rint(r_row).astype(int), 0, radius_max)]
+    pixel_noise = np.fmax(rms[rows], np.nan_to_num(scatter))
+    dx, dy = x[rows] - sx[which], y[rows] - sy[which]
+    rx = np.stack([sx[which] - dy, sx[which] - dx, sx[which] + dy], axis=1)
+    ry = np.stack([sy[which] + dx, sy[which] - dy, sy[which] - dx], axis=1)
+    copies = aperture_sums(data, rx.ravel(), ry.ravel(), aperture_radius,
+                           background=background).reshape(rx.shape)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spike = np.nanmedian(copies, axis=1)
+        spread = np.nanmax(copies, axis=1) - np.nanmin(copies, axis=1)
+    enough = np.sum(np.isfinite(copies), axis=1) >= 2
+    mine = own[rows]
+
+    def explained(reference, *, above=0.0, error=model_error):
+        """The reference light is significant (above ``above`` by nsigma) and the detection
+        exceeds it by less than the tolerance."""
+        reference = np.asarray(reference, float)
+        poisson = np.clip(np.nan_to_num(reference), 0.0, None) / exptime if exptime > 0 else 0.0
+        noise = np.sqrt(2.0 * (pixel_noise ** 2 * area + poisson))
+        tolerance = nsigma * np.hypot(noise, error * np.abs(reference))
+        with np.errstate(invalid="ignore"):
+            return (np.isfinite(reference) & np.isfinite(mine)
+                    & (reference - above > nsigma * noise) & (mine - reference < tolerance),
+                    tolerance)
+
+    # Where the star's light is smooth (the ring's median at least RING_CONTRAST times its
+    # pixel scatter) or the sky clean (scatter at most CLEAN_SCATTER times the rms) the ring,
+    # spike and mirror tests apply as they are. Elsewhere -- a crowded field, where the ring
+    # median is unresolved starlight and rotated positions land on other stars (47 Tuc on
+    # ACS/HRC: median 0.4-0.9 x the scatter, scatter 2-6 x the rms; a WFC3/UVIS halo: 5-10 x,
+    # and 1.1-1.6 x the rms out on the spikes) -- only spikes count, whose copies stand out of
+    # the ring and agree closely.
+    with np.errstate(invalid="ignore"):
+        smooth = ring / area >= RING_CONTRAST * scatter
+        clean = scatter <= CLEAN_SCATTER * rms[rows]
+    plain = smooth | clean
+    by_ring, _ = explained(ring)
+    by_ring &= smooth
+    # a spike's copies agree, as a star's four spikes do
+    by_spike, tolerance = explained(spike)
+    by_spike &= enough & (spread <= tolerance) & plain
+    strict, strict_tolerance = explained(spike, above=np.nan_to_num(ring),
+                                         error=0.5 * model_error)
+    by_spike |= strict & enough & (spread <= strict_tolerance) & ~plain
+    # point symmetry alone: the far ends of a spike pair (the two pairs are not always equally
+    # long) and the two ends of a bleed trail; the two must agree both ways
+    by_mirror, tolerance = explained(copies[:, 1])
+    by_mirror &= (np.abs(mine - copies[:, 1]) < tolerance) & plain
+    hit = by_ring | by_spike | by_mirror
+    features[rows[hit]] = True
+    log.debug("saturated stars: %d with >= %d saturated pixels; %d of %d detections within "
+              "%.0f px are their halo/ring (%d), spike (%d) or mirror-image (%d) features",
+              sx.size, min_pixels, int(features.sum()), rows.size, max_distance,
+              int(by_ring.sum()), int((by_spike & ~by_ring).sum()),
+              int((by_mirror & ~by_spike & ~by_ring).sum()))
+    return features
