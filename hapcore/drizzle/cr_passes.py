@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from hapcore.digests import remember_digests
 from hapcore.drizzle.chip_partials import Settings
 from hapcore.drizzle.cr import combine_images
 from hapcore.drizzle.inputs import sci_extvers
@@ -192,6 +193,7 @@ def _cr_pass(ws, fdp, edps, pars, partials, seps, *, tag: str, then: dict, keep_
     for edp, result in zip(edps, results):
         if result["product"] is not None:
             ws.written[edp.full_filename] = result["product"]
+            remember_digests(result["digests"])
     return {"files": {e.full_filename: r["files"] for e, r in zip(edps, results)},
             "partials": [r["partial"] for r in results],
             "valid": [r["valid"] for r in results],

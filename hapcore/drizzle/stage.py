@@ -36,6 +36,7 @@ import logging
 import time
 from pathlib import Path
 
+from hapcore.digests import remember_digests
 from hapcore.drizzle.chip_partials import Settings
 from hapcore.drizzle.cr_passes import (
     combine_static,
@@ -43,7 +44,11 @@ from hapcore.drizzle.cr_passes import (
     separate_settings,
 )
 from hapcore.drizzle.jobs import PartialJob, drizzle_partial
-from hapcore.drizzle.product_jobs import ExposureProductJob, exposure_product
+from hapcore.drizzle.product_jobs import (
+    ExposureProductJob,
+    exposure_product,
+    write_exposure_product,
+)
 from hapcore.drizzle.products import (
     WriteContext,
     cr_lines,
@@ -153,8 +158,9 @@ def drizzle_filter_with_exposures(fdp, *, workspace: DrizzleWorkspace) -> list[P
         missing = [(e, p) for e, p in zip(edps, partials) if e.full_filename not in ws.written]
         jobs = [_exposure_job(e, ws, base=p, base_settings=finals[e.full_filename])
                 for e, p in missing]
-        for (edp, _), made in zip(missing, ws.map(exposure_product, jobs)):
+        for (edp, _), (made, digests) in zip(missing, ws.map(write_exposure_product, jobs)):
             ws.written[edp.full_filename] = made
+            remember_digests(digests)
     finally:
         for partial in partials:
             partial.remove()

@@ -32,6 +32,7 @@ from hapcore.drizzle import (
     drizzle_filter_with_exposures,
     drizzle_total_product,
 )
+from hapcore.digests import file_version, memo_entries
 from hapcore.drizzle.jobs import load_mask
 from hapcore.drizzle.grid import build_detector_grid
 from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
@@ -103,13 +104,15 @@ def visit(tmp_path_factory):
                                                                              ext, grid))
                        for e in total.edp_list for ext in read_chip_wcs(out / e.full_filename)}
             scratch = ws.scratch
+        # taken now: a test of another module run in this process may clear the memo
+        digests = dict(memo_entries())
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old)
     after = {p: _sha(p) for p in inputs}
     return dict(sim=sim, total=total, out=out, grid=grid, paths=paths, cr_masks=cr_masks,
                 pixmaps=pixmaps, before=before, after=after, scratch=scratch,
-                messages=[r.getMessage() for r in records])
+                messages=[r.getMessage() for r in records], digests=digests)
 
 
 def _isolated_stars(sim, band, wcs, shape, *, min_rate, radius_px=20, edge=25):
@@ -172,6 +175,15 @@ def test_products_written_with_keywords(visit):
 def test_inputs_unchanged_and_scratch_removed(visit):
     assert visit["before"] == visit["after"]
     assert not visit["scratch"].exists()
+
+
+def test_exposure_product_digests_remembered(visit):
+    """The exposure products (CR pass in the workers; the single exposure's derived
+    afterwards) come with their SHA-256, remembered in this process for the task's output
+    digests, equal to the files' own."""
+    for edp in visit["total"].edp_list:
+        path = visit["paths"][edp.exposure_name]
+        assert visit["digests"].get(file_version(path)) == _sha(path), path.name
 
 
 def test_single_exposure_filter_logged(visit):
