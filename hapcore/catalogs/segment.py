@@ -302,7 +302,8 @@ def _deblend(convolved, segm, labels, *, npixels, nlevels, contrast, max_segment
 def detect_segments(image: CatalogImage, background: BackgroundModel, regions, *, params,
                     fwhm_pixels, max_deblend_segments=MAX_DEBLEND_SEGMENTS,
                     max_deblend_area=MAX_DEBLEND_AREA,
-                    deblend_time_budget=DEBLEND_TIME_BUDGET) -> SegmentationResult:
+                    deblend_time_budget=DEBLEND_TIME_BUDGET,
+                    merge_zones=None) -> SegmentationResult:
     """Segment the total image with the §6.4 decision sequence and deblend (bounded).
 
     Parameters
@@ -409,6 +410,8 @@ def detect_segments(image: CatalogImage, background: BackgroundModel, regions, *
     finite = np.isfinite(catalog.xcentroid) & np.isfinite(catalog.ycentroid)
     if not finite.all():
         segm.remove_labels(catalog.labels[~finite])
+    if merge_zones is not None:
+        _merge_in_zones(segm, catalog, finite, merge_zones)
     segm.relabel_consecutive()
     if segm.nlabels == 0:
         empty.notes.append("no segments")
@@ -426,6 +429,40 @@ def detect_segments(image: CatalogImage, background: BackgroundModel, regions, *
     sources["DEC"] = dec
     log.info("segmentation catalog: %d sources (nsigma %.2f)", len(sources), nsigma)
     return SegmentationResult(segm, sources, catalog, conv, kernel, nsigma, bkg)
+
+
+def _merge_in_zones(segm, catalog, finite, merge_zones) -> None:
+    """Merge the segments whose centroids fall in one zone of ``merge_zones`` into the
+    brightest of them (in place).
+
+    A saturated star's inner halo, minus its round model, leaves lumps (the clipped core, the
+    asymmetric first rings) that the deblender cut into 3-4 "sources" within 0.6" of the star
+    (issue #15); none is measurable apart from the star, so the star keeps one row.
+    """
+    from scipy import ndimage
+
+    zones, n_zones = ndimage.label(np.asarray(merge_zones, bool))
+    if n_zones == 0:
+        return
+    labels = np.asarray(catalog.labels)[finite]
+    x = np.rint(np.asarray(catalog.xcentroid)[finite]).astype(int)
+    y = np.rint(np.asarray(catalog.ycentroid)[finite]).astype(int)
+    ny, nx = zones.shape
+    inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny)
+    zone = np.zeros(labels.size, int)
+    zone[inside] = zones[y[inside], x[inside]]
+    flux = np.nan_to_num(np.asarray(catalog.segment_flux, float)[finite], nan=-np.inf)
+    merged = 0
+    for z in np.unique(zone[zone > 0]):
+        members = np.flatnonzero(zone == z)
+        if members.size < 2:
+            continue
+        keep = members[np.argmax(flux[members])]
+        segm.reassign_labels(labels[members[members != keep]], labels[keep])
+        merged += members.size - 1
+    if merged:
+        log.info("segmentation: %d segment(s) on saturated stars' inner halos merged into "
+                 "their stars", merged)
 
 
 def _sky(image, x, y):

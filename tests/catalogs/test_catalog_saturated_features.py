@@ -170,3 +170,23 @@ def test_stage_flags_features_and_keeps_the_star_with_flag_4_only():
                               _Background())
     assert n == 4
     assert table["Flags"].tolist() == [5, 37, 37, 33, 33, 0]
+
+
+def test_segments_in_one_inner_halo_are_merged_into_the_brightest():
+    """Issue #15: the lumps of a saturated star's inner halo are one row, not 3-4."""
+    from types import SimpleNamespace
+
+    from photutils.segmentation import SegmentationImage
+
+    from hapcore.catalogs.segment import _merge_in_zones
+
+    segm = SegmentationImage(np.array([[1, 0, 2, 0, 3],
+                                       [1, 0, 2, 0, 3]], dtype=np.int32))
+    catalog = SimpleNamespace(labels=np.array([1, 2, 3]), xcentroid=np.array([0.0, 2.0, 4.0]),
+                              ycentroid=np.array([0.5, 0.5, 0.5]),
+                              segment_flux=np.array([1.0, 9.0, 5.0]))
+    zones = np.zeros((2, 5), bool)
+    zones[:, :3] = True        # labels 1 and 2 lie on one inner halo, 3 outside
+    _merge_in_zones(segm, catalog, np.ones(3, bool), zones)
+    assert sorted(segm.labels) == [2, 3]
+    assert (segm.data[:, 0] == 2).all()
