@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ApertureCorrection", "EncircledEnergyTable", "encircled_energy_table",
+__all__ = ["ci_table_aperture_correction", "measured_aperture_correction", "ApertureCorrection", "EncircledEnergyTable", "encircled_energy_table",
            "measure_aperture_correction", "star_growth_ratios", "weighted_clipped_mean"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
@@ -427,3 +427,36 @@ def measure_aperture_correction(data, table, *, plate_scale, aperture_2, instrum
     return ApertureCorrection(float(value), error=total_error, n_stars=n_used,
                               radius_arcsec=ee_table.radius_arcsec, method="measured",
                               note=f"EE {ee_r:.3f}, configs/any/encircled_energy.json")
+
+
+def ci_table_aperture_correction(image) -> dict:
+    """The CI-table aperture correction of a filter product, recorded so users can apply it:
+    total magnitude = MagAp2 + ``Aperture correction (mag)`` (MagAp2 itself stays uncorrected,
+    as in drizzlepac's catalogs)."""
+    from hapcore.obset.parameters import lookup_ci_limits_from_table
+
+    filters = [f for f in image.filter_names if f and f.lower() not in ("", "clear", "n/a")]
+    row = None
+    for name in filters:
+        row = lookup_ci_limits_from_table(image.instrument, image.detector, name.lower())
+        if row is not None:
+            break
+    if row is None:
+        return {"Aperture correction (mag)": "not available in the CI/aperture-correction table"}
+    return {"Aperture correction (mag)": float(row.ap_cor)}
+
+
+def measured_aperture_correction(table, image, fcat, ci_limits) -> dict:
+    """Metadata of the aperture correction measured on the filter product's own stars
+    (:mod:`hapcore.catalogs.aperture_correction`; the CI table's value when too few)."""
+    table_value = ci_table_aperture_correction(image)["Aperture correction (mag)"]
+    filters = [f for f in image.filter_names if f and f.lower() not in ("", "clear", "n/a")]
+    result = measure_aperture_correction(
+        image.data, table, plate_scale=image.plate_scale, aperture_2=fcat.aperture_2,
+        instrument=image.instrument, detector=image.detector,
+        filter_name=filters[0] if filters else None, photplam=image.photplam,
+        valid=image.weight > 0, epadu=image.epadu,
+        table_value=table_value if isinstance(table_value, float) else None,
+        ci_limits=ci_limits, min_stars=fcat.aperture_correction_min_stars,
+        min_snr=fcat.aperture_correction_min_snr)
+    return result.metadata()

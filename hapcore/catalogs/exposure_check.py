@@ -20,10 +20,14 @@ fluxes are all at least the filter flux (the cosmic ray only adds flux in its ex
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["exposure_photometry", "missing_in_exposure"]
+from hap_models.catalogs import FLAG_HOT_PIXEL
+
+__all__ = ["exposure_photometry", "exposure_product", "flag_missing_in_exposures",
+           "missing_in_exposure"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -132,3 +136,46 @@ def missing_in_exposure(filter_flux, exposure_flux, exposure_error, *, nsigma=4.
     with np.errstate(invalid="ignore"):
         short = usable & (flux < f[None, :] - nsigma * err - tolerance * np.abs(f[None, :]))
     return (n_cover >= min_exposures) & np.isfinite(f) & (f > 0) & short.any(axis=0)
+
+
+def exposure_product(path):
+    """An exposure product for the cross-exposure check: science and weight only (the check
+    uses no exposure counts; the default ones, from the weight, were a full-frame array)."""
+    from hapcore.catalogs.image import CatalogImage
+
+    image = CatalogImage.from_fits(path, context=False)
+    image.nexp = None
+    return image
+
+
+def flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
+    """Set the cosmic-ray bit (16) of rows absent from a covering exposure product.
+
+    ``tables`` is a list of ``(table, x_column, y_column)`` (None tables skipped); the exposure
+    products (CatalogImage or paths, loaded one at a time) are measured once for all of them.
+    Returns the number of rows newly flagged per table (see
+    :mod:`hapcore.catalogs.exposure_check`).
+    """
+    counts = [0] * len(tables)
+    used = [(k, t) for k, t in enumerate(tables) if t[0] is not None and len(t[0])]
+    if fcat.exposure_check_nsigma is None or len(exposure_images) < 2 or not used:
+        return counts
+    x = np.concatenate([np.asarray(t[x_col], float) for _, (t, x_col, _) in used])
+    y = np.concatenate([np.asarray(t[y_col], float) for _, (t, _, y_col) in used])
+    images = (exposure_product(i) if isinstance(i, (str, Path)) else i
+              for i in exposure_images)
+    flux, error = exposure_photometry(images, x, y, aperture_2=fcat.aperture_2,
+                                      skyannulus=fcat.skyannulus_arcsec,
+                                      dskyannulus=fcat.dskyannulus_arcsec,
+                                      salgorithm=fcat.salgorithm, n_images=len(exposure_images))
+    start = 0
+    for k, (table, _, _) in used:
+        stop = start + len(table)
+        missing = missing_in_exposure(table["FluxAp2"], flux[:, start:stop],
+                                      error[:, start:stop], nsigma=fcat.exposure_check_nsigma,
+                                      tolerance=fcat.exposure_check_tolerance)
+        flags = np.asarray(table["Flags"], dtype=np.int64)
+        counts[k] = int((missing & ((flags & FLAG_HOT_PIXEL) == 0)).sum())
+        table["Flags"] = np.where(missing, flags | FLAG_HOT_PIXEL, flags)
+        start = stop
+    return counts

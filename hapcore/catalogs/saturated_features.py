@@ -47,6 +47,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from hap_models.catalogs import FLAG_FAINT, FLAG_HOT_PIXEL, FLAG_SATURATION, FLAG_SWARM
+from hapcore.catalogs.saturated_fragments import saturated_fragments
 from hapcore.catalogs.swarm import aperture_sums, value_at
 
 #: The ring / halo test applies where the ring's median is at least this many times the
@@ -56,7 +58,7 @@ RING_CONTRAST: float = 3.0
 #: times the background rms (a clean sky, where rotated positions do not land on stars).
 CLEAN_SCATTER: float = 1.75
 
-__all__ = ["RING_CONTRAST", "CLEAN_SCATTER", "saturated_stars", "saturated_star_rows",
+__all__ = ["flag_saturated_light", "RING_CONTRAST", "CLEAN_SCATTER", "saturated_stars", "saturated_star_rows",
            "saturated_halo_model", "saturated_star_features"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
@@ -446,3 +448,51 @@ def saturated_star_features(data: np.ndarray, x, y, saturated_xy, *, aperture_ra
               int(by_ring.sum()), int((by_spike & ~by_ring).sum()),
               int((by_mirror & ~by_spike & ~by_ring).sum()))
     return features
+
+
+def flag_saturated_light(table, x_column, y_column, brightness_column, image, saturated_xy,
+                          fcat, background, cache=None) -> int:
+    """Flag 32 on the rows of ``table`` that are a saturated star's fragments (its plateau and
+    bleed columns, :mod:`hapcore.catalogs.saturated_fragments`) or features of its light (halo,
+    rings, spikes, :mod:`hapcore.catalogs.saturated_features`); returns how many."""
+    if table is None or not len(table) or saturated_xy is None or not len(saturated_xy):
+        return 0
+    x, y = np.asarray(table[x_column], float), np.asarray(table[y_column], float)
+    radius = fcat.aperture_2 / image.plate_scale
+    # the star is the row nearest its plateau's centre (the detection adds one there), not the
+    # brightest: a bleed column's end holds more light in its aperture than the clipped core
+    sx, sy, _, pixels = saturated_stars(saturated_xy, shape=image.shape)
+    brightness = np.asarray(table[brightness_column], float)
+    flagged = np.zeros(len(table), bool)
+    if sx.size:
+        with np.errstate(invalid="ignore"):
+            brightness = -np.min(np.hypot(x[:, None] - sx[None, :], y[:, None] - sy[None, :]),
+                                 axis=1)
+        # a row whose aperture touches saturated pixels away from every plateau centre lies on
+        # a plateau's edge or a bleed trail (a gap in the trail splits it from its star)
+        from scipy.spatial import cKDTree
+
+        good = np.isfinite(x) & np.isfinite(y)
+        touch, _ = cKDTree(pixels).query(np.column_stack([x[good], y[good]]),
+                                         distance_upper_bound=radius)
+        flagged[good] = np.isfinite(touch) & (-brightness[good] > radius)
+    flagged |= saturated_fragments(x, y, brightness, saturated_xy, shape=image.shape,
+                                   radius=radius)
+    if fcat.saturated_feature_nsigma is not None:
+        flagged |= saturated_star_features(
+            image.data, x, y, saturated_xy, aperture_radius=radius,
+            max_distance=fcat.saturated_feature_radius_arcsec / image.plate_scale,
+            background=background.background, background_rms=background.rms,
+            exptime=image.exptime, nsigma=fcat.saturated_feature_nsigma,
+            model_error=fcat.saturated_feature_model_error, cache=cache)
+    flags = np.asarray(table["Flags"], dtype=np.int64)
+    new_flags = np.where(flagged, flags | FLAG_SWARM, flags)
+    if sx.size:
+        # the star itself: its CI and aperture S/N come from clipped pixels and a sky annulus
+        # on its halo, so the faint (8) and cosmic-ray (16) flags would be false and trim it;
+        # it is flagged saturated (4)
+        star = ~flagged & (-brightness <= radius)
+        new_flags = np.where(star, (new_flags & ~(FLAG_FAINT | FLAG_HOT_PIXEL)) | FLAG_SATURATION,
+                             new_flags)
+    table["Flags"] = new_flags
+    return int((flagged & ((flags & FLAG_SWARM) == 0)).sum())

@@ -29,13 +29,16 @@ from hap_models.catalogs import (
     total_point_columns,
     total_segment_columns,
 )
-from hap_models.catalogs import FLAG_FAINT, FLAG_HOT_PIXEL, FLAG_SATURATION, FLAG_SWARM
-from hapcore.catalogs.exposure_check import exposure_photometry, missing_in_exposure
+from hap_models.catalogs import FLAG_SWARM
+from hapcore.catalogs.aperture_correction import (
+    ci_table_aperture_correction,
+    measured_aperture_correction,
+)
+from hapcore.catalogs.exposure_check import flag_missing_in_exposures
 from hapcore.catalogs.filter_consistency import flag_single_filter_detections
 from hapcore.catalogs.annulus_light import annulus_ci_shift, correct_annulus_light
 from hapcore.catalogs.flags import flag_catalog, nexp_footprint
-from hapcore.catalogs.saturated_fragments import saturated_fragments
-from hapcore.catalogs.saturated_features import saturated_star_features, saturated_stars
+from hapcore.catalogs.saturated_features import flag_saturated_light
 from hapcore.catalogs.detection import SourceDetection, catalog_background, detect_sources
 from hapcore.catalogs.image import CatalogImage
 from hapcore.catalogs.point import measure_point_photometry
@@ -110,95 +113,6 @@ def _base_table(sources: Table, names) -> Table:
     return out
 
 
-def _exposure_product(path) -> CatalogImage:
-    """An exposure product for the cross-exposure check: science and weight only (the check
-    uses no exposure counts; the default ones, from the weight, were a full-frame array)."""
-    image = CatalogImage.from_fits(path, context=False)
-    image.nexp = None
-    return image
-
-
-def _flag_missing_in_exposures(tables, exposure_images, *, fcat) -> list[int]:
-    """Set the cosmic-ray bit (16) of rows absent from a covering exposure product.
-
-    ``tables`` is a list of ``(table, x_column, y_column)`` (None tables skipped); the exposure
-    products (CatalogImage or paths, loaded one at a time) are measured once for all of them.
-    Returns the number of rows newly flagged per table (see
-    :mod:`hapcore.catalogs.exposure_check`).
-    """
-    counts = [0] * len(tables)
-    used = [(k, t) for k, t in enumerate(tables) if t[0] is not None and len(t[0])]
-    if fcat.exposure_check_nsigma is None or len(exposure_images) < 2 or not used:
-        return counts
-    x = np.concatenate([np.asarray(t[x_col], float) for _, (t, x_col, _) in used])
-    y = np.concatenate([np.asarray(t[y_col], float) for _, (t, _, y_col) in used])
-    images = (_exposure_product(i) if isinstance(i, (str, Path)) else i
-              for i in exposure_images)
-    flux, error = exposure_photometry(images, x, y, aperture_2=fcat.aperture_2,
-                                      skyannulus=fcat.skyannulus_arcsec,
-                                      dskyannulus=fcat.dskyannulus_arcsec,
-                                      salgorithm=fcat.salgorithm, n_images=len(exposure_images))
-    start = 0
-    for k, (table, _, _) in used:
-        stop = start + len(table)
-        missing = missing_in_exposure(table["FluxAp2"], flux[:, start:stop],
-                                      error[:, start:stop], nsigma=fcat.exposure_check_nsigma,
-                                      tolerance=fcat.exposure_check_tolerance)
-        flags = np.asarray(table["Flags"], dtype=np.int64)
-        counts[k] = int((missing & ((flags & FLAG_HOT_PIXEL) == 0)).sum())
-        table["Flags"] = np.where(missing, flags | FLAG_HOT_PIXEL, flags)
-        start = stop
-    return counts
-
-
-def _flag_saturated_light(table, x_column, y_column, brightness_column, image, saturated_xy,
-                          fcat, background, cache=None) -> int:
-    """Flag 32 on the rows of ``table`` that are a saturated star's fragments (its plateau and
-    bleed columns, :mod:`hapcore.catalogs.saturated_fragments`) or features of its light (halo,
-    rings, spikes, :mod:`hapcore.catalogs.saturated_features`); returns how many."""
-    if table is None or not len(table) or saturated_xy is None or not len(saturated_xy):
-        return 0
-    x, y = np.asarray(table[x_column], float), np.asarray(table[y_column], float)
-    radius = fcat.aperture_2 / image.plate_scale
-    # the star is the row nearest its plateau's centre (the detection adds one there), not the
-    # brightest: a bleed column's end holds more light in its aperture than the clipped core
-    sx, sy, _, pixels = saturated_stars(saturated_xy, shape=image.shape)
-    brightness = np.asarray(table[brightness_column], float)
-    flagged = np.zeros(len(table), bool)
-    if sx.size:
-        with np.errstate(invalid="ignore"):
-            brightness = -np.min(np.hypot(x[:, None] - sx[None, :], y[:, None] - sy[None, :]),
-                                 axis=1)
-        # a row whose aperture touches saturated pixels away from every plateau centre lies on
-        # a plateau's edge or a bleed trail (a gap in the trail splits it from its star)
-        from scipy.spatial import cKDTree
-
-        good = np.isfinite(x) & np.isfinite(y)
-        touch, _ = cKDTree(pixels).query(np.column_stack([x[good], y[good]]),
-                                         distance_upper_bound=radius)
-        flagged[good] = np.isfinite(touch) & (-brightness[good] > radius)
-    flagged |= saturated_fragments(x, y, brightness, saturated_xy, shape=image.shape,
-                                   radius=radius)
-    if fcat.saturated_feature_nsigma is not None:
-        flagged |= saturated_star_features(
-            image.data, x, y, saturated_xy, aperture_radius=radius,
-            max_distance=fcat.saturated_feature_radius_arcsec / image.plate_scale,
-            background=background.background, background_rms=background.rms,
-            exptime=image.exptime, nsigma=fcat.saturated_feature_nsigma,
-            model_error=fcat.saturated_feature_model_error, cache=cache)
-    flags = np.asarray(table["Flags"], dtype=np.int64)
-    new_flags = np.where(flagged, flags | FLAG_SWARM, flags)
-    if sx.size:
-        # the star itself: its CI and aperture S/N come from clipped pixels and a sky annulus
-        # on its halo, so the faint (8) and cosmic-ray (16) flags would be false and trim it;
-        # it is flagged saturated (4)
-        star = ~flagged & (-brightness <= radius)
-        new_flags = np.where(star, (new_flags & ~(FLAG_FAINT | FLAG_HOT_PIXEL)) | FLAG_SATURATION,
-                             new_flags)
-    table["Flags"] = new_flags
-    return int((flagged & ((flags & FLAG_SWARM) == 0)).sum())
-
-
 def measure_filter_catalogs(detection: SourceDetection, name: str, image: CatalogImage, *,
                             parameters, saturated_xy=None, exposure_images=(),
                             nexp=None) -> FilterCatalogs:
@@ -266,7 +180,7 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
         # its light (halo, rings, spikes) are not sources
         if saturated_xy is not None and len(saturated_xy):
             fbackground = fbackground or catalog_background(image, fcat)
-            n_saturated = _flag_saturated_light(entry.point, "X-Center", "Y-Center", "FluxAp2",
+            n_saturated = flag_saturated_light(entry.point, "X-Center", "Y-Center", "FluxAp2",
                                                 image, saturated_xy, fcat, fbackground,
                                                 saturated_cache)
             log.debug("filter %s: %d point source(s) on saturated stars' light flagged 32",
@@ -288,7 +202,7 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
                                               y_column="Y-Centroid", ci_lower=ci.ci_lower_limit,
                                               ci_upper=ci.ci_upper_limit, bthresh=ci.bthresh,
                                               **common)
-        n_saturated = _flag_saturated_light(entry.segment, "X-Centroid", "Y-Centroid",
+        n_saturated = flag_saturated_light(entry.segment, "X-Centroid", "Y-Centroid",
                                             "FluxAp2", image, saturated_xy, fcat, fbackground,
                                             saturated_cache)
         if n_saturated:
@@ -297,7 +211,7 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
         entry.timings["segment"] = time.perf_counter() - clock
     del common  # its footprint is not needed by the exposure check
     clock = time.perf_counter()
-    counts = _flag_missing_in_exposures([(entry.point, "X-Center", "Y-Center"),
+    counts = flag_missing_in_exposures([(entry.point, "X-Center", "Y-Center"),
                                          (entry.segment, "X-Centroid", "Y-Centroid")],
                                         exposure_images, fcat=fcat)
     if any(counts):
@@ -306,7 +220,7 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     entry.timings["exposure_check"] = time.perf_counter() - clock
     if entry.point is not None and fcat.aperture_correction == "measured" and not image.is_blank:
         clock = time.perf_counter()
-        entry.aperture_correction = _measured_aperture_correction(entry.point, image, fcat,
+        entry.aperture_correction = measured_aperture_correction(entry.point, image, fcat,
                                                                   ci_limits)
         entry.timings["aperture_correction"] = time.perf_counter() - clock
     return entry
@@ -468,41 +382,6 @@ def build_catalogs(total_image: CatalogImage, filter_images, *, total_parameters
                              diagnostic_mode=diagnostic_mode)
 
 
-def _aperture_correction_record(image) -> dict:
-    """The CI-table aperture correction of a filter product, recorded so users can apply it:
-    total magnitude = MagAp2 + ``Aperture correction (mag)`` (MagAp2 itself stays uncorrected,
-    as in drizzlepac's catalogs)."""
-    from hapcore.obset.parameters import lookup_ci_limits_from_table
-
-    filters = [f for f in image.filter_names if f and f.lower() not in ("", "clear", "n/a")]
-    row = None
-    for name in filters:
-        row = lookup_ci_limits_from_table(image.instrument, image.detector, name.lower())
-        if row is not None:
-            break
-    if row is None:
-        return {"Aperture correction (mag)": "not available in the CI/aperture-correction table"}
-    return {"Aperture correction (mag)": float(row.ap_cor)}
-
-
-def _measured_aperture_correction(table, image, fcat, ci_limits) -> dict:
-    """Metadata of the aperture correction measured on the filter product's own stars
-    (:mod:`hapcore.catalogs.aperture_correction`; the CI table's value when too few)."""
-    from hapcore.catalogs.aperture_correction import measure_aperture_correction
-
-    table_value = _aperture_correction_record(image)["Aperture correction (mag)"]
-    filters = [f for f in image.filter_names if f and f.lower() not in ("", "clear", "n/a")]
-    result = measure_aperture_correction(
-        image.data, table, plate_scale=image.plate_scale, aperture_2=fcat.aperture_2,
-        instrument=image.instrument, detector=image.detector,
-        filter_name=filters[0] if filters else None, photplam=image.photplam,
-        valid=image.weight > 0, epadu=image.epadu,
-        table_value=table_value if isinstance(table_value, float) else None,
-        ci_limits=ci_limits, min_stars=fcat.aperture_correction_min_stars,
-        min_snr=fcat.aperture_correction_min_snr)
-    return result.metadata()
-
-
 def write_catalog_set(catalogs: CatalogSet, *, total_paths, filter_paths,
                       diagnostic_mode=False) -> list[Path]:
     """Write the catalogs of a :class:`CatalogSet`.
@@ -559,7 +438,7 @@ def write_catalog_set(catalogs: CatalogSet, *, total_paths, filter_paths,
                                     n_sources=0 if reason else len(table),
                                     is_big_island=catalogs.is_big_island,
                                     extra=entry.aperture_correction or
-                                    _aperture_correction_record(entry.image))
+                                    ci_table_aperture_correction(entry.image))
             written.append(write_catalog(table, filter_paths[entry.name][kind], columns=columns,
                                          metadata=meta, rejected_reason=reason))
     rows = {kind: (0 if catalogs.rejected.get(kind) else len(getattr(catalogs, attr)))

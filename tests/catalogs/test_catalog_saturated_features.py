@@ -140,7 +140,7 @@ def test_background_of_a_clean_sky_keeps_the_spec_statistics():
 def test_stage_flags_features_and_keeps_the_star_with_flag_4_only():
     from astropy.table import Table
 
-    from hapcore.catalogs.stage import _flag_saturated_light
+    from hapcore.catalogs.saturated_features import flag_saturated_light
 
     image, sat = _saturated_scene(faint=[(175.0, 130.0, 3.0)])
 
@@ -166,7 +166,7 @@ def test_stage_flags_features_and_keeps_the_star_with_flag_4_only():
                    "Y": [149.9, 152.0, 178.0, 150.0, 90.0, 130.0],
                    "FluxAp2": [900.0, 1200.0, 1500.0, 60.0, 5.0, 3.0],
                    "Flags": [29, 5, 5, 1, 1, 0]})
-    n = _flag_saturated_light(table, "X", "Y", "FluxAp2", _Image(), sat, _Options(),
+    n = flag_saturated_light(table, "X", "Y", "FluxAp2", _Image(), sat, _Options(),
                               _Background())
     assert n == 4
     assert table["Flags"].tolist() == [5, 37, 37, 33, 33, 0]

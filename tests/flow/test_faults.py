@@ -8,8 +8,11 @@
   process and no file under a final name that differs from a completed run's; a rerun resumes
   (finished stages cached) and its products equal an uninterrupted run's.
 
-One small visit, one reference run (module fixture), each fault run once with two workers (so
-that worker pools are there to stop) and resumed once.
+One small visit, one reference run (module fixture), each fault run once with ``--workers 2``
+and resumed once. The visit is small, so its alignment runs in threads and its drizzle in the
+run's own process (`hapcore.drizzle.workspace.INLINE_MAX_INPUT_PIXELS`): each fault arrives
+while the drizzle stage's scratch is open, and any process the run started must be gone after
+it.
 """
 
 from __future__ import annotations
@@ -82,8 +85,9 @@ def _processes() -> list[tuple[int, str, int, int, bytes]]:
     return found
 
 
-def _has_workers(pid: int) -> bool:
-    return any(ppid == pid and b"spawn_main" in cmd for _, _, ppid, _, cmd in _processes())
+def _drizzling(out: Path) -> bool:
+    """The drizzle stage is running: its scratch (or the link to its tmpfs scratch) is there."""
+    return bool(list(out.glob(".hapsvm-work/*/.drizzle-scratch-*")))
 
 
 def _group_left(pgid: int, wait_s: float = 10.0) -> list[int]:
@@ -204,9 +208,7 @@ def terminated(visit, reference, prefect_backend):
     proc = _start(sim, out, _env(prefect_backend), "terminated")
     log_part = out / (sim.poller.stem + ".log.part")
     try:
-        # drizzling: the workspace is open and its worker pool is up
-        _wait_for(lambda: list(out.glob(".hapsvm-work/*/.drizzle-scratch-*"))
-                  and _has_workers(proc.pid), proc, "drizzling with workers")
+        _wait_for(lambda: _drizzling(out), proc, "drizzling")
         log_before = log_part.read_bytes()
         start = time.perf_counter()
         second = subprocess.run(_command(sim, out), env=_env(prefect_backend),
@@ -224,18 +226,17 @@ def terminated(visit, reference, prefect_backend):
 
 @pytest.fixture(scope="module")
 def interrupted(visit, reference, prefect_backend):
-    """A run stopped by Ctrl-C (SIGINT to its process group, workers included) while its
-    alignment's worker pool detects sources. The Prefect engine without PREFECT_API_URL: on
-    Prefect's temporary server, which must outlive the Ctrl-C to record the run's end."""
+    """A run stopped by Ctrl-C (SIGINT to its process group, workers included) while it
+    drizzles. The Prefect engine without PREFECT_API_URL: on Prefect's temporary server,
+    which must outlive the Ctrl-C to record the run's end."""
     sim, out = visit.sim, visit.base / "interrupted"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["HAPSVM_ENGINE"] = "prefect"         # without an API, auto would be the direct engine
     proc = _start(sim, out, env, "interrupted")
     try:
-        _wait_for(lambda: _has_workers(proc.pid), proc, "the alignment's workers")
+        _wait_for(lambda: _drizzling(out), proc, "drizzling")
         servers = [pid for pid, _, ppid, _, cmd in _processes()
                    if ppid == proc.pid and b"uvicorn" in cmd]
-        time.sleep(0.3)             # the workers are past their interpreter's first lines
         code, stop_s = _stop(proc, lambda: os.killpg(proc.pid, signal.SIGINT))
     finally:
         if proc.poll() is None:
@@ -252,8 +253,7 @@ def terminated_direct(visit, reference):
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "HAPSVM_ENGINE")}
     proc = _start(sim, out, env, "terminated-direct")
     try:
-        _wait_for(lambda: list(out.glob(".hapsvm-work/*/.drizzle-scratch-*"))
-                  and _has_workers(proc.pid), proc, "drizzling with workers")
+        _wait_for(lambda: _drizzling(out), proc, "drizzling")
         second = subprocess.run(_command(sim, out), env=env, capture_output=True, text=True,
                                 timeout=120)
         code, stop_s = _stop(proc, lambda: proc.send_signal(signal.SIGTERM))
@@ -356,8 +356,7 @@ def test_rerun_after_sigint_matches(interrupted, reference, visit, prefect_backe
     again = subprocess.run(_command(visit.sim, interrupted.out), env=_env(prefect_backend),
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    _assert_resumed(interrupted.out, reference, visit.sim.poller,
-                    cached=["interpret-obset-input"])
+    _assert_resumed(interrupted.out, reference, visit.sim.poller, cached=["align-uvis"])
     assert _digests(visit.base / "visit") == visit.inputs
 
 
