@@ -66,6 +66,19 @@ def _drizzle(data, weight, pixmap, pixfrac=1.0, iscale=1.0, kernel="square", rat
     return acc.out_img, acc.out_wht
 
 
+def _assert_contributions_drizzle(k, oy, ox, fraction, values, sci, wht, *, weight):
+    """Sparse contributions (input k -> output (oy, ox) with ``fraction`` of its area) summed
+    as drizzle sums them equal drizzle's own output (weights in float32, as its kernels)."""
+    dow = (fraction * weight).astype(np.float32).astype(np.float64)
+    index = oy * OUT[1] + ox
+    den = np.bincount(index, dow, minlength=OUT[0] * OUT[1]).reshape(OUT)
+    num = np.bincount(index, dow * values[k], minlength=OUT[0] * OUT[1]).reshape(OUT)
+    covered = wht > 0
+    np.testing.assert_array_equal(covered, den > 0)
+    np.testing.assert_allclose(den[covered], wht[covered], rtol=2e-6)
+    np.testing.assert_allclose(num[covered] / den[covered], sci[covered], rtol=2e-6)
+
+
 @pytest.mark.parametrize("pixfrac", [1.0, 0.8])
 def test_sparse_contributions_match_drizzle(pixfrac):
     rng = np.random.default_rng(1)
@@ -76,14 +89,7 @@ def test_sparse_contributions_match_drizzle(pixfrac):
     sci, wht = _drizzle(data, np.where(chosen, 3.0, 0.0), pm, pixfrac)
     ys, xs = np.nonzero(chosen)
     k, oy, ox, fraction = square_contributions(pm, ys, xs, pixfrac=pixfrac, out_shape=OUT)
-    dow = (fraction * 3.0).astype(np.float32).astype(np.float64)
-    index = oy * OUT[1] + ox
-    den = np.bincount(index, dow, minlength=OUT[0] * OUT[1]).reshape(OUT)
-    num = np.bincount(index, dow * data[ys, xs][k], minlength=OUT[0] * OUT[1]).reshape(OUT)
-    covered = wht > 0
-    np.testing.assert_array_equal(covered, den > 0)
-    np.testing.assert_allclose(den[covered], wht[covered], rtol=2e-6)
-    np.testing.assert_allclose(num[covered] / den[covered], sci[covered], rtol=2e-6)
+    _assert_contributions_drizzle(k, oy, ox, fraction, data[ys, xs], sci, wht, weight=3.0)
 
 
 @pytest.mark.parametrize(("pixfrac", "ratio"), [(1.0, 1.0), (0.8, 1.0), (1.0, 1.0 / 1.01),
@@ -99,14 +105,7 @@ def test_sparse_turbo_contributions_match_drizzle(pixfrac, ratio):
     ys, xs = np.nonzero(chosen)
     k, oy, ox, fraction = turbo_contributions(pm, ys, xs, pixfrac=pixfrac, pscale_ratio=ratio,
                                               out_shape=OUT)
-    dow = (fraction * 3.0).astype(np.float32).astype(np.float64)
-    index = oy * OUT[1] + ox
-    den = np.bincount(index, dow, minlength=OUT[0] * OUT[1]).reshape(OUT)
-    num = np.bincount(index, dow * data[ys, xs][k], minlength=OUT[0] * OUT[1]).reshape(OUT)
-    covered = wht > 0
-    np.testing.assert_array_equal(covered, den > 0)
-    np.testing.assert_allclose(den[covered], wht[covered], rtol=2e-6)
-    np.testing.assert_allclose(num[covered] / den[covered], sci[covered], rtol=2e-6)
+    _assert_contributions_drizzle(k, oy, ox, fraction, data[ys, xs], sci, wht, weight=3.0)
 
 
 def _inputs(seed=2, sky_level=1.5):
