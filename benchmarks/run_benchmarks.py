@@ -226,23 +226,33 @@ def cmd_visit(name: str, work: Path, peer: bool = True, reuse_peer: bool = False
 SPEED_TARGETS = {"uvis3": (5.0, 0.5), "uvis": (5.0, 0.5), "ir3": (3.0, 1.0)}
 
 
-def cmd_speed(names: list[str], work: Path, repeats: int = 3) -> dict:
+def cmd_speed(names: list[str], work: Path, repeats: int = 3, append: bool = False) -> dict:
     """Issue #16's side-by-side runs: drizzlepac and hapsvm back to back, ``repeats`` times per
     visit, their order alternated (drizzlepac first on odd repeats), the load recorded around
-    each run; accuracy of both pipelines' products against the truth from the first repeat."""
+    each run; accuracy of both pipelines' products against the truth from the first repeat.
+    ``append``: the runs are added to those of ``results/speed_issue16.json`` (same code only),
+    the other visits there kept, and each visit's summary is over all its runs."""
     import statistics
 
     out = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
            "code_digest": code_digest(), "visits": {}}
+    saved = RESULTS / "speed_issue16.json"
+    if append and saved.exists():
+        previous = json.loads(saved.read_text())
+        if previous.get("code_digest") != out["code_digest"]:
+            raise SystemExit("speed --append: results/speed_issue16.json measured other code")
+        out["visits"] = previous["visits"]
+        out["appended"] = previous.get("appended", []) + [out["when"]]
     for name in names or list(SPEED_TARGETS):
         sim = simulate(name, work)
-        runs = []
+        runs = list(out["visits"].get(name, {}).get("runs", []))
+        first = not runs
         for rep in range(repeats):
             pair = {}
             order = ("drizzlepac", "hapsvm") if rep % 2 == 0 else ("hapsvm", "drizzlepac")
             for who in order:
                 pair[who] = run_peer(name, work) if who == "drizzlepac" else run_hapsvm(name, work)
-                if rep == 0 and pair[who].get("exit_code") == 0:
+                if rep == 0 and first and pair[who].get("exit_code") == 0:
                     pair[who]["accuracy"] = accuracy(name, work, pair[who]["products_dir"])
             h, d = pair["hapsvm"], pair["drizzlepac"]
             pair["ratios"] = {
@@ -255,7 +265,7 @@ def cmd_speed(names: list[str], work: Path, repeats: int = 3) -> dict:
                     / d["peak_tree_rss_mb"], 3)}
             pair["order"] = list(order)
             runs.append(pair)
-            print(json.dumps({"visit": name, "repeat": rep + 1, **pair["ratios"],
+            print(json.dumps({"visit": name, "repeat": len(runs), **pair["ratios"],
                               "hapsvm_wall_s": h["wall_s"], "drizzlepac_wall_s": d["wall_s"]}),
                   flush=True)
         speed_target, memory_target = SPEED_TARGETS.get(name, (None, None))
@@ -593,6 +603,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pointing-error", default=None, metavar="SHIFT,ROT",
                         help="realism: pointing error (arcsec,deg) instead of the preset's")
     parser.add_argument("--repeats", type=int, default=3, help="speed: runs per visit")
+    parser.add_argument("--append", action="store_true",
+                        help="speed: add the runs to results/speed_issue16.json's")
     parser.add_argument("--score-only", action="store_true",
                         help="realism: re-score the products of the last run (nothing re-run)")
     args = parser.parse_args(argv)
@@ -620,7 +632,7 @@ def main(argv=None) -> int:
         for name in args.names or ["uvis", "ir", "wfc", "hrc"]:
             cmd_visit(name, work, peer=not args.no_peer, reuse_peer=args.reuse_peer)
     elif args.what == "speed":   # names: visits (default uvis3 uvis ir3)
-        cmd_speed(args.names, work, repeats=args.repeats)
+        cmd_speed(args.names, work, repeats=args.repeats, append=args.append)
     elif args.what == "scaling":
         cmd_scaling(work)
     elif args.what == "fanout":   # names: subarray sizes (default 256; 1024 = bigger visits)
