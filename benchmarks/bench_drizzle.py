@@ -50,33 +50,17 @@ def _copies_with_input_wcs(total, out_dir: Path) -> None:
 
 
 #: WCS keywords replaced by the simulator's true WCS (``--true-wcs``)
-_WCS_KEYS = ("CRPIX", "CRVAL", "CD1_", "CD2_", "CTYPE", "A_", "B_", "AP_", "BP_")
 
 
 def _copies_with_true_wcs(total, out_dir: Path, visit: Path) -> None:
     """SVM copies whose chips carry hapsim's true WCS (``truth_wcs/``): what a perfect
     alignment gives, so that the products can be compared with the truth (as
     ``tests/drizzle/test_drizzle.py`` does)."""
-    from astropy.io import fits
+    from hapsim.distortion import write_true_wcs_copy
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for edp in total.edp_list:
-        rootname = edp.filename.split("_")[0]
-        with fits.open(edp.input_path, mode="readonly") as hdul:
-            copy = fits.HDUList([h.copy() for h in hdul])
-        for hdu in copy[1:]:
-            if hdu.header.get("EXTNAME") != "SCI":
-                continue
-            truth = fits.Header.fromtextfile(
-                visit / "truth_wcs" / f"{rootname}_sci{hdu.header['EXTVER']}.hdr")
-            for key in list(hdu.header):
-                if (key.startswith(_WCS_KEYS) and len(key) <= 8 and not key.endswith("O")
-                        and not key[-1].isalpha()) or key in ("A_ORDER", "B_ORDER"):
-                    del hdu.header[key]
-            for card in truth.cards:
-                if card.keyword.startswith(_WCS_KEYS) or card.keyword in ("A_ORDER", "B_ORDER"):
-                    hdu.header[card.keyword] = card.value
-        copy.writeto(out_dir / edp.full_filename, overwrite=True)
+        write_true_wcs_copy(edp.input_path, out_dir / edp.full_filename, visit / "truth_wcs")
 
 
 class TreeMemory:

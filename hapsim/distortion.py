@@ -65,6 +65,7 @@ __all__ = [
     "pixel_area_ratio",
     "write_truth_wcs",
     "truth_wcs",
+    "write_true_wcs_copy",
 ]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
@@ -396,3 +397,53 @@ def truth_wcs(path) -> WCS:
             return _read_wcs(hdr, hdul, (hdr["NPIX2"], hdr["NPIX1"]))
     hdr = fits.Header.fromtextfile(str(path))
     return _read_wcs(hdr, None, (hdr["NAXIS2"], hdr["NAXIS1"]))
+
+
+#: Keywords of a chip's linear WCS and SIP polynomials (``A_2_1``...; ``A_ORDER`` separately).
+_SIP_WCS_PREFIXES = ("CRPIX", "CRVAL", "CD1_", "CD2_", "CTYPE", "A_", "B_", "AP_", "BP_")
+
+
+def _is_sip_wcs_key(key: str) -> bool:
+    # CRPIX1, CD1_1, A_2_1 ... but not OCRVAL1-style archived copies nor words like CTYPEO
+    return ((key.startswith(_SIP_WCS_PREFIXES) and len(key) <= 8 and not key.endswith("O")
+             and not key[-1].isalpha()) or key in ("A_ORDER", "B_ORDER"))
+
+
+def write_true_wcs_copy(exposure, output, truth_dir) -> Path:
+    """
+    Copy a simulated exposure with its chips' primary WCS replaced by the truth.
+
+    What a perfect alignment would give: products drizzled from such copies can be compared
+    with the truth pixel by pixel (drizzle tests and benchmarks). Only the linear WCS and the
+    SIP terms are replaced (``truth_wcs/<root>_sci<k>.hdr``); lookup-table extensions stay.
+
+    Parameters
+    ----------
+    exposure : str or Path
+        The simulated FLT/FLC file (read only).
+    output : str or Path
+        The copy to write (overwritten).
+    truth_dir : str or Path
+        The visit's ``truth_wcs`` folder.
+
+    Returns
+    -------
+    Path
+        ``output``.
+    """
+    rootname = Path(exposure).name.split("_")[0]
+    with fits.open(exposure, mode="readonly") as hdul:
+        copy = fits.HDUList([h.copy() for h in hdul])
+    for hdu in copy[1:]:
+        if hdu.header.get("EXTNAME") != "SCI":
+            continue
+        truth = fits.Header.fromtextfile(
+            Path(truth_dir) / f"{rootname}_sci{hdu.header['EXTVER']}.hdr")
+        for key in [k for k in hdu.header if _is_sip_wcs_key(k)]:
+            del hdu.header[key]
+        for card in truth.cards:
+            if card.keyword.startswith(_SIP_WCS_PREFIXES) or card.keyword in ("A_ORDER",
+                                                                              "B_ORDER"):
+                hdu.header[card.keyword] = card.value
+    copy.writeto(output, overwrite=True)
+    return Path(output)

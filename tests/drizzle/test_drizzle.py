@@ -17,6 +17,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 import hapsim
+from hapsim.distortion import write_true_wcs_copy
 from hapcore.drizzle.cr import (
     calibrate_excess_fraction,
     combine_images,
@@ -39,8 +40,6 @@ from hapcore.obset.tree import interpret_obset_input, parse_obset_tree
 from hapcore.obset.product_parameters import assign_product_parameters
 from hapcore.wcs.files import read_chip_wcs
 
-_WCS_KEYS = ("CRPIX", "CRVAL", "CD1_", "CD2_", "CTYPE", "A_", "B_", "AP_", "BP_")
-
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -50,22 +49,8 @@ def _true_wcs_copies(sim, total, out_dir: Path) -> None:
     """SVM copies of the exposures whose primary WCS is the simulator's true WCS."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for edp in total.edp_list:
-        rootname = edp.filename.split("_")[0]
-        with fits.open(edp.input_path, mode="readonly") as hdul:
-            copy = fits.HDUList([h.copy() for h in hdul])
-        for hdu in copy[1:]:
-            if hdu.header.get("EXTNAME") != "SCI":
-                continue
-            truth = fits.Header.fromtextfile(
-                sim.exposures[0].parent / "truth_wcs" / f"{rootname}_sci{hdu.header['EXTVER']}.hdr")
-            for key in list(hdu.header):
-                if key.startswith(_WCS_KEYS) and len(key) <= 8 and not key.endswith("O") \
-                        and not key[-1].isalpha() or key in ("A_ORDER", "B_ORDER"):
-                    del hdu.header[key]
-            for card in truth.cards:
-                if card.keyword.startswith(_WCS_KEYS) or card.keyword in ("A_ORDER", "B_ORDER"):
-                    hdu.header[card.keyword] = card.value
-        copy.writeto(out_dir / edp.full_filename)
+        write_true_wcs_copy(edp.input_path, out_dir / edp.full_filename,
+                            sim.exposures[0].parent / "truth_wcs")
 
 
 @pytest.fixture(scope="module")
