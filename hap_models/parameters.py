@@ -405,6 +405,15 @@ class DrizzleParameters(_StrictModel):
     rnkeyword: str
     exptime: OptionalNumber
     expkeyword: str
+    # hapsvm: cosmic rays of an exposure flagged crclean (the only exposure of its filter, not
+    # WFC3/IR) found on its own chips by L.A.Cosmic (hapcore.drizzle.single_exposure_cr) and
+    # excluded from the filter and total drizzles as driz_cr's masks are. drizzlepac means to
+    # flag them (spec §5.6) but never does: a 1 x UVIS visit's catalogs were mostly cosmic rays.
+    # Drizzle tests' visit: 96.5% of the 5-sigma cosmic-ray pixels found, 0.017% of star light
+    # lost (L.A.Cosmic's own growth and saturated cores: 4.3%; see the module).
+    single_exposure_cr: bool = True
+    single_exposure_cr_sigclip: PositiveFloat = 4.5
+    single_exposure_cr_objlim: PositiveFloat = 5.0
 
     @model_validator(mode="after")
     def _check_combine_rejection(self) -> DrizzleParameters:
@@ -560,6 +569,11 @@ class CatalogParameters(_StrictModel):
     # is more than sharpness_nsigma robust sigma above the locus of the catalog's good point
     # sources (S/N 20-500, unsaturated) is a cosmic ray or hot pixel (flag 16). None: no test.
     sharpness_nsigma: PositiveFloat | None = 3.0
+    # CI limits on the product's stellar locus (hapcore.catalogs.stellar_locus): both limits of
+    # each catalog move by the offset of its stars' CI (S/N > 20) from the CI table's stellar
+    # peak (at most 0.4 down, 0.2 up). False: the table's limits (drizzlepac), moved only with
+    # the sky annulus.
+    ci_limits_from_locus: bool = True
 
     @model_validator(mode="after")
     def _check_ordering(self) -> CatalogParameters:

@@ -137,7 +137,7 @@ def measure_filter_catalogs_task(fdp: FilterProduct, total: TotalProduct, output
         entry = measure_filter_product(fdp, detection, output_dir=output_dir)
         # the image arrays are re-read when needed; the cached result keeps the tables only
         return {"point": entry.point, "segment": entry.segment, "timings": entry.timings,
-                "aperture_correction": entry.aperture_correction}
+                "aperture_correction": entry.aperture_correction, "ci_limits": entry.ci_limits}
 
     return run_stage("measure-filter-catalogs", measure, outputs=lambda payload: [])
 
@@ -160,7 +160,8 @@ def write_catalogs_task(total: TotalProduct, output_dir: Path, drizzled: StageRe
             filters.append(FilterCatalogs(fdp.filters, image, fdp.parameters,
                                           point=payload["point"], segment=payload["segment"],
                                           timings=payload["timings"],
-                                          aperture_correction=payload.get("aperture_correction")))
+                                          aperture_correction=payload.get("aperture_correction"),
+                                          ci_limits=payload.get("ci_limits") or {}))
         return write_detector_catalogs(total, detection, filters, output_dir=output_dir,
                                        diagnostic_mode=diagnostic_mode)
 

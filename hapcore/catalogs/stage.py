@@ -44,6 +44,7 @@ from hapcore.catalogs.image import CatalogImage
 from hapcore.catalogs.point import measure_point_photometry
 from hapcore.catalogs.segment import measure_segments
 from hapcore.catalogs.sharpness import flag_sharp_detections
+from hapcore.catalogs.stellar_locus import locus_ci_limits, table_ci_peak
 from hapcore.catalogs.total import (
     cr_dominance_threshold,
     join_filter_columns,
@@ -73,6 +74,9 @@ class FilterCatalogs:
     segment: Table | None = None
     timings: dict = field(default_factory=dict)
     aperture_correction: dict | None = None
+    #: the CI limits applied to each catalog type ("aperture", "segment"), when moved from the
+    #: parameters' (sky annulus, stellar locus): recorded in the catalog files' metadata
+    ci_limits: dict = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -173,6 +177,9 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
                                               (ci.ci_lower_limit + ci_shift,
                                                ci.ci_upper_limit + ci_shift))
         ci_limits = (ci.ci_lower_limit + ci_shift, ci.ci_upper_limit + ci_shift)
+        if fcat.ci_limits_from_locus:
+            ci_limits = _locus_limits(entry.point, image, ci, ci_shift, name, "point")
+        entry.ci_limits["aperture"] = ci_limits
         entry.point["Flags"] = flag_catalog(entry.point, x_column="X-Center", y_column="Y-Center",
                                             ci_lower=ci_limits[0], ci_upper=ci_limits[1],
                                             bthresh=ci.bthresh, **common)
@@ -198,9 +205,13 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
         fbackground = fbackground or catalog_background(image, fcat)
         entry.segment = measure_segments(image, fbackground, seg, params=fcat)
         ci = quality.ci_filter.segment
+        seg_limits = (ci.ci_lower_limit, ci.ci_upper_limit)
+        if fcat.ci_limits_from_locus:
+            seg_limits = _locus_limits(entry.segment, image, ci, 0.0, name, "segment")
+        entry.ci_limits["segment"] = seg_limits
         entry.segment["Flags"] = flag_catalog(entry.segment, x_column="X-Centroid",
-                                              y_column="Y-Centroid", ci_lower=ci.ci_lower_limit,
-                                              ci_upper=ci.ci_upper_limit, bthresh=ci.bthresh,
+                                              y_column="Y-Centroid", ci_lower=seg_limits[0],
+                                              ci_upper=seg_limits[1], bthresh=ci.bthresh,
                                               **common)
         n_saturated = flag_saturated_light(entry.segment, "X-Centroid", "Y-Centroid",
                                             "FluxAp2", image, saturated_xy, fcat, fbackground,
@@ -226,6 +237,22 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     return entry
 
 
+def _locus_limits(table, image, ci, shift: float, name: str, kind: str) -> tuple[float, float]:
+    """The CI limits of one catalog (``ci``'s, moved by ``shift``) centred on its stars."""
+    limits = (ci.ci_lower_limit + shift, ci.ci_upper_limit + shift)
+    peak = table_ci_peak(image, (ci.ci_lower_limit, ci.ci_upper_limit)) + shift
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.asarray(table["FluxAp2"], float) / np.asarray(table["FluxErrAp2"], float)
+    moved, locus = locus_ci_limits(np.asarray(table["CI"], float), snr, limits=limits, peak=peak)
+    if locus is None:
+        log.debug("filter %s %s catalog: no stellar CI locus; CI limits %.3f-%.3f", name, kind,
+                  *limits)
+    else:
+        log.debug("filter %s %s catalog: stellar CI locus %.3f (table peak %.3f): CI limits "
+                  "%.3f-%.3f", name, kind, locus, peak, *moved)
+    return moved
+
+
 def _keep_total_rows(table: Table | None, total: Table | None) -> Table | None:
     """Rows of a filter catalog whose ID survived the total catalog's trimming."""
     if table is None or total is None:
@@ -234,7 +261,7 @@ def _keep_total_rows(table: Table | None, total: Table | None) -> Table | None:
 
 
 def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=None,
-                      diagnostic_mode=False) -> CatalogSet:
+                      cr_cleaned_filters=(), diagnostic_mode=False) -> CatalogSet:
     """Total catalogs from the detection and the filter measurements (§6.8).
 
     Joins ``MagAp2_<f>``, ``CI_<f>``, ``Flags_<f>`` of every filter, trims the total catalogs
@@ -253,6 +280,9 @@ def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=N
     filter_exposures : mapping, optional
         ``{filter name: list of exposure times}`` for the CR-dominance test; default from each
         filter image's EXPTIME and NUMEXP.
+    cr_cleaned_filters : collection of str, optional
+        Single-exposure filters whose cosmic rays the drizzle stage removed
+        (:mod:`hapcore.drizzle.single_exposure_cr`): not singletons for the CR-dominance test.
     diagnostic_mode : bool, optional
         Disables the CR-dominance rejection (as in drizzlepac).
 
@@ -328,7 +358,7 @@ def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=N
                 for name, img in filter_images.items()}
         n_pixels = int(np.count_nonzero(total_image.weight > 0))
         thresholds = {kind: cr_dominance_threshold(
-            filter_exposures, crfactor=getattr(cat.crfactor, kind),
+            filter_exposures, crfactor=getattr(cat.crfactor, kind), cleaned=cr_cleaned_filters,
             detector=total_image.detector or detection.total_parameters.detector,
             n_pixels=n_pixels)
             for kind in totals}
@@ -432,9 +462,11 @@ def write_catalog_set(catalogs: CatalogSet, *, total_paths, filter_paths,
             if table is None:
                 continue
             reason = catalogs.rejected.get(kind)
+            ci_lower, ci_upper = entry.ci_limits.get(kind, (ci.ci_lower_limit,
+                                                            ci.ci_upper_limit))
             meta = catalog_metadata(entry.image, kind=kind, aperture_1=fcat.aperture_1,
                                     aperture_2=fcat.aperture_2, threshold_sigma=nsigma,
-                                    ci_lower=ci.ci_lower_limit, ci_upper=ci.ci_upper_limit,
+                                    ci_lower=ci_lower, ci_upper=ci_upper,
                                     n_sources=0 if reason else len(table),
                                     is_big_island=catalogs.is_big_island,
                                     extra=entry.aperture_correction or
@@ -466,6 +498,14 @@ def _filter_exposure_times(total) -> dict | None:
         if times:
             exposures[fdp.filters] = times
     return exposures if len(exposures) == len(total.fdp_list) else None
+
+
+def _cr_cleaned_singletons(total) -> set:
+    """Filters of one exposure whose cosmic rays the drizzle stage found on that exposure alone
+    (``crclean`` and the filter's ``single_exposure_cr``)."""
+    return {fdp.filters for fdp in total.fdp_list
+            if len(fdp.edp_list) == 1 and fdp.edp_list[0].crclean and fdp.parameters is not None
+            and fdp.parameters.drizzle.single_exposure_cr}
 
 
 def _exposure_count(paths, shape) -> np.ndarray:
@@ -536,6 +576,7 @@ def write_detector_catalogs(total, detection: SourceDetection, filters, *, outpu
     """
     output_dir = Path(output_dir)
     catalogs = assemble_catalogs(detection, filters, filter_exposures=_filter_exposure_times(total),
+                                 cr_cleaned_filters=_cr_cleaned_singletons(total),
                                  diagnostic_mode=diagnostic_mode)
     paths = {fdp.filters: {"aperture": output_dir / fdp.point_cat_filename,
                            "segment": output_dir / fdp.segment_cat_filename}

@@ -102,7 +102,7 @@ def count_good_rows(table: Table) -> int:
 
 
 def cr_dominance_threshold(filter_exposures, *, crfactor, total_exptime=None, detector="",
-                           n_pixels=None) -> float:
+                           n_pixels=None, cleaned=()) -> float:
     """Number of good sources below which a catalog counts as cosmic-ray dominated.
 
     Parameters
@@ -117,13 +117,17 @@ def cr_dominance_threshold(filter_exposures, *, crfactor, total_exptime=None, de
         Detector name, for :data:`DETECTOR_PIXELS`.
     n_pixels : int, optional
         Covered pixels of the product; scales the rate to the covered area.
+    cleaned : collection of str, optional
+        Single-exposure filters whose cosmic rays were removed (found on the exposure alone):
+        they count as cleaned, not as singletons.
 
     Returns
     -------
     float
         0.0 when no filter is a singleton (every filter was CR-cleaned).
     """
-    n1 = sum(float(sum(times)) for times in filter_exposures.values() if len(times) == 1)
+    n1 = sum(float(sum(times)) for name, times in filter_exposures.items()
+             if len(times) == 1 and name not in cleaned)
     tot = total_exptime if total_exptime else sum(float(sum(t)) for t in filter_exposures.values())
     if n1 <= 0 or tot <= 0:
         return 0.0

@@ -56,6 +56,8 @@ from hapcore.drizzle.products import (
     sky_levels,
     write_product,
 )
+from hapcore.drizzle.inputs import sci_extvers
+from hapcore.drizzle.single_exposure_cr import SingleExposureCRJob, flag_single_exposure_chip
 from hapcore.drizzle.total import total_from_filters
 from hapcore.drizzle.workspace import DrizzleWorkspace
 
@@ -112,6 +114,16 @@ def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool):
         finals = {e.full_filename: final_settings(ws, e, pars, skies, use_cr=True)
                   for e in edps}
         lines = cr_lines(ws, edps, computed=True)
+    elif len(edps) == 1 and edps[0].crclean and pars.single_exposure_cr:
+        _single_exposure_cosmic_rays(ws, edps[0], pars)
+        finals = {e.full_filename: final_settings(ws, e, pars, skies, use_cr=True)
+                  for e in edps}
+        partials = ws.map(drizzle_partial, [PartialJob(
+            path=ws.svm_path(e), grid=ws.grid, settings=finals[e.full_filename],
+            stem=ws.scratch / f"final-{e.product_basename}") for e in edps])
+        lines = [f"single exposure: L.A.Cosmic (sigclip {pars.single_exposure_cr_sigclip:g}, "
+                 f"objlim {pars.single_exposure_cr_objlim:g})"] + cr_lines(ws, edps,
+                                                                          computed=True)
     else:
         why = "single exposure" if len(edps) < 2 else "CR steps disabled by its parameters"
         log.info("%s: no cosmic-ray rejection (%s)", fdp.drizzle_filename, why)
@@ -123,6 +135,23 @@ def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool):
                          cr_lines=lines, t0=t0)
     log.debug("%s: %.1f s", path.name, time.perf_counter() - t0)
     return path, partials, finals
+
+
+def _single_exposure_cosmic_rays(ws: DrizzleWorkspace, edp, pars) -> None:
+    """The cosmic-ray masks of a filter's only exposure (``crclean``), found on its own chips
+    (`hapcore.drizzle.single_exposure_cr`), persisted and registered as driz_cr's are, so the
+    filter's and the total's final drizzles exclude them."""
+    chips = sci_extvers(ws.svm_path(edp))
+    jobs = [SingleExposureCRJob(path=ws.svm_path(edp), extver=extver,
+                                mask_file=ws.cr_mask_file(edp, extver),
+                                good_bits=int(pars.final_bits),
+                                sigclip=float(pars.single_exposure_cr_sigclip),
+                                objlim=float(pars.single_exposure_cr_objlim)) for extver in chips]
+    for job, (flagged, npix) in zip(jobs, ws.map(flag_single_exposure_chip, jobs)):
+        ws.cr_masks[(edp.full_filename, job.extver)] = job.mask_file
+        ws.cr_stats[(edp.full_filename, job.extver)] = (None, flagged, npix)
+    log.info("%s: single exposure: %d cosmic-ray pixels found on its own (L.A.Cosmic)",
+             edp.full_filename, sum(ws.cr_stats[(edp.full_filename, j.extver)][1] for j in jobs))
 
 
 def drizzle_filter_product(fdp, *, workspace: DrizzleWorkspace) -> Path:

@@ -107,6 +107,9 @@ def test_cr_dominance_can_fire_for_mixed_visits():
                                     n_pixels=4096 * 4102)
     assert thresh == pytest.approx(300 * (1000 / 3600) * (1000 / 2000))
     assert cr_dominance_threshold({"f606w": [500.0, 500.0]}, crfactor=300.0) == 0.0
+    # a singleton whose cosmic rays the drizzle stage found on its own counts as cleaned
+    assert cr_dominance_threshold(exposures, crfactor=300.0, detector="UVIS",
+                                  cleaned={"f814w"}) == 0.0
     table = Table({"ID": [1, 2, 3], "Flags_f606w": [0, 16, 16], "Flags_f814w": [16, 16, 16]})
     reasons = reject_cr_dominated({"aperture": table, "segment": table[:0]},
                                   {"aperture": thresh, "segment": thresh})

@@ -172,7 +172,40 @@ def test_exposure_product_digests_remembered(visit):
 
 
 def test_single_exposure_filter_logged(visit):
-    assert any("no cosmic-ray rejection (single exposure)" in m for m in visit["messages"])
+    assert any("single exposure:" in m and "L.A.Cosmic" in m for m in visit["messages"])
+
+
+def test_single_exposure_cosmic_rays_found_on_their_own(visit):
+    """The f814w exposure is alone in its filter: L.A.Cosmic finds its cosmic rays
+    (hapcore.drizzle.single_exposure_cr) and the drizzles exclude them. Measured: 96.5% of the
+    5-sigma truth CR pixels (those on stars included), 0.017% of the star light (4.3% before
+    the growth was kept out of star cores and saturated pixels were protected)."""
+    sim, total, out = visit["sim"], visit["total"], visit["out"]
+    edp = next(f for f in total.fdp_list if f.filters == "f814w").edp_list[0]
+    rootname = edp.filename.split("_")[0]
+    crfile = sim.exposures[0].parent / "truth_crmask" / f"{rootname}_crmask.fits"
+    with fits.open(out / edp.full_filename) as hdul, fits.open(crfile) as crs:
+        sci = hdul["SCI", 1].data.astype(float)
+        rn = hdul[0].header["READNSEA"]
+        truth_cr = crs[1].data.astype(bool)
+    mask = visit["cr_masks"][(edp.full_filename, 1)]
+    sky = np.median(sci)
+    strong = truth_cr & (sci - sky > 5 * np.sqrt(sky + rn**2))
+    assert strong.sum() > 100
+    assert (mask & strong).sum() / strong.sum() >= 0.95, (mask & strong).sum() / strong.sum()
+    truth = Table.read(sim.truth_sources)
+    wcs = read_chip_wcs(out / edp.full_filename)[1]
+    sx, sy = wcs.all_world2pix(truth["ra"], truth["dec"], 0)
+    lost = total_light = 0.0
+    for i in np.nonzero((truth["type"] == "star") & (truth["countrate_f814w"] > 50))[0]:
+        if not (10 < sx[i] < sci.shape[1] - 10 and 10 < sy[i] < sci.shape[0] - 10):
+            continue
+        j0, i0 = int(round(sy[i])), int(round(sx[i]))
+        box = (slice(j0 - 8, j0 + 9), slice(i0 - 8, i0 + 9))
+        signal = np.clip(sci[box] - sky, 0, None)
+        total_light += signal.sum()
+        lost += signal[mask[box] & ~truth_cr[box]].sum()
+    assert total_light > 0 and lost / total_light <= 0.001, lost / total_light
 
 
 def test_flux_conservation(visit):
