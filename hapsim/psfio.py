@@ -24,8 +24,12 @@ PSF (float32), centred on the middle sample, with ``OVERSAMP``,
 ``PIXSCALE`` (arcsec per *sample*, the Tiny Tim/WebbPSF meaning),
 ``DETSCALE`` (arcsec per detector pixel), ``PIXINTEG = T`` and the
 model's provenance; extension ``EE``: the encircled energy of that PSF
-versus radius (arcsec). Where the chips of a detector have different
-plate scales (WFPC2) the file names carry the scale,
+versus radius (arcsec). Stars are rendered with this PSF out to 80% of
+its half width and beyond that with its round, tapered far wings
+(`hapsim.optics.round_wing_psf`; same total flux, same encircled energy
+to 2e-5 out to 6"): ``WINGTAP0`` and ``WINGRAD`` give where their taper
+starts and where they reach zero (arcsec). Where the chips of a detector
+have different plate scales (WFPC2) the file names carry the scale,
 ``<filter>_<scale in mas>mas.fits``.
 """
 
@@ -43,6 +47,7 @@ from scipy.special import erf
 
 from .detectors import DetectorSpec
 from .optics import (
+    WING_TAPER_FRACTION,
     OpticalPSF,
     _kernel_transfer,
     detector_kernel,
@@ -295,6 +300,12 @@ def write_psf_file(path, psf: OpticalPSF, *, radius_step_arcsec=0.01) -> Path:
     for key, name in (("DETECTOR", "detector"), ("FILTER", "filter")):
         if name in psf.meta:
             header[key] = str(psf.meta[name])
+    if psf.meta.get("model") != "gaussian":
+        # the truth of the far wings the renderer drew (a Gaussian mixture has none)
+        radius = psf.wing_radius * psf.pixel_scale
+        header["WINGTAP0"] = (round((1.0 - WING_TAPER_FRACTION) * radius, 4),
+                              "[arcsec] rendered wings' cosine taper starts")
+        header["WINGRAD"] = (round(radius, 4), "[arcsec] rendered wings reach zero")
     text = json.dumps(psf.meta, sort_keys=True)
     for start in range(0, len(text), 70):
         header.add_comment(text[start:start + 70])

@@ -7,8 +7,10 @@ tables are per filter, so no pivot-wavelength interpolation is needed, and
 the model's EE is normalised at the radius the table calls "infinite" (6"
 for WFC3, 5.5" for ACS), as the tables are. The other tests: unbiased
 sub-pixel positions of the undersampled WFC3/IR PSF, exact flux of
-rendered stars and galaxies, diffraction spikes along V2/V3, the PSF-file
-round trip and a subarray visit rendered with ``psf="optical"``.
+rendered stars and galaxies, round far wings tapered smoothly to zero that
+meet the core stamps without a step (issue #15), diffraction spikes along
+V2/V3, the PSF-file round trip and a subarray visit rendered with
+``psf="optical"``.
 """
 
 import time
@@ -22,7 +24,7 @@ from scipy.ndimage import map_coordinates
 from hapsim import simulate_visit
 from hapsim.detectors import get_detector
 from hapsim.geometry import ChipWCS
-from hapsim.optics import optical_psf, spike_angle_deg
+from hapsim.optics import WING_TAPER_FRACTION, optical_psf, spike_angle_deg
 from hapsim.psfio import read_psf_file, write_psf_file
 from hapsim.render import add_point_sources, render_sources
 
@@ -188,6 +190,100 @@ def test_rendered_flux_equals_the_truth():
     assert abs(image.sum() / 2.5e5 - 1.0) < 1e-9
 
 
+def _ring_profile(image, radii):
+    """Mean of `image` over 1-pixel rings about its centre pixel, at integer `radii`."""
+    h = image.shape[0] // 2
+    yy, xx = np.indices(image.shape) - h
+    ring = np.rint(np.hypot(xx, yy)).astype(int)
+    return np.array([image[ring == k].mean() for k in radii])
+
+
+@pytest.mark.parametrize("det,filt", [("wfc3/uvis", "F606W"), ("wfc3/uvis", "F814W"),
+                                      ("wfc3/ir", "F160W")])
+def test_wing_kernel_is_round_and_tapered(det, filt):
+    # issue #15: a square kernel cut where the halo is still ~1 background rms for the
+    # brightest stars drew sharp-edged squares that the catalogs detected
+    psf = optical_psf(det, filt)
+    wings = psf.wing_kernel()
+    big = psf.wing_half_size
+    radius = psf.wing_radius
+    assert wings.shape == (2 * big + 1,) * 2 and big == int(np.ceil(radius))
+    assert radius > psf.half_extent            # the square's corner light moved outwards
+    yy, xx = np.indices(wings.shape) - big
+    r = np.hypot(xx, yy)
+    # (a) round: nothing at or beyond the outer radius, e.g. along the square's corners
+    assert np.all(wings[r >= radius] == 0.0)
+    diagonal = np.arange(2 * big + 1)
+    corner = r[diagonal, diagonal] >= radius
+    assert corner.any() and np.all(wings[diagonal, diagonal][corner] == 0.0)
+    #     azimuthally uniform near the edge (0.85 R, where the spikes have faded)
+    angle = np.deg2rad(np.arange(0.0, 360.0, 1.0))
+    rr = 0.85 * radius
+    ring = map_coordinates(wings, [big + rr * np.sin(angle), big + rr * np.cos(angle)], order=1)
+    assert ring.min() > 0.97 * ring.mean() and ring.max() < 1.03 * ring.mean(), \
+        (ring.min() / ring.mean(), ring.max() / ring.mean())
+    # (b) smooth to zero: the last whole ring inside R is a small fraction of the
+    # profile at 0.7 R, and beyond the modelled square the profile falls
+    # monotonically, no faster per pixel than a cosine over the taper (no step)
+    at_07 = _ring_profile(wings, [round(0.7 * radius)])[0]
+    last = _ring_profile(wings, [int(np.floor(radius - 0.5))])[0]
+    assert last < 0.05 * at_07, last / at_07
+    outer = np.diff(_ring_profile(wings, np.arange(psf.half_extent, big + 1)))
+    steepest = 0.5 * np.pi * at_07 / (WING_TAPER_FRACTION * radius)
+    assert np.all(outer <= 0.0) and -outer.min() < 1.1 * steepest, -outer.min() / steepest
+    # the PSF itself inside 80 % of the modelled square, the same encircled energy
+    # (to 2e-5) out to 6", and exactly the square's flux in all
+    h = psf.half_extent
+    square = psf.native()
+    inner = slice(big - h, big + h + 1)
+    r_sq = r[inner, inner]
+    core = psf.core_half_size
+    is_core = (np.abs(xx[inner, inner]) <= core) & (np.abs(yy[inner, inner]) <= core)
+    keep = (r_sq < 0.8 * h) & ~is_core
+    np.testing.assert_allclose(wings[inner, inner][keep], square[keep], rtol=1e-12, atol=0)
+    whole = psf.round_wings
+    for arcsec in (1.0, 3.0, 5.5, 6.0):
+        rad = arcsec / psf.pixel_scale
+        assert abs(whole[r <= rad].sum() - square[r_sq <= rad].sum()) < 2e-5, arcsec
+    assert abs(wings.sum() + psf.core_fraction() - square.sum()) < 1e-13
+
+
+def test_bright_star_wings_render_its_flux_without_a_seam():
+    psf = optical_psf("wfc3/uvis", "F606W")
+    big = psf.wing_half_size
+    size = 2 * big + 41
+    c = size // 2
+    flux = 1.0e8                         # 6 mag above saturation in 500 s
+    for dx, dy in ((0.0, 0.0), (0.5, 0.5), (-0.37, 0.12)):
+        image = np.zeros((size, size))
+        add_point_sources(image, psf, [c + dx], [c + dy], [flux])
+        # (c) the whole star: its truth flux
+        assert abs(image.sum() / flux - 1.0) < 1e-9
+        # nothing beyond the outer radius (+1 pixel of the bilinear deposit) but
+        # the FFT's round-off: round
+        yy, xx = np.indices(image.shape)
+        beyond = np.hypot(xx - c - dx, yy - c - dy) > psf.wing_radius + 1.5
+        assert np.abs(image[beyond]).max() < 1e-12 * flux
+        # the core stamp (exact out to Chebyshev radius core_half_size + 1) hands
+        # over to the bilinear wings (about 1 % off the star's sub-pixel phase,
+        # exact for a centred star) without a step
+        half = 3 * psf.core_half_size
+        exact = psf.stamps([dx], [dy], half, normalize=False)[0] * flux
+        got = image[c - half:c + half + 1, c - half:c + half + 1]
+        rel = np.abs(got / exact - 1.0)
+        v, u = np.indices(rel.shape) - half
+        cheb = np.maximum(np.abs(u), np.abs(v))
+        reach = psf.core_half_size + 1
+        assert rel[cheb <= reach].max() < 1e-12
+        if dx == 0.0 and dy == 0.0:
+            assert rel.max() < 1e-12
+            continue
+        ring = np.array([np.median(rel[cheb == k]) for k in range(reach, reach + 12)])
+        assert ring[1] < 1e-3 and ring[-1] > 3e-3, ring
+        # the old hard cut-over jumped by ~1 % (median) from one ring to the next
+        assert np.diff(ring).max() < 5e-3, ring
+
+
 def test_diffraction_spikes_point_along_v2_v3():
     assert abs(spike_angle_deg(get_detector("wfc3/uvis")) % 90.0 - 45.0) < 1.0
     assert spike_angle_deg(get_detector("acs/wfc")) % 90.0 < 3.0
@@ -212,6 +308,8 @@ def test_psf_file_round_trip(tmp_path):
     with fits.open(path) as hdul:
         assert hdul[0].header["OVERSAMP"] == psf.oversample
         assert hdul[0].header["PIXINTEG"]
+        assert abs(hdul[0].header["WINGRAD"] - psf.wing_radius * psf.pixel_scale) < 1e-3
+        assert hdul[0].header["WINGTAP0"] > 5.5          # the EE is the file's out to 6"
         ee = hdul["EE"].data
     np.testing.assert_allclose(ee["EE"], psf.encircled_energy(ee["RADIUS"]), atol=1e-12)
     back = read_psf_file(path, get_detector("wfc3/ir"), "F160W")
