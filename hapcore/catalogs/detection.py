@@ -144,7 +144,15 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
         detection.point_sources = detect_point_sources(total_image, background, regions,
                                                        fwhm_pixels=fwhm, nsigma=cat.nsigma)
         ci = total_parameters.quality.ci_filter.aperture
-        detection.point_swarm = _swarm(total_image, background, detection.point_sources, cat,
+        # the swarm and PSF-feature tests were tuned on windowed centroids; the PSF-fit ones
+        # move their small-aperture CI and tipped borderline IR stars near bright ones into
+        # flag 32
+        swarm_sources = detection.point_sources
+        if "xwindow" in swarm_sources.colnames:
+            swarm_sources = swarm_sources.copy(copy_data=False)
+            swarm_sources["xcentroid"] = swarm_sources["xwindow"]
+            swarm_sources["ycentroid"] = swarm_sources["ywindow"]
+        detection.point_swarm = _swarm(total_image, background, swarm_sources, cat,
                                        (ci.ci_lower_limit, ci.ci_upper_limit))
         detection.point_sources, detection.point_swarm = _add_saturated_stars(
             total_image, detection.point_sources, detection.point_swarm, saturated_xy,
