@@ -26,7 +26,7 @@ import numpy as np
 
 from hapcore.drizzle.grid import OutputGrid, chip_plate_scale
 from hapcore.drizzle.inputs import ChipData, _file_key, good_pixel_mask, read_chip
-from hapcore.drizzle.kernel import drizzle_chip, new_accumulator
+from hapcore.drizzle.kernel import drizzle_chip, lazy_zeros, new_accumulator
 from hapcore.drizzle.pixmap import interpolated_pixmap
 from hapcore.drizzle.ragged import ChipPartial, RowRanges, footprint_ranges, save_flat
 from hapcore.drizzle.sparse import square_contributions, turbo_contributions
@@ -237,8 +237,8 @@ def drizzle_chip_partial(inputs: ChipInputs, settings: Settings, *, exposure: st
     chip = inputs.chip
     weight = weight_map(chip, settings.wht_type, settings.sky)
     weight[~include] = 0.0
-    sci = np.zeros(grid.shape, np.float32)
-    wht = np.zeros(grid.shape, np.float32)
+    sci = lazy_zeros(grid.shape, np.float32)
+    wht = lazy_zeros(grid.shape, np.float32)
     acc = new_accumulator(grid.shape, kernel=settings.kernel, out_img=sci, out_wht=wht)
     ratio = inputs.ratio
     drizzle_chip(acc, chip.sci - np.float32(settings.sky), inputs.pixmap, weight=weight,
@@ -279,33 +279,47 @@ def _covering(ranges: RowRanges, wht: np.ndarray) -> RowRanges:
     return RowRanges(ny0, starts.astype(np.int32), np.maximum(stops, starts).astype(np.int32))
 
 
+#: Input pixels per block of `_contributions`: a pixel has up to ~9 contributions, each with
+#: a dozen float64 temporaries in `hapcore.drizzle.sparse` (~2 kB per pixel); 1.7% of a UVIS
+#: chip at once (a first pass's cosmic rays) cost ~200 MB of a worker's peak, a block ~20 MB.
+_CONTRIBUTION_BLOCK = 8192
+
+
 def _contributions(inputs: ChipInputs, ranges: RowRanges, pixels: np.ndarray,
                    settings: Settings, sky: float, pixfrac: float, grid_shape):
     """Flat indices, weights (float32-rounded, as drizzle's) and data of the contributions of
-    ``pixels`` (a mask) of the chip."""
+    ``pixels`` (a mask) of the chip, in the order of the pixels (computed by blocks of
+    `_CONTRIBUTION_BLOCK` pixels: every value is per pixel, so the same as in one go)."""
     ys, xs = np.nonzero(pixels)
     weight = pixel_weights(inputs.chip, settings.wht_type, settings.sky, ys, xs)
-    if settings.kernel == "turbo":
-        k, oy, ox, fraction = turbo_contributions(inputs.pixmap, ys, xs, pixfrac=pixfrac,
-                                                  pscale_ratio=inputs.ratio,
-                                                  out_shape=grid_shape)
-    else:
-        k, oy, ox, fraction = square_contributions(inputs.pixmap, ys, xs, pixfrac=pixfrac,
-                                                   out_shape=grid_shape)
-    index = ranges.index(oy, ox)
-    if (index < 0).any():
-        raise ValueError("contribution outside the chip's footprint")
-    w = weight.astype(np.float64)[k]
-    dow = (fraction * w).astype(np.float32).astype(np.float64)
     iscale = inputs.ratio**2
-    data = ((inputs.chip.sci[ys, xs] - np.float32(sky)) * np.float32(iscale))[k]
-    return index, dow, data.astype(np.float64)
+    values = (inputs.chip.sci[ys, xs] - np.float32(sky)) * np.float32(iscale)
+    parts = []
+    for start in range(0, max(ys.size, 1), _CONTRIBUTION_BLOCK):
+        block = slice(start, start + _CONTRIBUTION_BLOCK)
+        if settings.kernel == "turbo":
+            k, oy, ox, fraction = turbo_contributions(
+                inputs.pixmap, ys[block], xs[block], pixfrac=pixfrac,
+                pscale_ratio=inputs.ratio, out_shape=grid_shape)
+        else:
+            k, oy, ox, fraction = square_contributions(inputs.pixmap, ys[block], xs[block],
+                                                       pixfrac=pixfrac, out_shape=grid_shape)
+        index = ranges.index(oy, ox)
+        if (index < 0).any():
+            raise ValueError("contribution outside the chip's footprint")
+        w = weight[block].astype(np.float64)[k]
+        dow = (fraction * w).astype(np.float32).astype(np.float64)
+        parts.append((index, dow, values[block][k].astype(np.float64)))
+        del k, oy, ox, fraction, w
+    index, dow, data = (np.concatenate(arrays) for arrays in zip(*parts))
+    return index, dow, data
 
 
 def derive_chip_partial(base: ChipPartial, inputs: ChipInputs, base_settings: Settings,
                         target: Settings, *, grid_shape: tuple[int, int],
                         in_place: bool = False, base_include: np.ndarray | None = None,
-                        target_include: tuple[np.ndarray, list[str]] | None = None
+                        target_include: tuple[np.ndarray, list[str]] | None = None,
+                        old_weights: tuple[Path, Path] | None = None
                         ) -> ChipPartial | None:
     """The partial of ``target`` from ``base`` (same chip), or None when drizzling the chip
     again is cheaper (more than `MAX_CHANGED_FRACTION` of its pixels differ) or the map is not
@@ -314,7 +328,9 @@ def derive_chip_partial(base: ChipPartial, inputs: ChipInputs, base_settings: Se
     ``in_place`` rewrites the base's files (the base is gone after); otherwise the result holds
     new in-memory arrays (``ChipPartial.arrays``). ``base_include`` (a mask) and
     ``target_include`` (``(mask, mask names)``, as `included_pixels` gives) save computing them
-    again. See the module notes.
+    again. ``old_weights`` (``(index file, value file)``, with ``in_place``): where the base's
+    weights change, their flat indices (sorted) and values before, saved as ``.npy`` (the
+    base's weights are then `hapcore.drizzle.ragged.PatchedWeights`). See the module notes.
     """
     if base_include is None:
         base_include, _ = included_pixels(inputs, base_settings)
@@ -333,11 +349,16 @@ def derive_chip_partial(base: ChipPartial, inputs: ChipInputs, base_settings: Se
     except ValueError as exc:
         log.debug("SCI,%d: partial not derived (%s); drizzled instead", inputs.extver, exc)
         return None
+    del remove, add   # two chip-sized masks fewer through the accumulation below
     sci, wht = base.load("r+" if in_place else "r")
     if not in_place:
         sci, wht = np.array(sci), np.array(wht)
     touched, inverse = np.unique(np.concatenate([r_idx, a_idx]), return_inverse=True)
     n_r = r_idx.size
+    if old_weights is not None:
+        # np.unique sorts: the indices are in order for `PatchedWeights`
+        np.save(old_weights[0], touched.astype(np.int64))
+        np.save(old_weights[1], np.asarray(wht[touched], np.float32))
     num0 = sci[touched].astype(np.float64) * wht[touched]
     den0 = wht[touched].astype(np.float64)
     num = num0 - np.bincount(inverse[:n_r], r_dow * r_data, minlength=touched.size)

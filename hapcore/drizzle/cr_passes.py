@@ -170,6 +170,8 @@ def _cr_pass(ws, fdp, edps, pars, partials, seps, *, tag: str, then: dict, keep_
     as ``previous`` and blots again only where its median differs (`blot_and_flag`)."""
     median_file, coverage_file = _median(ws, fdp, edps, pars, partials, tag=tag,
                                          validity=validity)
+    for valid in validity or []:
+        valid.remove()   # only the median reads them: not held through the blots (tmpfs)
     stems = {e.full_filename: ws.scratch / f"blot-{e.product_basename}-{tag}" for e in edps}
     before, before_stems = previous if previous is not None else (None, {})
     jobs = [BlotCRJob(
@@ -190,6 +192,11 @@ def _cr_pass(ws, fdp, edps, pars, partials, seps, *, tag: str, then: dict, keep_
         if not keep_blots:
             median_file.unlink(missing_ok=True)
         coverage_file.unlink(missing_ok=True)
+    if keep_blots and not any(any(stem.parent.glob(f"{stem.name}-blot*.npy"))
+                              for stem in stems.values()):
+        # no chip kept its blot (too many cosmic rays: WFC3/UVIS): the next pass never
+        # reads this median, which need not stay in the scratch through it
+        median_file.unlink(missing_ok=True)
     for edp, result in zip(edps, results):
         if result["product"] is not None:
             ws.written[edp.full_filename] = result["product"]

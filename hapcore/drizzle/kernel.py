@@ -10,13 +10,31 @@ lets one drizzle serve several products. The context image has one bit per expos
 from __future__ import annotations
 
 import logging
+import mmap
 
 import numpy as np
 from drizzle.resample import Drizzle, blot_image
 
-__all__ = ["blot_chip", "drizzle_chip", "new_accumulator"]
+__all__ = ["blot_chip", "drizzle_chip", "lazy_zeros", "new_accumulator"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """A zero array in fresh private anonymous pages: memory only where written.
+
+    The accumulators of a chip's drizzle are grid-sized (~113 MB each for full-frame UVIS)
+    but a chip writes only its footprint. ``np.zeros`` gives that only when the allocator maps
+    fresh pages; in a worker, whose large blocks come from the heap
+    (`hapcore.drizzle.jobs.run_captured`), a reused block is cleared in full, so every page
+    would be memory. The pages are private (counted as the process's anonymous memory) and
+    returned when the array is collected.
+    """
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if nbytes == 0:
+        return np.zeros(shape, dtype)
+    buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
 def new_accumulator(shape: tuple[int, int], *, kernel: str = "square",

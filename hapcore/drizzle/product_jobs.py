@@ -28,13 +28,18 @@ from hapcore.drizzle.chip_partials import (
     included_pixels,
     load_chip,
 )
-from hapcore.drizzle.cr import detect_cosmic_rays, grow_mask
+from hapcore.drizzle.cr import ElectronImage, detect_cosmic_rays, grow_mask
 from hapcore.drizzle.grid import OutputGrid
 from hapcore.drizzle.inputs import chip_wcs_of, good_pixel_mask
 from hapcore.drizzle.jobs import chip_reason, load_mask, save_mask
 from hapcore.drizzle.kernel import blot_chip
 from hapcore.drizzle.products import WriteContext, write_product
-from hapcore.drizzle.ragged import ChipPartial, ExposurePartial, save_flat
+from hapcore.drizzle.ragged import (
+    ChipPartial,
+    ExposurePartial,
+    PatchedWeights,
+    save_flat,
+)
 
 __all__ = ["BlotCRJob", "ExposureProductJob", "blot_and_flag", "exposure_product",
            "product_digests", "write_exposure_product"]
@@ -74,8 +79,9 @@ class BlotCRJob:
 
     ``sep`` is the exposure's separate drizzle (made with ``sep_settings``); ``then`` the
     settings it becomes in place afterwards, this pass's CR masks added to its ``cr_files``
-    (None: left as it is). ``keep_weights`` (a first pass of two) saves the separate drizzle's
-    weights first (the second pass's median tests its validity on them) and this pass's masks
+    (None: left as it is). ``keep_weights`` (a first pass of two) keeps the separate drizzle's
+    weights (the second pass's median tests its validity on them; as the values the change
+    in place alters, `hapcore.drizzle.ragged.PatchedWeights`) and this pass's masks
     (the second pass's separate drizzles leave them out). ``persist`` (``{extver: file}``): write
     the union of every pass's masks there, compressed (the last pass). ``exposure``: derive and
     write the exposure product from ``sep`` before it changes.
@@ -200,9 +206,10 @@ def blot_and_flag(job: BlotCRJob) -> dict:
             raise RuntimeError(f"{job.path.name}[SCI,{extver}]: {inputs}")  # noqa: TRY004
         cr = _flag(job, inputs, median, coverage)
         if job.keep_weights:
-            # the next pass leaves these pixels out of its separate drizzles
-            file = Path(f"{job.mask_stem}-cr{extver}.npy")
-            np.save(file, cr)
+            # the next pass leaves these pixels out of its separate drizzles; compressed
+            # (`save_mask`: a 1.7% mask of a UVIS chip, 8.4 MB of scratch, becomes ~1 MB)
+            file = Path(f"{job.mask_stem}-cr{extver}.npz")
+            save_mask(file, cr)
             files[extver] = file
         counts[extver] = int(cr.sum())
         base_include, _ = included_pixels(inputs, job.sep_settings)
@@ -210,14 +217,16 @@ def blot_and_flag(job: BlotCRJob) -> dict:
             derived = _exposure_chip(job.exposure, sep, inputs, job.sep_settings, base_include)
             if derived is not None:
                 exposure_chips[extver] = derived
-        if job.keep_weights:
-            valid_chips.append(_weights_copy(sep, job.mask_stem))
         if job.persist:
             earlier = [load_mask(f) for f in _as_tuple(job.sep_settings.cr_files.get(extver))]
             union = np.logical_or.reduce([*earlier, cr]) if earlier else cr
             _persist(job.persist[extver], union)
             first = int(earlier[0].sum()) if earlier else counts[extver]
             persisted[extver] = (first, int(union.sum()), int(union.size))
+        # the next pass's median tests validity on these weights (``keep_weights``): kept as
+        # the values the derivation below changes, else (drizzled again, or unchanged) whole
+        patch = (Path(f"{job.mask_stem}-valid{extver}-index.npy"),
+                 Path(f"{job.mask_stem}-valid{extver}-value.npy")) if job.keep_weights else None
         if job.then is not None:
             then = _with_mask(job.then, extver, cr)
             target = included_pixels(inputs, then)
@@ -225,11 +234,25 @@ def blot_and_flag(job: BlotCRJob) -> dict:
             if then.derivable_from(job.sep_settings):
                 derived = derive_chip_partial(sep, inputs, job.sep_settings, then,
                                               grid_shape=job.grid.shape, in_place=True,
-                                              base_include=base_include, target_include=target)
+                                              base_include=base_include, target_include=target,
+                                              old_weights=patch)
             if derived is None:  # too many pixels change: drizzled again, into the same files
+                if patch is not None:
+                    valid_chips.append(_weights_copy(sep, job.mask_stem))
+                    patch = None
                 derived = _redrizzle(sep, inputs, then, target, job.grid)
+            elif patch is not None:
+                valid_chips.append(PatchedWeights(
+                    sep.exposure, sep.extver, sep.ranges, derived.wht_file, derived.wht_file,
+                    iscale=sep.iscale, sky=sep.sky, masks=list(sep.masks),
+                    index_file=patch[0], value_file=patch[1]))
             sep_chips[extver] = derived
-        del inputs
+        elif patch is not None:
+            valid_chips.append(PatchedWeights(sep.exposure, sep.extver, sep.ranges,
+                                              sep.wht_file, sep.wht_file, iscale=sep.iscale,
+                                              sky=sep.sky, masks=list(sep.masks)))
+        # this chip's arrays are not held through the next chip's (the worker's peak)
+        inputs = cr = base_include = target = derived = None
     product, digests = None, []
     if job.exposure is not None:
         product = exposure_product(job.exposure, exposure_chips)
@@ -364,21 +387,24 @@ def _flag(job: BlotCRJob, inputs: ChipInputs, median, coverage) -> np.ndarray:
             full_well = float(np.percentile(chip.sci[saturated], 5.0))
             saturated |= chip.sci >= full_well
         regular = ~grow_mask(saturated, _SUSPECT_GROW) & ~grow_mask(dropped, _DROPPED_GROW)
+        del dropped, saturated
     sky = job.sep_settings.sky
-    # electrons, in place: the chip's data stay as read, the blot is this function's own
-    electrons = chip.sci - np.float32(sky)
-    electrons *= np.float32(t)
-    if job.blot_stem is None:
-        rates *= np.float32(t)       # in place: the blot is not needed as rates
-        blot = rates
-    else:
-        blot = rates * np.float32(t)
+    # the chip in electrons where driz_cr looks (a few percent of it), not a chip-sized copy;
+    # the blot in electrons in place (it is this function's own)
+    electrons = ElectronImage(chip.sci, sky, t)
+    blot = rates
+    blot *= np.float32(t)
+    del rates
     cr = detect_cosmic_rays(electrons, blot, sky_electrons=sky * t,
                             readnoise=chip.readnoise, snr=job.snr, scale=job.scale,
                             grow=job.grow, valid=covered, regular=regular,
                             excess_fraction=job.excess_fraction)
+    del blot, covered, regular
     if job.blot_stem is not None and np.count_nonzero(cr) <= _KEEP_BLOT_MAX_FLAGGED * cr.size:
-        np.save(Path(f"{job.blot_stem}-blot{inputs.extver}.npy"), rates)
+        # kept as count rates: blotted again (the same values; a chip with few cosmic rays,
+        # WFC3/IR), rather than a copy of the rates kept beside the electrons through
+        # driz_cr on every chip (a UVIS chip: 34 MB of a worker's peak)
+        np.save(Path(f"{job.blot_stem}-blot{inputs.extver}.npy"), _blot(job, inputs, median))
     return cr
 
 

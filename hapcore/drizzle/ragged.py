@@ -22,6 +22,7 @@ import numpy as np
 __all__ = [
     "ChipPartial",
     "ExposurePartial",
+    "PatchedWeights",
     "RowRanges",
     "accumulate_rows",
     "combine_exposures",
@@ -247,11 +248,71 @@ class ExposurePartial:
             chip.remove()
 
 
+class _PatchedFlat:
+    """A flat array (memory-mapped) with the values at sorted flat indices replaced, read by
+    slices (``[a:b]``, ``[a:b:step]``) as `exposure_rows` and the medians read partials."""
+
+    def __init__(self, base: np.ndarray, index: np.ndarray, values: np.ndarray):
+        self.base, self.index, self.values = base, index, values
+        self.shape, self.dtype = base.shape, base.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(self.shape[0])
+        if step <= 0:
+            raise IndexError("a patched flat array is read by forward slices")
+        out = np.array(self.base[start:stop:step])
+        lo, hi = np.searchsorted(self.index, [start, stop])
+        index, values = self.index[lo:hi] - start, self.values[lo:hi]
+        if step != 1:
+            on = index % step == 0
+            index, values = index[on], values[on]
+        out[index // step] = values
+        return out
+
+
+@dataclass
+class PatchedWeights(ChipPartial):
+    """The weights a chip partial's files held before a derivation changed them in place:
+    its ``wht_file`` with the values at the flat indices of ``index_file`` replaced by
+    ``value_file``'s (`hapcore.drizzle.chip_partials.derive_chip_partial`'s ``old_weights``).
+
+    The first cosmic-ray pass keeps its separate drizzles' weights this way for the second
+    pass's median: the cosmic rays change ~1 grid pixel in 20 of a chip's footprint, so the
+    two files hold ~1/8 of the bytes of a copy of the weights (full-frame UVIS: 4 MB per
+    chip). `load` gives ``(weights now, weights before)``, the second read by slices (readers
+    of validity use only it); `remove` deletes only the patch (the weights are the
+    partial's).
+    """
+
+    index_file: Path | None = None
+    value_file: Path | None = None
+
+    def load(self, mode: str = "r"):
+        if mode != "r":
+            raise ValueError("patched weights are read-only")
+        base = np.load(self.wht_file, mmap_mode="r")
+        if self.index_file is None:
+            return base, base
+        wht = _PatchedFlat(base, np.load(self.index_file, mmap_mode="r"),
+                           np.load(self.value_file, mmap_mode="r"))
+        # the science slot (meaningless for weights) unpatched: half the per-row work of
+        # `exposure_rows` in the second pass's median
+        return base, wht
+
+    def remove(self) -> None:
+        for file in (self.index_file, self.value_file):
+            if file is not None:
+                Path(file).unlink(missing_ok=True)
+
+
 def _chip_arrays(chip: ChipPartial, loaded: dict | None):
     if loaded is not None and id(chip) in loaded:
         return loaded[id(chip)]
     # plain views of the maps: slicing a memmap costs ~5 us in Python overhead, per row
-    arrays = tuple(np.asarray(a) for a in chip.load())
+    arrays = tuple(a if isinstance(a, _PatchedFlat) else np.asarray(a) for a in chip.load())
     if loaded is not None:
         loaded[id(chip)] = arrays
     return arrays

@@ -361,3 +361,127 @@ def test_scratch_on_tmpfs_and_orphans_removed(tmp_path):
             f"hapsvm-drizzle-{os.getpid()}-")
         scratch = ws.scratch
     assert not scratch.exists() and not orphan.exists()
+
+
+# -- the worker's memory (issue #16): each economy must give what the plain computation gives
+
+
+def test_contributions_by_blocks_are_the_contributions_in_one_go(monkeypatch):
+    import hapcore.drizzle.chip_partials as chip_partials
+
+    inputs, rng = _inputs()
+    pixels = rng.random(inputs.chip.shape) < 0.2
+    for kernel in ("square", "turbo"):
+        settings = Settings(kernel, 1.0, 0, "EXP", 1.5)
+        args = (inputs, inputs.ranges, pixels, settings, 1.5, 0.9, OUT)
+        monkeypatch.setattr(chip_partials, "_CONTRIBUTION_BLOCK", 1 << 30)
+        whole = chip_partials._contributions(*args)
+        monkeypatch.setattr(chip_partials, "_CONTRIBUTION_BLOCK", 37)
+        blocks = chip_partials._contributions(*args)
+        for a, b in zip(whole, blocks):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        empty = chip_partials._contributions(inputs, inputs.ranges, np.zeros_like(pixels),
+                                             settings, 1.5, 0.9, OUT)
+        assert all(a.size == 0 for a in empty)
+
+
+def test_patched_weights_are_the_weights_before_the_derivation(tmp_path):
+    """The first CR pass keeps its separate drizzles' weights as the values its in-place
+    derivation changes (`PatchedWeights`): read back, they are a copy taken before."""
+    from hapcore.drizzle.ragged import PatchedWeights
+
+    inputs, rng = _inputs()
+    base = Settings("square", 1.0, 0, "EXP", 1.5)
+    cr = rng.random(inputs.chip.shape) < 0.03
+    target = Settings("square", 1.0, 0, "EXP", 1.5, cr_files={1: (cr,)})
+    made = drizzle_chip_partial(inputs, base, exposure="e", grid=SimpleNamespace(shape=OUT),
+                                stem=tmp_path / "sep")
+    before = np.array(made.load()[1])
+    patch = (tmp_path / "valid-index.npy", tmp_path / "valid-value.npy")
+    derived = derive_chip_partial(made, inputs, base, target, grid_shape=OUT, in_place=True,
+                                  old_weights=patch)
+    after = np.array(derived.load()[1])
+    assert (after != before).any()
+    valid = PatchedWeights(made.exposure, made.extver, made.ranges, derived.wht_file,
+                           derived.wht_file, iscale=made.iscale, sky=made.sky,
+                           index_file=patch[0], value_file=patch[1])
+    _, wht = valid.load()
+    n = before.size
+    for key in (slice(None), slice(0, n), slice(5, 777), slice(3, n - 2, 16), slice(None, None, 16),
+                slice(n - 10, n + 10), slice(40, 40)):
+        np.testing.assert_array_equal(wht[key], before[key])
+    # as the second pass's median reads it (rows of the grid), and its weight median
+    partial = ExposurePartial("e", [valid])
+    copy = ExposurePartial("e", [ChipPartial("e", 1, made.ranges, derived.sci_file,
+                                             tmp_path / "copy.npy", 1.0, 1.5)])
+    np.save(tmp_path / "copy.npy", before)
+    for a, b in ((0, OUT[0]), (17, 91)):
+        np.testing.assert_array_equal(exposure_rows(partial, a, b, OUT[1])[1],
+                                      exposure_rows(copy, a, b, OUT[1])[1])
+    from hapcore.drizzle.cr_passes import _covered_median
+
+    assert _covered_median(partial) == _covered_median(copy)
+    valid.remove()        # the patch only: the weights are the partial's
+    assert not patch[0].exists() and not patch[1].exists() and derived.wht_file.exists()
+
+
+def test_driz_cr_of_an_electron_image_is_driz_cr_of_the_electrons():
+    """`ElectronImage` (the chip in electrons where indexed) and the row blocks of
+    `_Pixels.above` give the masks of the whole-chip computation, excess test included."""
+    import hapcore.drizzle.cr as cr_module
+    from hapcore.drizzle.cr import ElectronImage
+
+    rng = np.random.default_rng(11)
+    blot = ndimage.gaussian_filter(rng.random((300, 230)) ** 8 * 4e4, 1.0).astype(np.float32)
+    counts = (blot / 500.0 + 0.7 + rng.normal(0, 0.05, blot.shape)).astype(np.float32)
+    hits = rng.random(counts.shape) < 0.02
+    counts[hits] += rng.uniform(1, 20, hits.sum()).astype(np.float32)
+    electrons = counts - np.float32(0.7)
+    electrons *= np.float32(500.0)
+    lazy = ElectronImage(counts, 0.7, 500.0)
+    np.testing.assert_array_equal(lazy[10:20], electrons[10:20])
+    ys, xs = np.nonzero(hits)
+    np.testing.assert_array_equal(lazy[ys, xs], electrons[ys, xs])
+    for excess in (None, "auto", (0.3, 0.6, 0.15)):
+        kwargs = {"sky_electrons": 350.0, "readnoise": 3.0, "excess_fraction": excess}
+        expected = detect_cosmic_rays(electrons, blot, **kwargs)
+        assert expected.any()
+        np.testing.assert_array_equal(detect_cosmic_rays(lazy, blot, **kwargs), expected)
+    pixels = cr_module._Pixels(electrons, blot, 350.0, 3.0)
+    for rows in (1, 7, 256, 1000):
+        got = pixels.above(blot, 30.0, rows=rows)
+        want = pixels.above(blot, 30.0, rows=blot.shape[0])
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_lazy_zeros_are_zeros():
+    from hapcore.drizzle.kernel import lazy_zeros
+
+    a = lazy_zeros((301, 257), np.float32)
+    assert a.dtype == np.float32 and a.shape == (301, 257) and a.flags.writeable
+    assert not a.any()
+    a[100:110] = 2.0
+    assert a.sum() == 2.0 * 10 * 257
+    assert lazy_zeros((0, 5)).shape == (0, 5)
+
+
+def test_scratch_of_eight_full_frame_exposures_goes_to_the_tmpfs(monkeypatch, tmp_path):
+    """An 8-exposure UVIS filter's scratch (1.17 GB measured: 8 separate drizzles, median,
+    coverage) is estimated from its chips (`_scratch_bytes`) and on the tmpfs when that has
+    room: its drizzle stage's extra time is not disk scratch (issue #16: it is drizzlepac's
+    final_pixfrac 0.8 for >= 6 exposures, which no drizzle derives from the separate one)."""
+    import hapcore.drizzle.workspace as workspace
+
+    grid = SimpleNamespace(shape=(5410, 5772))        # uvis_n8's grid
+    chips = 8 * 2 * 4096 * 2051
+    needed = workspace._scratch_bytes(grid, chips)
+    assert 1.2e9 < needed < 1.5e9
+    assert workspace._scratch_bytes(grid, 4096 * 2051) == workspace._scratch_bytes(grid)
+    monkeypatch.setattr(workspace, "_MEMORY_ROOT", tmp_path)
+    for free, expected in ((needed + workspace._MEMORY_RESERVE, tmp_path),
+                           (needed + workspace._MEMORY_RESERVE - 1, None)):
+        monkeypatch.setattr(workspace.os, "statvfs",
+                            lambda _, free=free: SimpleNamespace(f_bavail=free, f_frsize=1))
+        assert workspace.scratch_parent(needed) == expected

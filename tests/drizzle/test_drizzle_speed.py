@@ -131,7 +131,7 @@ def test_background_jobs(tmp_path):
             assert ws._inflight == 0
 
 
-@pytest.mark.parametrize("n", [2, 3, 4, 6])
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 7, 8, 9])
 def test_sort_stack_matches_numpy_sort(n):
     from hapcore.drizzle.cr import _sort_stack
 
@@ -141,3 +141,18 @@ def test_sort_stack_matches_numpy_sort(n):
     expected = np.sort(data, axis=0)
     _sort_stack(data)
     assert np.array_equal(data, expected)
+
+
+@pytest.mark.parametrize("n", range(2, 9))
+def test_sorting_networks_sort_every_binary_input(n):
+    """The 0-1 principle: a comparator network that sorts every 0/1 sequence sorts all."""
+    import itertools
+
+    from hapcore.drizzle.cr import _NETWORKS
+
+    for bits in itertools.product((0, 1), repeat=n):
+        values = list(bits)
+        for i, j in _NETWORKS[n]:
+            if values[i] > values[j]:
+                values[i], values[j] = values[j], values[i]
+        assert values == sorted(values), bits
