@@ -39,6 +39,7 @@ class TreeRSS:
         self.peak = 0.0
         self.overall = 0.0
         self.overall_tmpfs_once = 0.0
+        self.peak_tmpfs_once = 0.0
         self.period = period
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -85,11 +86,14 @@ class TreeRSS:
             v = self.sample()
             self.peak = max(self.peak, v)
             self.overall = max(self.overall, v)
-            self.overall_tmpfs_once = max(self.overall_tmpfs_once, self.sample_tmpfs_once())
+            once = self.sample_tmpfs_once()
+            self.peak_tmpfs_once = max(self.peak_tmpfs_once, once)
+            self.overall_tmpfs_once = max(self.overall_tmpfs_once, once)
             self._stop.wait(self.period)
 
     def reset(self):
         self.peak = self.sample()
+        self.peak_tmpfs_once = self.sample_tmpfs_once()
 
     def stop(self):
         self._stop.set()
@@ -124,7 +128,8 @@ def main(argv=None) -> int:
         finally:
             stages.append({"stage": label, "wall_s": round(time.perf_counter() - w0, 2),
                            "cpu_s": round(_cpu() - c0, 2),
-                           "peak_tree_rss_mb": round(max(rss.peak, rss.sample()), 1)})
+                           "peak_tree_rss_mb": round(max(rss.peak, rss.sample()), 1),
+                           "peak_tree_memory_tmpfs_once_mb": round(rss.peak_tmpfs_once, 1)})
 
     svm.VisitRunner.__call__ = recording
     w0, c0 = time.perf_counter(), _cpu()

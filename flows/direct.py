@@ -14,6 +14,8 @@ Importing this module imports no Prefect.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,6 +57,7 @@ class DirectVisitRunner(VisitRunner, DirectRunner):
     def __call__(self, stage_task: Any, *args: Any, label: str | None = None,
                  **kwargs: Any) -> StageResult:
         result = VisitRunner.__call__(self, stage_task, *args, label=label, **kwargs)
+        _release_memory()
         label = label or stage_task.name
         state = self.states[label]
         if state == CACHED:
@@ -62,6 +65,21 @@ class DirectVisitRunner(VisitRunner, DirectRunner):
         else:
             logger.info("task %s: %s in %.1f s", label, state, self.timings[label])
         return result
+
+
+def _release_memory() -> None:
+    """Give the memory a finished stage freed back to the system.
+
+    Every stage runs in this process; what one frees stays in glibc's heap (fragmented by its
+    many chip-sized arrays) and is counted in the process's RSS through the next stage, whose
+    peak adds to it: the drizzle and catalog peaks of a 3 x UVIS visit carried ~0.3 GB left
+    by the stage before.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def run_visit(poller_file: Path, options: VisitOptions, log_part: Path | None = None
