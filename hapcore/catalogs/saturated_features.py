@@ -49,6 +49,7 @@ from scipy.spatial import cKDTree
 
 from hap_models.catalogs import FLAG_FAINT, FLAG_HOT_PIXEL, FLAG_SATURATION, FLAG_SWARM
 from hapcore.catalogs.saturated_fragments import saturated_fragments
+from hapcore.catalogs.saturated_spikes import saturated_spike_features
 from hapcore.catalogs.swarm import aperture_sums, value_at
 
 #: The ring / halo test applies where the ring's median is at least this many times the
@@ -454,7 +455,8 @@ def flag_saturated_light(table, x_column, y_column, brightness_column, image, sa
                           fcat, background, cache=None) -> int:
     """Flag 32 on the rows of ``table`` that are a saturated star's fragments (its plateau and
     bleed columns, :mod:`hapcore.catalogs.saturated_fragments`) or features of its light (halo,
-    rings, spikes, :mod:`hapcore.catalogs.saturated_features`); returns how many."""
+    rings, spikes, :mod:`hapcore.catalogs.saturated_features`, and the spikes measured on the
+    image, :mod:`hapcore.catalogs.saturated_spikes`); returns how many."""
     if table is None or not len(table) or saturated_xy is None or not len(saturated_xy):
         return 0
     x, y = np.asarray(table[x_column], float), np.asarray(table[y_column], float)
@@ -481,6 +483,14 @@ def flag_saturated_light(table, x_column, y_column, brightness_column, image, sa
     if fcat.saturated_feature_nsigma is not None:
         flagged |= saturated_star_features(
             image.data, x, y, saturated_xy, aperture_radius=radius,
+            max_distance=fcat.saturated_feature_radius_arcsec / image.plate_scale,
+            background=background.background, background_rms=background.rms,
+            exptime=image.exptime, nsigma=fcat.saturated_feature_nsigma,
+            model_error=fcat.saturated_feature_model_error, cache=cache)
+        # the spikes measured on the image (direction, pair ratio, mirror along the ridge)
+        stars = saturated_stars(saturated_xy, shape=image.shape, min_pixels=4)
+        flagged |= saturated_spike_features(
+            image.data, x, y, stars[:2], stars[3], aperture_radius=radius,
             max_distance=fcat.saturated_feature_radius_arcsec / image.plate_scale,
             background=background.background, background_rms=background.rms,
             exptime=image.exptime, nsigma=fcat.saturated_feature_nsigma,
