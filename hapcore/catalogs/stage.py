@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from hapcore.catalogs.image import CatalogImage
 from hapcore.catalogs.point import measure_point_photometry
 from hapcore.catalogs.segment import measure_segments
 from hapcore.catalogs.sharpness import flag_sharp_detections
-from hapcore.catalogs.stellar_locus import locus_ci_limits, table_ci_peak
+from hapcore.catalogs.stellar_locus import catalog_ci_limits
 from hapcore.catalogs.total import (
     cr_dominance_threshold,
     join_filter_columns,
@@ -119,7 +120,7 @@ def _base_table(sources: Table, names) -> Table:
 
 def measure_filter_catalogs(detection: SourceDetection, name: str, image: CatalogImage, *,
                             parameters, saturated_xy=None, exposure_images=(),
-                            nexp=None) -> FilterCatalogs:
+                            nexp=None, threads=2) -> FilterCatalogs:
     """Forced photometry and flags of one filter product at the total's sources (§6.3, §6.4, §6.7).
 
     Parameters
@@ -139,6 +140,9 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
         (:mod:`hapcore.catalogs.exposure_check`; ``exposure_check_nsigma`` None disables it).
     nexp : 2-D ndarray, optional
         Exposure count per pixel for the low-coverage flag (64); default ``image.nexp``.
+    threads : int, optional
+        With 2 or more the point and segment measurements run side by side in two threads
+        (the same results as one after the other).
 
     Returns
     -------
@@ -158,10 +162,18 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
                   detector=image.detector or total_detector, saturated_xy=saturated_xy,
                   nexp=nexp, data=image.data,
                   footprint=nexp_footprint(image.data) if nexp is not None else None)
-    fbackground = None
     saturated_cache = {}      # the saturated stars' ring profiles, for points and segments
-    points = detection.point_sources
-    if points is not None:
+    points, seg = detection.point_sources, detection.segments
+    has_saturated = saturated_xy is not None and len(saturated_xy) > 0
+    # the filter's background model: the segments' photometry and the saturated-light tests
+    if seg is not None and not len(seg.sources):
+        fbackground = detection.background
+    elif (seg is not None) or (points is not None and has_saturated):
+        fbackground = catalog_background(image, fcat)
+    else:
+        fbackground = None
+
+    def measure_points():
         clock = time.perf_counter()
         entry.point = measure_point_photometry(
             image, points["xcentroid"], points["ycentroid"], ids=points["id"], ra=points["RA"],
@@ -178,15 +190,14 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
                                                ci.ci_upper_limit + ci_shift))
         ci_limits = (ci.ci_lower_limit + ci_shift, ci.ci_upper_limit + ci_shift)
         if fcat.ci_limits_from_locus:
-            ci_limits = _locus_limits(entry.point, image, ci, ci_shift, name, "point")
+            ci_limits = catalog_ci_limits(entry.point, image, ci, ci_shift, name, "point")
         entry.ci_limits["aperture"] = ci_limits
         entry.point["Flags"] = flag_catalog(entry.point, x_column="X-Center", y_column="Y-Center",
                                             ci_lower=ci_limits[0], ci_upper=ci_limits[1],
                                             bthresh=ci.bthresh, **common)
         # the fragments of a saturated star (plateau, bleed, first rings) and the features of
         # its light (halo, rings, spikes) are not sources
-        if saturated_xy is not None and len(saturated_xy):
-            fbackground = fbackground or catalog_background(image, fcat)
+        if has_saturated:
             n_saturated = flag_saturated_light(entry.point, "X-Center", "Y-Center", "FluxAp2",
                                                 image, saturated_xy, fcat, fbackground,
                                                 saturated_cache)
@@ -197,17 +208,14 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
                                             np.asarray(entry.point["Flags"]) | FLAG_SWARM,
                                             entry.point["Flags"])
         entry.timings["point"] = time.perf_counter() - clock
-    seg = detection.segments
-    if seg is not None:
+
+    def measure_segment_catalog():
         clock = time.perf_counter()
-        if not len(seg.sources):
-            fbackground = detection.background
-        fbackground = fbackground or catalog_background(image, fcat)
         entry.segment = measure_segments(image, fbackground, seg, params=fcat)
         ci = quality.ci_filter.segment
         seg_limits = (ci.ci_lower_limit, ci.ci_upper_limit)
         if fcat.ci_limits_from_locus:
-            seg_limits = _locus_limits(entry.segment, image, ci, 0.0, name, "segment")
+            seg_limits = catalog_ci_limits(entry.segment, image, ci, 0.0, name, "segment")
         entry.ci_limits["segment"] = seg_limits
         entry.segment["Flags"] = flag_catalog(entry.segment, x_column="X-Centroid",
                                               y_column="Y-Centroid", ci_lower=seg_limits[0],
@@ -220,6 +228,21 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
             log.debug("filter %s: %d segment(s) on saturated stars' light flagged 32", name,
                       n_saturated)
         entry.timings["segment"] = time.perf_counter() - clock
+
+    branches = [branch for branch, table in ((measure_points, points),
+                                             (measure_segment_catalog, seg))
+                if table is not None]
+    if len(branches) == 2 and threads > 1:
+        # independent but for read-only inputs and the ring-profile cache (a profile two
+        # threads both miss is computed twice, the same): the segment photometry runs on the
+        # second core (full frame UVIS: ~3 s of the filter stage's ~11 s)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hapsvm-points") as pool:
+            done = pool.submit(measure_points)
+            measure_segment_catalog()
+            done.result()
+    else:
+        for branch in branches:
+            branch()
     del common  # its footprint is not needed by the exposure check
     clock = time.perf_counter()
     counts = flag_missing_in_exposures([(entry.point, "X-Center", "Y-Center"),
@@ -232,25 +255,9 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     if entry.point is not None and fcat.aperture_correction == "measured" and not image.is_blank:
         clock = time.perf_counter()
         entry.aperture_correction = measured_aperture_correction(entry.point, image, fcat,
-                                                                  ci_limits)
+                                                                  entry.ci_limits["aperture"])
         entry.timings["aperture_correction"] = time.perf_counter() - clock
     return entry
-
-
-def _locus_limits(table, image, ci, shift: float, name: str, kind: str) -> tuple[float, float]:
-    """The CI limits of one catalog (``ci``'s, moved by ``shift``) centred on its stars."""
-    limits = (ci.ci_lower_limit + shift, ci.ci_upper_limit + shift)
-    peak = table_ci_peak(image, (ci.ci_lower_limit, ci.ci_upper_limit)) + shift
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = np.asarray(table["FluxAp2"], float) / np.asarray(table["FluxErrAp2"], float)
-    moved, locus = locus_ci_limits(np.asarray(table["CI"], float), snr, limits=limits, peak=peak)
-    if locus is None:
-        log.debug("filter %s %s catalog: no stellar CI locus; CI limits %.3f-%.3f", name, kind,
-                  *limits)
-    else:
-        log.debug("filter %s %s catalog: stellar CI locus %.3f (table peak %.3f): CI limits "
-                  "%.3f-%.3f", name, kind, locus, peak, *moved)
-    return moved
 
 
 def _keep_total_rows(table: Table | None, total: Table | None) -> Table | None:

@@ -21,7 +21,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["stellar_ci_locus", "locus_ci_limits", "table_ci_peak"]
+__all__ = ["stellar_ci_locus", "locus_ci_limits", "table_ci_peak", "catalog_ci_limits"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -118,3 +118,20 @@ def locus_ci_limits(ci, snr, *, limits: tuple[float, float], peak: float,
         return limits, locus
     shift = locus - peak
     return (limits[0] + shift, limits[1] + shift), locus
+
+
+def catalog_ci_limits(table, image, ci, shift: float, name: str, kind: str) -> tuple[float, float]:
+    """The CI limits of one catalog (``ci``: its CIFilterSettings, moved by ``shift``) centred
+    on its stars (:func:`locus_ci_limits` on the table's ``CI`` and aperture-2 S/N)."""
+    limits = (ci.ci_lower_limit + shift, ci.ci_upper_limit + shift)
+    peak = table_ci_peak(image, (ci.ci_lower_limit, ci.ci_upper_limit)) + shift
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.asarray(table["FluxAp2"], float) / np.asarray(table["FluxErrAp2"], float)
+    moved, locus = locus_ci_limits(np.asarray(table["CI"], float), snr, limits=limits, peak=peak)
+    if locus is None:
+        log.debug("filter %s %s catalog: no stellar CI locus; CI limits %.3f-%.3f", name, kind,
+                  *limits)
+    else:
+        log.debug("filter %s %s catalog: stellar CI locus %.3f (table peak %.3f): CI limits "
+                  "%.3f-%.3f", name, kind, locus, peak, *moved)
+    return moved
