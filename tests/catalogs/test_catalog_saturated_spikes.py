@@ -142,3 +142,19 @@ def test_flag_saturated_light_flags_spike_fragments_32_keeps_the_star_on_the_spi
                    "Flags": [1, 1, 0]})
     flag_saturated_light(table, "X", "Y", "FluxAp2", _Image(), sat, _Options(), _Background())
     assert table["Flags"].tolist() == [33, 33, 0]
+
+
+def test_no_spike_test_in_a_crowded_field():
+    """Above SPIKE_TEST_MAX_DENSITY rows per arcsec^2 every reference aperture holds other
+    stars (real ACS/HRC 47 Tuc: the test had trimmed 5493 rows to 1776): it is not run."""
+    from hapcore.catalogs.saturated_features import SPIKE_TEST_MAX_DENSITY, _rows_per_arcsec2
+
+    class _Image:
+        shape = SHAPE
+        plate_scale = 0.04
+        footprint = np.ones(SHAPE, bool)
+
+    area = SHAPE[0] * SHAPE[1] * 0.04**2
+    assert _rows_per_arcsec2(3, _Image()) < SPIKE_TEST_MAX_DENSITY
+    crowd = int(np.ceil(1.1 * SPIKE_TEST_MAX_DENSITY * area))
+    assert _rows_per_arcsec2(crowd, _Image()) > SPIKE_TEST_MAX_DENSITY
