@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from hapcore.catalogs.point import detect_point_sources
 from hapcore.catalogs.psf_features import fourfold_features, point_like, psf_features
 from hapcore.catalogs.saturated_features import saturated_halo_model, saturated_star_rows
 from hapcore.catalogs.segment import SegmentationResult, detect_segments
+from hapcore.catalogs.side_by_side import run_side_by_side
 from hapcore.catalogs.swarm import aperture_sums, swarm_members
 
 __all__ = ["PHOT_MODES", "SourceDetection", "catalog_background", "detect_sources",
@@ -174,17 +174,7 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
     branches = [branch for branch, modes in ((detect_points, ("aperture", "both")),
                                              (detect_segmentation, ("segment", "both")))
                 if phot_mode in modes]
-    if len(branches) == 2 and threads > 1:
-        # the two branches share only read-only inputs; their numpy/scipy work releases the
-        # GIL for much of its time, so a second core runs the point branch (full frame UVIS:
-        # about a third of the stage's wall time saved)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hapsvm-points") as pool:
-            points = pool.submit(detect_points)
-            detect_segmentation()
-            points.result()
-    else:
-        for branch in branches:
-            branch()
+    run_side_by_side(branches, threads=threads)
     return detection
 
 

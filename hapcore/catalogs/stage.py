@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from hapcore.catalogs.image import CatalogImage
 from hapcore.catalogs.point import measure_point_photometry
 from hapcore.catalogs.segment import measure_segments
 from hapcore.catalogs.sharpness import flag_sharp_detections
+from hapcore.catalogs.side_by_side import run_side_by_side
 from hapcore.catalogs.stellar_locus import catalog_ci_limits
 from hapcore.catalogs.total import (
     cr_dominance_threshold,
@@ -232,17 +232,9 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     branches = [branch for branch, table in ((measure_points, points),
                                              (measure_segment_catalog, seg))
                 if table is not None]
-    if len(branches) == 2 and threads > 1:
-        # independent but for read-only inputs and the ring-profile cache (a profile two
-        # threads both miss is computed twice, the same): the segment photometry runs on the
-        # second core (full frame UVIS: ~3 s of the filter stage's ~11 s)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hapsvm-points") as pool:
-            done = pool.submit(measure_points)
-            measure_segment_catalog()
-            done.result()
-    else:
-        for branch in branches:
-            branch()
+    # independent but for read-only inputs and the ring-profile cache (a profile both threads
+    # miss is computed twice, the same)
+    run_side_by_side(branches, threads=threads)
     del common  # its footprint is not needed by the exposure check
     clock = time.perf_counter()
     counts = flag_missing_in_exposures([(entry.point, "X-Center", "Y-Center"),
