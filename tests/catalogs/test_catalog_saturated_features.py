@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 from astropy.wcs import WCS
+from test_catalog_scene import saturated_flagging_inputs
 
 from hapcore.catalogs.image import CatalogImage, compute_background
 from hapcore.catalogs.saturated_features import (
@@ -144,21 +145,7 @@ def test_stage_flags_features_and_keeps_the_star_with_flag_4_only():
 
     image, sat = _saturated_scene(faint=[(175.0, 130.0, 3.0)])
 
-    class _Image:          # what the flagging reads of a CatalogImage
-        data = image
-        shape = SHAPE
-        plate_scale = 0.04
-        exptime = 1000.0
-
-    class _Options:        # of CatalogParameters
-        aperture_2 = 0.15
-        saturated_feature_nsigma = 3.0
-        saturated_feature_radius_arcsec = 6.0
-        saturated_feature_model_error = 0.3
-
-    class _Background:
-        background = np.zeros(SHAPE)
-        rms = SKY_RMS
+    product, options, background = saturated_flagging_inputs(image, sky_rms=SKY_RMS)
 
     # the star (its row flagged faint + cosmic ray by the CI test), a plateau-edge detection,
     # the bleed end, a halo knot, a spike knot, the faint star
@@ -166,8 +153,8 @@ def test_stage_flags_features_and_keeps_the_star_with_flag_4_only():
                    "Y": [149.9, 152.0, 178.0, 150.0, 90.0, 130.0],
                    "FluxAp2": [900.0, 1200.0, 1500.0, 60.0, 5.0, 3.0],
                    "Flags": [29, 5, 5, 1, 1, 0]})
-    n = flag_saturated_light(table, "X", "Y", "FluxAp2", _Image(), sat, _Options(),
-                              _Background())
+    n = flag_saturated_light(table, "X", "Y", "FluxAp2", product, sat, options,
+                              background)
     assert n == 4
     assert table["Flags"].tolist() == [5, 37, 37, 33, 33, 0]
 

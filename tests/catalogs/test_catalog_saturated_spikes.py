@@ -4,6 +4,7 @@ image (any roll angle), fragments on them are flagged, real stars on or near the
 from __future__ import annotations
 
 import numpy as np
+from test_catalog_scene import saturated_flagging_inputs
 
 from hapcore.catalogs.saturated_features import saturated_stars
 from hapcore.catalogs.saturated_spikes import saturated_spike_features, spike_directions
@@ -121,33 +122,22 @@ def test_flag_saturated_light_flags_spike_fragments_32_keeps_the_star_on_the_spi
     star = _on_spike(2, 45.0)
     image, sat = _scene(lumps=lumps, stars=[(*star, 20.0)])
 
-    class _Image:          # what the flagging reads of a CatalogImage
-        data = image
-        shape = SHAPE
-        plate_scale = 0.04
-        exptime = 1000.0
-
-    class _Options:        # of CatalogParameters
-        aperture_2 = 0.15
-        saturated_feature_nsigma = 3.0
-        saturated_feature_radius_arcsec = 6.0
-        saturated_feature_model_error = 0.3
-
-    class _Background:
-        background = np.zeros(SHAPE)
-        rms = SKY_RMS
+    product, options, background = saturated_flagging_inputs(image, sky_rms=SKY_RMS)
 
     fx, fy = zip(*[_on_spike(k, r) for k, r, _ in lumps])
     table = Table({"X": [*fx, star[0]], "Y": [*fy, star[1]], "FluxAp2": [9.0, 12.0, 27.0],
                    "Flags": [1, 1, 0]})
-    flag_saturated_light(table, "X", "Y", "FluxAp2", _Image(), sat, _Options(), _Background())
+    flag_saturated_light(table, "X", "Y", "FluxAp2", product, sat, options, background)
     assert table["Flags"].tolist() == [33, 33, 0]
 
 
 def test_no_spike_test_in_a_crowded_field():
     """Above SPIKE_TEST_MAX_DENSITY rows per arcsec^2 every reference aperture holds other
     stars (real ACS/HRC 47 Tuc: the test had trimmed 5493 rows to 1776): it is not run."""
-    from hapcore.catalogs.saturated_features import SPIKE_TEST_MAX_DENSITY, _rows_per_arcsec2
+    from hapcore.catalogs.saturated_features import (
+        SPIKE_TEST_MAX_DENSITY,
+        _rows_per_arcsec2,
+    )
 
     class _Image:
         shape = SHAPE

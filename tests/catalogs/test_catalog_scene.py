@@ -12,6 +12,7 @@ exposure-weighted mean of the filter images, as a drizzle of all exposures would
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 from astropy.io import fits
@@ -25,7 +26,7 @@ from hapsim.render import add_stamps, sersic_stamps
 from hapsim.scene import abmag_to_countrate
 
 __all__ = ["SyntheticVisit", "make_wcs", "product_psf", "make_visit", "write_product",
-           "product_headers", "aperture_correction"]
+           "product_headers", "aperture_correction", "saturated_flagging_inputs"]
 
 RA0, DEC0 = 6.02, -72.08
 
@@ -242,3 +243,15 @@ def test_write_product_roundtrip(tmp_path):
     np.testing.assert_array_equal(back.nexp, visit.filters["f606w"].nexp)
     assert back.photflam == visit.filters["f606w"].photflam
     assert back.filter_names == ("F606W", "")
+
+
+def saturated_flagging_inputs(image, *, sky_rms, plate_scale=0.04, exptime=1000.0):
+    """Stand-ins for what :func:`~hapcore.catalogs.saturated_features.flag_saturated_light`
+    reads of a CatalogImage, its CatalogParameters and its BackgroundModel."""
+    product = SimpleNamespace(data=image, shape=image.shape, plate_scale=plate_scale,
+                              exptime=exptime)
+    options = SimpleNamespace(aperture_2=0.15, saturated_feature_nsigma=3.0,
+                              saturated_feature_radius_arcsec=6.0,
+                              saturated_feature_model_error=0.3)
+    background = SimpleNamespace(background=np.zeros(image.shape), rms=sky_rms)
+    return product, options, background
