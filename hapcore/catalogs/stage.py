@@ -34,7 +34,7 @@ from hapcore.catalogs.aperture_correction import (
     ci_table_aperture_correction,
     measured_aperture_correction,
 )
-from hapcore.catalogs.exposure_check import flag_missing_in_exposures
+from hapcore.catalogs.exposure_check import flag_missing_in_exposures, measure_in_exposures
 from hapcore.catalogs.filter_consistency import flag_single_filter_detections
 from hapcore.catalogs.annulus_light import annulus_ci_shift, correct_annulus_light
 from hapcore.catalogs.flags import flag_catalog, nexp_footprint
@@ -229,17 +229,29 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
                       n_saturated)
         entry.timings["segment"] = time.perf_counter() - clock
 
+    in_exposures = {}
+
+    def measure_exposures():    # at the detection's positions, which the rows keep
+        clock = time.perf_counter()
+        positions = [] if points is None else [(points["xcentroid"], points["ycentroid"])]
+        if seg is not None:
+            positions.append((seg.sources["X-Centroid"], seg.sources["Y-Centroid"]))
+        in_exposures["measured"] = measure_in_exposures(positions, exposure_images, fcat=fcat)
+        entry.timings["exposure_photometry"] = time.perf_counter() - clock
+
     branches = [branch for branch, table in ((measure_points, points),
+                                             (measure_exposures, exposure_images),
                                              (measure_segment_catalog, seg))
-                if table is not None]
+                if table is not None and (branch is not measure_exposures or len(table) > 1)]
     # independent but for read-only inputs and the ring-profile cache (a profile both threads
-    # miss is computed twice, the same)
+    # miss is computed twice, the same); the segments, longest, in this thread
     run_side_by_side(branches, threads=threads)
-    del common  # its footprint is not needed by the exposure check
+    del common
     clock = time.perf_counter()
     counts = flag_missing_in_exposures([(entry.point, "X-Center", "Y-Center"),
                                          (entry.segment, "X-Centroid", "Y-Centroid")],
-                                        exposure_images, fcat=fcat)
+                                        exposure_images, fcat=fcat,
+                                        measured=in_exposures.get("measured"))
     if any(counts):
         log.debug("filter %s: %d point and %d segment source(s) missing from a covering exposure "
                  "(cosmic-ray residuals) flagged 16", name, *counts)

@@ -80,3 +80,87 @@ def test_missing_in_exposure_rule():
     assert missing_in_exposure(f, flux, err).tolist() == [False, False, True, False]
     # the tolerance absorbs exposure-to-exposure differences of bright sources
     assert not missing_in_exposure([100.0], [[95.0], [101.0]], [[0.5], [0.5]])[0]
+
+
+def _write_product(path, image):
+    hdul = fits.HDUList([fits.PrimaryHDU(header=image.primary_header),
+                         fits.ImageHDU(image.data, header=image.wcs.to_header(), name="SCI"),
+                         fits.ImageHDU(image.weight, name="WHT")])
+    hdul.writeto(path)
+    return path
+
+
+def test_stamps_measure_as_the_full_image(tmp_path):
+    """Memory-mapped products measured on boxes around the sources give the catalog's own
+    aperture-2 photometry of the full image, edges included."""
+    from hapcore.catalogs.point import measure_point_photometry
+
+    exposures, _ = _scene()
+    x = np.array([50.0, 150.3, 101.0, 2.4, 197.6, 120.0])
+    y = np.array([50.0, 59.8, 120.0, 100.0, 3.0, 198.9])
+    kwargs = dict(aperture_2=0.15, skyannulus=0.25, dskyannulus=0.25)
+    paths = [_write_product(tmp_path / f"e{k}_drc.fits", image) for k, image in enumerate(exposures)]
+    flux, error = exposure_photometry(paths, x, y, **kwargs)
+    for k, path in enumerate(paths):
+        # (read back: the written header's pixel scale differs in the 14th digit, which moves
+        # annulus pixels lying exactly on a radius)
+        full = measure_point_photometry(CatalogImage.from_fits(path), x, y, aperture_1=0.075,
+                                        **kwargs)
+        inside = np.isfinite(flux[k])
+        # the three sources whose aperture box reaches the edge are not covered
+        assert inside.tolist() == [True, True, True, False, False, False]
+        np.testing.assert_allclose(flux[k][inside], np.asarray(full["FluxAp2"])[inside], rtol=1e-9)
+        np.testing.assert_allclose(error[k][inside], np.asarray(full["FluxErrAp2"])[inside], rtol=1e-9)
+    # the same from the images in memory
+    flux_mem, error_mem = exposure_photometry([CatalogImage.from_fits(p) for p in paths], x, y,
+                                              **kwargs)
+    np.testing.assert_array_equal(np.isfinite(flux), np.isfinite(flux_mem))
+    np.testing.assert_allclose(flux_mem, flux, rtol=1e-9)
+    np.testing.assert_allclose(error_mem, error, rtol=1e-9)
+
+
+def test_source_stamps_layout():
+    from hapcore.catalogs.exposure_check import source_stamps
+
+    data = np.arange(100.0, dtype=np.float32).reshape(10, 10)
+    weight = np.ones_like(data)
+    sd, sw, xs, ys = source_stamps(data, weight, np.array([5.2, 0.0]), np.array([4.0, 9.0]), half=2)
+    assert sd[int(ys[0]), int(round(xs[0]))] == data[4, 5]
+    assert sd[int(ys[1]), int(xs[1])] == data[9, 0]
+    # off the image: NaN data, zero weight
+    assert np.isnan(sd[int(ys[1]) + 1, int(xs[1])]) and sw[int(ys[1]) + 1, int(xs[1])] == 0
+    assert np.isnan(sd[int(ys[1]), int(xs[1]) - 1])
+
+
+def test_flags_from_photometry_measured_ahead():
+    """The exposures measured before the rows (in a side thread) give the flags of measuring
+    after; a row whose position moved since is measured again."""
+    from types import SimpleNamespace
+
+    from astropy.table import Table
+
+    from hapcore.catalogs.exposure_check import flag_missing_in_exposures, measure_in_exposures
+
+    exposures, filter_image = _scene()
+    fcat = SimpleNamespace(exposure_check_nsigma=4.0, exposure_check_tolerance=0.1,
+                           aperture_2=0.15, skyannulus_arcsec=0.25, dskyannulus_arcsec=0.25,
+                           salgorithm="mode")
+    x = np.array([50.0, 150.0, 101.0])
+    y = np.array([50.0, 60.0, 120.0])
+    ffilter, _ = exposure_photometry([filter_image], x, y, aperture_2=0.15, skyannulus=0.25,
+                                     dskyannulus=0.25)
+
+    def table(x_moved):
+        return Table({"X": x_moved, "Y": y, "FluxAp2": ffilter[0], "Flags": np.zeros(3, int)})
+
+    fresh = table(x)
+    assert flag_missing_in_exposures([(fresh, "X", "Y"), (None, "X", "Y")], exposures,
+                                     fcat=fcat) == [1, 0]
+    ahead = measure_in_exposures([(x, y)], exposures, fcat=fcat)
+    # measured at a wrong position for the residual: re-measured, the same flags
+    ahead["x"] = ahead["x"].copy()
+    ahead["x"][2] = 10.0
+    ahead["flux"][:, 2] = 1e3     # (not flagged, were it used)
+    again = table(x)
+    flag_missing_in_exposures([(again, "X", "Y")], exposures, fcat=fcat, measured=ahead)
+    assert again["Flags"].tolist() == fresh["Flags"].tolist() == [0, 0, 16]
