@@ -130,7 +130,7 @@ def measure_filter_catalogs_task(fdp: FilterProduct, total: TotalProduct, output
     ``detected`` is :func:`detect_sources_task`'s result; the detection itself is read from
     its file (:func:`stored_detection`).
     """
-    from hapcore.catalogs.stage import measure_filter_product
+    from hapcore.catalogs.filter_product import measure_filter_product
 
     def measure():
         detection = stored_detection(total, output_dir, phot_mode, total_pixels=False)

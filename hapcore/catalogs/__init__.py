@@ -18,7 +18,7 @@ _EXPORTS = {
     "load_total_detection": "hapcore.catalogs.detection",
     "save_detection": "hapcore.catalogs.detection",
     "load_detection": "hapcore.catalogs.detection",
-    "measure_filter_product": "hapcore.catalogs.stage",
+    "measure_filter_product": "hapcore.catalogs.filter_product",
     "write_detector_catalogs": "hapcore.catalogs.stage",
     "build_catalogs": "hapcore.catalogs.stage",
 }

@@ -8,7 +8,8 @@ The detection on the total image is :mod:`hapcore.catalogs.detection`. Here:
 * the stage entry points the tasks call, reading the drizzled products of a
   :class:`~hap_models.products.TotalProduct` from ``output_dir``:
   :func:`~hapcore.catalogs.detection.load_total_detection` (the detection),
-  :func:`measure_filter_product` (one per filter product) and :func:`write_detector_catalogs`
+  :func:`~hapcore.catalogs.filter_product.measure_filter_product` (one per filter product)
+  and :func:`write_detector_catalogs`
   (the ECSV files of spec §2.1, ``<product_basename>_point-cat.ecsv`` / ``_segment-cat.ecsv``).
 """
 
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table
 
 from hap_models.catalogs import (
@@ -55,7 +55,7 @@ from hapcore.catalogs.total import (
 from hapcore.catalogs.writer import catalog_metadata, write_catalog
 
 __all__ = ["CatalogSet", "FilterCatalogs", "measure_filter_catalogs", "assemble_catalogs",
-           "build_catalogs", "write_catalog_set", "measure_filter_product",
+           "build_catalogs", "write_catalog_set",
            "write_detector_catalogs"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
@@ -120,7 +120,8 @@ def _base_table(sources: Table, names) -> Table:
 
 def measure_filter_catalogs(detection: SourceDetection, name: str, image: CatalogImage, *,
                             parameters, saturated_xy=None, exposure_images=(),
-                            nexp=None, threads=2) -> FilterCatalogs:
+                            nexp=None, background=None, footprint=None,
+                            threads=2) -> FilterCatalogs:
     """Forced photometry and flags of one filter product at the total's sources (§6.3, §6.4, §6.7).
 
     Parameters
@@ -140,6 +141,11 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
         (:mod:`hapcore.catalogs.exposure_check`; ``exposure_check_nsigma`` None disables it).
     nexp : 2-D ndarray, optional
         Exposure count per pixel for the low-coverage flag (64); default ``image.nexp``.
+    background : BackgroundModel, optional
+        The filter product's background (:func:`~hapcore.catalogs.detection.catalog_background`
+        with the filter's catalog parameters), when already computed.
+    footprint : 2-D bool ndarray, optional
+        ``nexp_footprint(image.data)``, when already computed.
     threads : int, optional
         With 2 or more the point and segment measurements run side by side in two threads
         (the same results as one after the other).
@@ -161,7 +167,8 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     common = dict(plate_scale=image.plate_scale, aperture_2=fcat.aperture_2,
                   detector=image.detector or total_detector, saturated_xy=saturated_xy,
                   nexp=nexp, data=image.data,
-                  footprint=nexp_footprint(image.data) if nexp is not None else None)
+                  footprint=None if nexp is None else
+                  footprint if footprint is not None else nexp_footprint(image.data))
     saturated_cache = {}      # the saturated stars' ring profiles, for points and segments
     points, seg = detection.point_sources, detection.segments
     has_saturated = saturated_xy is not None and len(saturated_xy) > 0
@@ -169,7 +176,7 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     if seg is not None and not len(seg.sources):
         fbackground = detection.background
     elif (seg is not None) or (points is not None and has_saturated):
-        fbackground = catalog_background(image, fcat)
+        fbackground = catalog_background(image, fcat) if background is None else background
     else:
         fbackground = None
 
@@ -517,55 +524,6 @@ def _cr_cleaned_singletons(total) -> set:
     return {fdp.filters for fdp in total.fdp_list
             if len(fdp.edp_list) == 1 and fdp.edp_list[0].crclean and fdp.parameters is not None
             and fdp.parameters.drizzle.single_exposure_cr}
-
-
-def _exposure_count(paths, shape) -> np.ndarray:
-    """Number of exposure products with finite non-zero data at each pixel (spec §6.7.3).
-
-    The filter product's context is not used: it also drops an exposure where its pixel was
-    masked (cosmic ray, bad pixel), and on a grid finer than the input pixels (WFPC2's WF chips
-    on the PC1 scale) one masked pixel empties a whole block, which put the low-coverage flag
-    on most WFPC2 sources.
-    """
-    count = np.zeros(shape, np.int16)
-    for path in paths:
-        with fits.open(path, mode="readonly", memmap=True) as hdul:
-            data = hdul["SCI"].data
-            count += (np.isfinite(data) & (data != 0)).astype(np.int16)
-    return count
-
-
-def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
-                           saturated_xy=None) -> FilterCatalogs:
-    """Read a filter product, its exposure products and (except for IR) the saturated pixels
-    of its SVM copies, and run :func:`measure_filter_catalogs` on them.
-
-    ``saturated_xy`` (0-based product x, y) replaces the saturation lookup when given.
-    """
-    output_dir = Path(output_dir)
-    if fdp.parameters is None:
-        raise ValueError(f"{fdp.product_basename}: parameters are not set")
-    image = CatalogImage.from_fits(output_dir / fdp.drizzle_filename)
-    if saturated_xy is None and fdp.detector != "ir":
-        # the IR detector's saturation is not flagged (spec §6.7.2)
-        from hapcore.catalogs.saturation import saturated_product_pixels
-
-        copies = [output_dir / e.full_filename for e in fdp.edp_list
-                  if (output_dir / e.full_filename).exists()]
-        saturated_xy = saturated_product_pixels(copies, image.wcs)
-    # paths: each exposure product is read only while it is measured
-    exposure_images = [p for p in (output_dir / e.drizzle_filename for e in fdp.edp_list)
-                       if p.exists()]
-    # The exposures covering each pixel, from the exposure products: the context-based count
-    # drops an exposure wherever one of its pixels was masked, so with two exposures every
-    # star with a masked cosmic ray in its aperture got the low-coverage flag and was trimmed
-    # (completeness 0.95 at twice the usual cosmic-ray rate; on WFPC2's PC1-scale grid one
-    # masked WF pixel emptied a whole block). Cosmic-ray residuals are caught by the
-    # cross-exposure check instead.
-    nexp = _exposure_count(exposure_images, image.shape) if exposure_images else None
-    return measure_filter_catalogs(detection, fdp.filters, image, parameters=fdp.parameters,
-                                   saturated_xy=saturated_xy, exposure_images=exposure_images,
-                                   nexp=nexp)
 
 
 def write_detector_catalogs(total, detection: SourceDetection, filters, *, output_dir,
