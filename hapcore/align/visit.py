@@ -11,6 +11,8 @@ The chain, for the direct exposures of one detector:
    exposure separately (``match_2dhist_fit``, ``match_default_fit``); each fit judged by the
    acceptance tests of §4.6 *without* drizzlepac's bugs: the match count really has to reach the
    geometry's minimum, and the magnitude-correlation test uses the reference catalog's size;
+   the fits are weighted by the reference catalog's position errors at the observation epoch
+   (:func:`hapcore.align.fit.fit_linear_reference`; unweighted when the catalog has none);
 4. fallback: relative-only solution (if the exposures could be aligned to each other), else the
    input WCS is kept. Processing always goes on; every decision is logged with its reason.
 
@@ -33,6 +35,7 @@ from hapcore.align.fit import (
     FITGEOM_PARAMETERS,
     LinearFit,
     fit_linear_clipped,
+    fit_linear_reference,
 )
 from hapcore.align.match import match_sources
 from hapcore.align.sources import detect_chip_sources
@@ -47,6 +50,7 @@ __all__ = [
     "read_chip_wcs_readonly",
     "detect_exposure_sources",
     "align_visit",
+    "reference_variance",
     "corrected_chip_wcs",
     "fit_quality",
 ]
@@ -244,17 +248,40 @@ def fit_quality(fit: LinearFit, *, src_mag: np.ndarray, ref_mag: np.ndarray, n_r
 
 
 def _fit_with_downgrade(xy, uv, *, fitgeom: str, minimums: dict[str, int], min_fit_matches: int,
-                        nclip: int = 3) -> LinearFit | None:
-    """Fit with ``fitgeom``; with too few matches for it, fall back to simpler geometries."""
+                        nclip: int = 3, variance: np.ndarray | None = None) -> LinearFit | None:
+    """Fit with ``fitgeom``; with too few matches for it, fall back to simpler geometries.
+
+    ``variance`` (per axis, arcsec^2, of each ``uv``): a weighted fit to reference positions
+    (:func:`hapcore.align.fit.fit_linear_reference`).
+    """
     start = _GEOMETRY_ORDER.index(fitgeom) if fitgeom in _GEOMETRY_ORDER else 1
     for geom in _GEOMETRY_ORDER[start:]:
         need = max(minimums.get(geom, min_fit_matches), min_fit_matches,
                    FITGEOM_PARAMETERS[geom] + 1)
         if len(xy) >= need:
-            fit = fit_linear_clipped(xy, uv, fitgeom=geom, nclip=nclip)
+            fit = (fit_linear_clipped(xy, uv, fitgeom=geom, nclip=nclip) if variance is None
+                   else fit_linear_reference(xy, uv, variance, fitgeom=geom, nclip=nclip))
             if fit.nmatches >= need:
                 return fit
     return None
+
+
+def reference_variance(refcat) -> np.ndarray | None:
+    """Variance per axis (arcsec^2) of every reference position, or None without errors.
+
+    From ``RA_error`` and ``DEC_error`` (mas, at the observation epoch: proper-motion errors
+    included by :func:`hapcore.align.refcat_read.standardize_reference_table`); rows without
+    an error get the largest known one.
+    """
+    if "RA_error" not in refcat.colnames or "DEC_error" not in refcat.colnames:
+        return None
+    ra_err = np.asarray(refcat["RA_error"], float)
+    dec_err = np.asarray(refcat["DEC_error"], float)
+    variance = 0.5 * (ra_err ** 2 + dec_err ** 2) * 1e-6
+    known = np.isfinite(variance) & (variance > 0)
+    if not known.any():
+        return None
+    return np.where(known, variance, variance[known].max())
 
 
 def _tp(cat: ExposureCatalog, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
@@ -352,6 +379,7 @@ def align_visit(catalogs: list[ExposureCatalog], refcat, params, *,
         ref_xy = tangent_plane_arcsec(np.asarray(refcat["RA"], float),
                                       np.asarray(refcat["DEC"], float), ra0, dec0)
         ref_mag = np.asarray(refcat["mag"], float) if "mag" in refcat.colnames else np.full(len(refcat), np.nan)
+        ref_var = reference_variance(refcat)
         for method in methods:
             settings = params.match_settings(method)
             geom = settings.fitgeom
@@ -372,9 +400,10 @@ def align_visit(catalogs: list[ExposureCatalog], refcat, params, *,
                                       use2dhist=settings.use2dhist)
                 fit = None
                 if len(match) >= min_fit_matches:
-                    fit = _fit_with_downgrade(moved[match.src_index], ref_xy[match.ref_index],
-                                              fitgeom=geom, minimums=fitgeom_minimums,
-                                              min_fit_matches=min_fit_matches)
+                    fit = _fit_with_downgrade(
+                        moved[match.src_index], ref_xy[match.ref_index], fitgeom=geom,
+                        minimums=fitgeom_minimums, min_fit_matches=min_fit_matches,
+                        variance=None if ref_var is None else ref_var[match.ref_index])
                 if fit is None:
                     failed = f"{method}: {name}: {len(match)} matches, too few for any fit geometry"
                     break

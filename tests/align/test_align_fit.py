@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hapcore.align.visit import ExposureTransform, fit_quality
-from hapcore.align.fit import fit_linear, fit_linear_clipped
+from astropy.table import Table
+
+from hapcore.align.visit import ExposureTransform, fit_quality, reference_variance
+from hapcore.align.fit import (
+    excess_variance,
+    fit_linear,
+    fit_linear_clipped,
+    fit_linear_reference,
+)
 from hapcore.wcs.tangent import from_tangent_plane_arcsec, tangent_plane_arcsec
 from hapcore.align.match import match_sources
 
@@ -103,3 +110,60 @@ def test_quality_rejects_large_rms():
     q, why = fit_quality(fit, src_mag=mags, ref_mag=mags, n_ref=100, min_matches=12,
                          max_fit_limit_mas=150, max_fit_rms_mas=20, plate_scale=0.04)
     assert q == 5 and "fit rms" in why
+
+
+def test_excess_variance_recovers_the_unexplained_noise():
+    rng = np.random.default_rng(5)
+    known = rng.uniform(0.5, 20.0, 4000)           # per-axis variances the catalog states
+    resid = rng.normal(0.0, np.sqrt(known + 3.0)[:, None], (4000, 2))
+    assert excess_variance(resid, known, 4) == pytest.approx(3.0, rel=0.15)
+    # stated errors that explain the scatter already: nothing to add
+    assert excess_variance(rng.normal(0.0, 1.0, (500, 2)), np.full(500, 1.5), 4) == 0.0
+
+
+def _reference_visit(rng, n=56):
+    """A Gaia-like reference of one visit at an epoch years after the catalog's: per-axis
+    errors from 0.3 to 9 mas, image positions good to 0.3 mas, a true scale of exactly 1."""
+    xy = rng.uniform(-80.0, 80.0, (n, 2))                       # arcsec
+    sigma = 10.0 ** rng.uniform(np.log10(0.3e-3), np.log10(9e-3), n)
+    truth = xy @ _rot(0.05).T + [0.9, 0.4]
+    uv = truth + rng.normal(0.0, 1.0, (n, 2)) * sigma[:, None]
+    xy = xy + rng.normal(0.0, 0.3e-3, (n, 2))
+    return xy, uv, sigma ** 2
+
+
+def test_weighting_by_reference_errors_cuts_the_scale_and_rotation_errors():
+    """The floor of issue #15: an unweighted fit to 56 Gaia-like stars left the visit's scale
+    1.2e-5 off (0.035 px at the corners of a WFC3/UVIS exposure); weighted by the catalog's
+    errors it is several times smaller."""
+    rng = np.random.default_rng(6)
+    corner_err = {"plain": [], "weighted": []}
+    corner = np.array([[80.0, 80.0], [-80.0, 80.0], [80.0, -80.0], [-80.0, -80.0]])
+    truth = corner @ _rot(0.05).T + [0.9, 0.4]
+    for _ in range(200):
+        xy, uv, var = _reference_visit(rng)
+        for name, fit in (("plain", fit_linear_clipped(xy, uv, fitgeom="rscale")),
+                          ("weighted", fit_linear_reference(xy, uv, var, fitgeom="rscale"))):
+            corner_err[name].append(np.max(np.hypot(*(fit.apply(corner) - truth).T)))
+    plain, weighted = np.median(corner_err["plain"]), np.median(corner_err["weighted"])
+    assert weighted < 0.5 * plain
+    assert weighted < 1.0e-3                     # arcsec: 0.025 UVIS px at the corners
+
+
+def test_weighted_fit_still_clips_a_bad_match_of_a_precise_star():
+    rng = np.random.default_rng(7)
+    xy, uv, var = _reference_visit(rng)
+    best = np.argmin(var)
+    uv[best] += 0.05                              # a wrong match, 100 times its error
+    fit = fit_linear_reference(xy, uv, var, fitgeom="rscale")
+    assert not fit.mask[best] and fit.nmatches >= len(xy) - 3
+    assert fit.scale == pytest.approx(1.0, abs=5e-6)
+    assert fit.rotation_deg == pytest.approx(0.05, abs=5e-4)
+
+
+def test_reference_variance_from_catalog_errors():
+    table = Table({"RA_error": [1.0, 3.0, np.nan], "DEC_error": [1.0, 1.0, np.nan]})
+    var = reference_variance(table)
+    assert np.allclose(var, [1e-6, 5e-6, 5e-6])   # arcsec^2 per axis; unknown = largest known
+    assert reference_variance(Table({"RA_error": [np.nan], "DEC_error": [np.nan]})) is None
+    assert reference_variance(Table({"RA": [1.0]})) is None
