@@ -3,7 +3,9 @@
 For each SCI chip: a 2-D background (photutils ``Background2D``), DQ masking (bad pixels and grown
 saturated regions), a detection kernel whose FWHM is measured from the data, peaks of the
 kernel-convolved image above ``nsigma`` x rms, Gaussian-windowed centroids, a second-moment test
-that rejects cosmic rays (sharp or elongated peaks), and the ``max_sources`` brightest survivors.
+that rejects cosmic rays (sharp or elongated peaks), a cut around saturated stars whose radius grows
+with the size of the saturated region (their halos and diffraction spikes break up into many bright
+peaks), and the ``max_sources`` brightest survivors.
 drizzlepac runs DAOStarFinder once per segment in a Python loop; here every step is vectorised.
 """
 
@@ -22,6 +24,7 @@ __all__ = [
     "SATURATION_BITS",
     "ChipSources",
     "detection_mask",
+    "saturated_stars",
     "estimate_fwhm",
     "windowed_centroids",
     "stamp_moments",
@@ -38,6 +41,24 @@ _MOMENT_CHUNK = 1024  # stamps per block in stamp_moments (keeps the temporaries
 _ROW_BLOCK = 32  # image rows per block of the background interpolation
 _PEAK_BLOCK = 128  # image rows per block of the peak search
 _GROW_BY_OFFSETS = 200_000  # saturated pixels up to which the mask is grown pixel by pixel
+
+#: Alignment sources closer to the centroid of a saturated region of N pixels than
+#: ``_SATURATED_STAR_RADIUS`` x sqrt(N) px are dropped. A brighter star saturates more pixels (core
+#: and bleed columns, N ~ flux) and its halo and spikes reach further (the radius at which the PSF
+#: wings fall below the detection threshold grows with flux); fragments of them are bright, not
+#: point sources, and outnumber the real stars on a chip with many saturated stars. 2.0 drops about
+#: half of those fragments on hapsim's "saturated" preset while losing ~5% of the stars.
+_SATURATED_STAR_RADIUS = 2.0
+#: never less than drizzlepac's 5 px growth of the saturated regions (spec §4.2 step 5)
+_SATURATED_MIN_RADIUS = 5.0
+#: Smallest saturated region that counts as a saturated star: 5 px, the smallest region with a
+#: pixel left after :func:`detection_mask`'s one-pixel erosion. Barely saturated stars (2-4 px)
+#: have no bright halo, and are often the best-measured stars of a sparse field.
+_SATURATED_MIN_PIXELS = 5
+#: saturated pixels closer than this (px, one block) belong to one saturated star
+_SATURATED_BLOCK = 4
+#: up to this many saturated regions the halo test loops over them, above it uses a k-d tree
+_SATURATED_LOOP_MAX = 200
 
 #: ``(dy, dx)`` of a 4-connected ("cross") neighbourhood
 _CROSS = ((-1, 0), (1, 0), (0, -1), (0, 1))
@@ -62,20 +83,98 @@ def detection_mask(dq: np.ndarray | None, *, ignore_bits: int = SATURATION_BITS,
     """
     if dq is None:
         return np.zeros((0, 0), bool)
-    dq = np.asarray(dq)
-    if dq.dtype.kind in "iu" and dq.dtype.itemsize <= 8:
-        # the bit tests in the file's own integer type (native byte order): no int64 copy
-        dq = dq.astype(dq.dtype.newbyteorder("="), copy=False)
-        keep_bits = ~np.array(ignore_bits).astype(dq.dtype)
-        sat_bits = np.array(SATURATION_BITS).astype(dq.dtype)
-    else:
-        dq = dq.astype(np.int64)
-        keep_bits, sat_bits = ~ignore_bits, SATURATION_BITS
+    return _mask_and_saturation(dq, ignore_bits, saturation_grow)[0]
+
+
+def _mask_and_saturation(dq: np.ndarray, ignore_bits: int = SATURATION_BITS,
+                         saturation_grow: int = 5):
+    """:func:`detection_mask` and the ``(ys, xs)`` of the saturated pixels (one pass over DQ)."""
+    dq, keep_bits, sat_bits = _native_bits(dq, ignore_bits)
     bad = (dq & keep_bits) != 0
     ys, xs = np.nonzero((dq & sat_bits) != 0)
     if len(ys):
         _grow_saturation(bad, ys, xs, saturation_grow)
-    return bad
+    return bad, ys, xs
+
+
+def _native_bits(dq: np.ndarray, ignore_bits: int = SATURATION_BITS):
+    """``dq`` in native byte order and the masks of the bits kept and of saturation, in its type."""
+    dq = np.asarray(dq)
+    if dq.dtype.kind in "iu" and dq.dtype.itemsize <= 8:
+        # the bit tests in the file's own integer type (native byte order): no int64 copy
+        dq = dq.astype(dq.dtype.newbyteorder("="), copy=False)
+        return (dq, ~np.array(ignore_bits).astype(dq.dtype),
+                np.array(SATURATION_BITS).astype(dq.dtype))
+    return dq.astype(np.int64), ~ignore_bits, SATURATION_BITS
+
+
+def saturated_stars(dq: np.ndarray, *, block: int = _SATURATED_BLOCK,
+                    min_pixels: int = _SATURATED_MIN_PIXELS
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centroids and sizes of the saturated regions (DQ bits :data:`SATURATION_BITS`) of a chip.
+
+    Saturated pixels in 8-connected ``block`` x ``block`` px cells form one region (a star's core
+    with its bleed columns); the labelling runs on the cell grid, ``block ** 2`` times
+    smaller than the chip. Regions of fewer than ``min_pixels`` pixels (hot pixels, cosmic rays,
+    barely saturated stars) are left out, as :func:`detection_mask` leaves out regions that its
+    one-pixel erosion removes.
+
+    Parameters
+    ----------
+    dq : ndarray
+        DQ array of the chip.
+    block : int
+        Cell size (px): saturated pixels less than about this far apart are joined.
+    min_pixels : int
+        Smallest region reported.
+
+    Returns
+    -------
+    x, y, n_pixels : ndarray
+        0-based centroid of each region's saturated pixels and their number.
+    """
+    dq, _, sat_bits = _native_bits(dq)
+    ys, xs = np.nonzero((dq & sat_bits) != 0)
+    return _saturated_regions(ys, xs, dq.shape, block=block, min_pixels=min_pixels)
+
+
+def _saturated_regions(ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], *,
+                       block: int = _SATURATED_BLOCK, min_pixels: int = _SATURATED_MIN_PIXELS):
+    """:func:`saturated_stars` from the saturated pixels ``(ys, xs)`` of a chip of ``shape``."""
+    if len(ys) == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0, np.intp)
+    by, bx = ys // block, xs // block
+    cells = np.zeros((shape[0] // block + 1, shape[1] // block + 1), bool)
+    cells[by, bx] = True
+    labels, n = ndimage.label(cells, structure=np.ones((3, 3), bool))
+    region = labels[by, bx] - 1
+    n_pixels = np.bincount(region, minlength=n)
+    x = np.bincount(region, weights=xs, minlength=n) / np.maximum(n_pixels, 1)
+    y = np.bincount(region, weights=ys, minlength=n) / np.maximum(n_pixels, 1)
+    big = n_pixels >= min_pixels
+    return x[big], y[big], n_pixels[big]
+
+
+def _near_saturated_stars(x: np.ndarray, y: np.ndarray, stars) -> np.ndarray:
+    """True for the positions within the halo radius of a saturated star ``(x, y, n_pixels)``
+    of :func:`saturated_stars`: ``max(_SATURATED_MIN_RADIUS, k sqrt(N))`` px of its centroid,
+    ``k = _SATURATED_STAR_RADIUS``."""
+    sx, sy, n_pixels = stars
+    near = np.zeros(len(x), bool)
+    if len(x) == 0 or len(sx) == 0:
+        return near
+    radius = np.maximum(_SATURATED_MIN_RADIUS, _SATURATED_STAR_RADIUS * np.sqrt(n_pixels))
+    if len(sx) > _SATURATED_LOOP_MAX:
+        tree = cKDTree(np.column_stack([x, y]))
+        for hits in tree.query_ball_point(np.column_stack([sx, sy]), radius):
+            near[hits] = True
+        return near
+    # a chip has few saturated stars: one vectorised test per star beats building a tree
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    for cx, cy, r in zip(sx, sy, radius):
+        near |= (x - cx) ** 2 + (y - cy) ** 2 < r * r
+    return near
 
 
 def _inside(shape: tuple[int, int], y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -406,8 +505,12 @@ def detect_chip_sources(sci: np.ndarray, dq: np.ndarray | None = None, *, fwhm_p
         return ChipSources(empty, fwhm_px, np.nan, 0)
     finite = np.isfinite(sci)
     mask = ~finite
+    stars = None
     if dq is not None:
-        mask |= detection_mask(dq)
+        bad, sat_y, sat_x = _mask_and_saturation(dq)
+        mask |= bad
+        stars = _saturated_regions(sat_y, sat_x, np.shape(dq))
+        del bad, sat_y, sat_x
     work = np.where(finite, sci, np.float32(0.0))
     background, rms_mesh = _background(work, mask, box_size=box_size, filter_size=filter_size)
     resid = np.subtract(work, background, out=work)  # work is not needed any more
@@ -430,6 +533,11 @@ def detect_chip_sources(sci: np.ndarray, dq: np.ndarray | None = None, *, fwhm_p
     # only the brightest candidates can end up among the kept sources, even after CR rejection
     order = order[:max(200 * max_sources, 5000)]
     yi, xi = yi[order], xi[order]
+    if stars is not None and len(xi):
+        # halos and spikes of saturated stars (the masked cores alone do not cover them): out
+        # before the FWHM and the stellar locus are measured, or their fragments would set them
+        far = ~_near_saturated_stars(xi, yi, stars)
+        yi, xi = yi[far], xi[far]
 
     if len(xi) == 0:
         return ChipSources(empty, fwhm_px, median_rms, 0)
