@@ -10,7 +10,9 @@ Fixes relative to drizzlepac (§12.6): a CI of exactly 0 is a value, not "missin
 pixel positions and catalog positions use the same 0-based convention (drizzlepac compared
 1-based converted DQ positions with 0-based catalog positions). Bits 2, 32 and 128 are
 documented in :data:`hap_models.catalogs.FLAG_BITS`: 2 and 128 are deprecated by STScI and are
-not set; the swarm filter (32) is not implemented (disabled in drizzlepac too).
+not set; the swarm filter (32) is not implemented (disabled in drizzlepac too). On IR, where
+DQ saturation is not flagged, a source on a small hole the drizzle left in the product (a core
+saturated in every exposure, :func:`saturated_holes`) gets flag 4.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "nexp_threshold",
     "nexp_footprint",
     "nexp_flags",
+    "saturated_holes",
     "flag_catalog",
 ]
 
@@ -98,6 +101,26 @@ def saturation_flags(x, y, saturated_xy, *, radius):
         hits[good] = np.isfinite(dist)
     flags[hits] = FLAG_SATURATION
     return flags
+
+
+def saturated_holes(data, *, radius):
+    """Product pixels without data enclosed by data, in groups of at most ``pi * radius**2``
+    pixels: (m, 2) 0-based (x, y), or None.
+
+    The IR detector's DQ saturation is not flagged (spec §6.7.2: its up-the-ramp fit recovers
+    most saturated pixels), but a pixel saturated in every exposure is left empty by the
+    drizzle (DQ 256 is outside the IR ``final_bits``): a small hole in the product, at the core
+    of a bright star, whose aperture photometry then misses the core. Sources within the
+    saturation radius of such a hole get flag 4 (issue #15).
+    """
+    from hapcore.catalogs.coverage_holes import coverage_holes
+
+    data = np.asarray(data)
+    holes = coverage_holes(np.isfinite(data) & (data != 0), max_area=int(np.pi * radius ** 2))
+    if not holes.any():
+        return None
+    yy, xx = np.nonzero(holes)
+    return np.column_stack([xx, yy]).astype(float)
 
 
 def nexp_threshold(max_nexp, detector):
@@ -189,7 +212,8 @@ def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plat
     plate_scale, aperture_2 : float
         arcsec/pixel and the aperture-2 radius in arcsec (flag radii).
     detector : str
-        Saturation flagging is skipped for IR.
+        For IR the DQ saturation is not flagged, only the empty product pixels of
+        :func:`saturated_holes` (with ``data``).
     saturated_xy : array_like, optional
         Saturated pixels (product coordinates, 0-based).
     nexp : 2-D ndarray, optional
@@ -204,9 +228,11 @@ def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plat
     y = np.asarray(table[y_column], dtype=float)
     flags = ci_flags(table["CI"], table["MagErrAp1"], table["MagErrAp2"], table["FluxAp2"],
                      table["FluxErrAp2"], ci_lower=ci_lower, ci_upper=ci_upper, bthresh=bthresh)
+    radius = saturation_radius(aperture_2, plate_scale)
     if str(detector).upper() != "IR":
-        flags |= saturation_flags(x, y, saturated_xy,
-                                  radius=saturation_radius(aperture_2, plate_scale))
+        flags |= saturation_flags(x, y, saturated_xy, radius=radius)
+    elif data is not None:
+        flags |= saturation_flags(x, y, saturated_holes(data, radius=radius), radius=radius)
     if nexp is not None:
         if footprint is None and data is not None:
             footprint = nexp_footprint(data)

@@ -177,3 +177,21 @@ def test_segments_in_one_inner_halo_are_merged_into_the_brightest():
     _merge_in_zones(segm, catalog, np.ones(3, bool), zones)
     assert sorted(segm.labels) == [2, 3]
     assert (segm.data[:, 0] == 2).all()
+
+
+def test_point_like_star_on_the_halo_is_kept_its_features_are_not():
+    """A star fainter than the halo light in its aperture (30%: within the model error) was
+    "explained" by the ring and by its rotated copies on the same halo; told it is point-like
+    (a star's CI), it stands out of the ring's light and keeps its row (issue #15: 13 stars of
+    S/N >= 10 of the saturated preset). Halo and spike features called point-like stay
+    features: their light does not stand out of the ring, or their copies' does."""
+    star = (150.0 + 12.0, 150.0 + 9.0, 10.0)              # r = 15 px: halo ~26 e/s in aperture
+    image, sat = _saturated_scene(faint=[star])
+    x = np.array([star[0], 150.0 + 10.0, 150.0 - 40.0, 150.0, 150.0 - 12.7])
+    y = np.array([star[1], 150.0, 150.0, 150.0 - 70.0, 150.0 + 12.7])
+    kwargs = dict(aperture_radius=3.75, max_distance=150.0, background=np.zeros(SHAPE),
+                  background_rms=SKY_RMS, exptime=1000.0)
+    plain = saturated_star_features(image, x, y, sat, **kwargs)
+    assert plain.tolist() == [True, True, True, True, True]
+    told = saturated_star_features(image, x, y, sat, point_like=np.ones(x.size, bool), **kwargs)
+    assert told.tolist() == [False, True, True, True, True]
