@@ -46,7 +46,8 @@ def saturated_product_pixels(exposure_paths: list[str | os.PathLike], product_wc
                 dq = hdul["DQ", extver].data
                 if dq is None:
                     continue
-                yy, xx = np.nonzero(np.asarray(dq).astype(np.int64) & bit)
+                # no int64 copy of the chip (128 MB on UVIS): the bit test in DQ's own type
+                yy, xx = np.nonzero(np.asarray(dq) & bit)
                 if not len(xx):
                     continue
                 ra, dec = wcs.all_pix2world(xx.astype(float), yy.astype(float), 0)
