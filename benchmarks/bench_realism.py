@@ -301,6 +301,24 @@ def on_saturated_pixel(exposures: list[Exposure], ra, dec, bit: int = 256) -> np
     return out
 
 
+def chip_of(exposure: Exposure, ra, dec) -> np.ndarray:
+    """Index (into ``exposure.chips``) of the chip each position falls on; -1 on none."""
+    ra, dec = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
+    out = np.full(ra.size, -1)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    for c, (wcs, (ny, nx)) in enumerate(exposure.chips):
+        with np.errstate(all="ignore"):
+            lx, ly = wcs.wcs_world2pix(ra, dec, 0)
+        cand = ok & (out < 0) & (lx > -300) & (ly > -300) & (lx < nx + 300) & (ly < ny + 300)
+        if not cand.any():
+            continue
+        with np.errstate(all="ignore"):
+            x, y = wcs.all_world2pix(ra[cand], dec[cand], 0, quiet=True, maxiter=30)
+        inside = (x >= -0.5) & (y >= -0.5) & (x <= nx - 0.5) & (y <= ny - 0.5)
+        out[np.flatnonzero(cand)[inside]] = c
+    return out
+
+
 def coverage(exposures: list[Exposure], ra, dec, margin_px: float) -> np.ndarray:
     """(n_exposures, n) boolean: exposure k covers position i (margin native px inside a chip)."""
     ra, dec = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
@@ -375,6 +393,10 @@ class FilePSF:
             self.psf = read_psf_file(path, spec, filt.upper(), pixel_scale=spec.idcscale)
             self.max_half = self.psf.half_extent - 1
             self.decided_by = "hapsim.psfio.read_psf_file"
+            # an optical or user PSF (core stamp + far wings) is rendered unnormalised: values
+            # as in the file, whose every phase sums to 1 over the whole period (+ wings)
+            model = str(fits.getheader(path).get("PSFMODEL", "")).strip().lower()
+            self.unit_period = model not in ("", "gaussian")
         except ImportError:
             with fits.open(path) as hdul:
                 hdu = next(h for h in hdul if h.data is not None and np.ndim(h.data) == 2)
@@ -384,6 +406,7 @@ class FilePSF:
             self.center = img.shape[0] // 2
             self.max_half = self.center // oversamp - 1
             self.decided_by = "sampled here (no hapsim.psfio)"
+        self.unit_period = getattr(self, "unit_period", False)
         self.key = ("file", str(path))
         self._norm = {}
 
@@ -410,7 +433,8 @@ class FilePSF:
         half = self.max_half if half is None else min(int(half), self.max_half)
         key = (round(dx, 6), round(dy, 6))
         if key not in self._norm:
-            self._norm[key] = float(self._stamp(dx, dy, self.max_half).sum())
+            self._norm[key] = (1.0 if self.unit_period
+                               else float(self._stamp(dx, dy, self.max_half).sum()))
         return self._stamp(dx, dy, half) / self._norm[key]
 
     def stamps(self, dx, dy, regime, half=None):
@@ -979,11 +1003,17 @@ class Scorer:
             return FilePSF(path, self.spec, filt)
         return None
 
-    def star_models(self, filt, product: Product):
+    def star_models(self, filt, product: Product, chip: int = 0, exposure=None):
+        """The drizzled star models of a filter product for stars on chip ``chip`` (index
+        into the exposure's chips; default the filter's first exposure): the native -> output
+        map uses that chip's TRUE CD, whose plate scale differs between chips (UVIS: 0.0398"
+        and 0.03945" in hapsim's truth, 0.9%: EE(0.2") 0.13% apart)."""
         provider = self.provider_for(filt)
         if provider is None:
             return None, {}
-        chip_wcs = next(e for e in self.exposures if e.filter == filt).chips[0][0]
+        exp = exposure if exposure is not None else next(e for e in self.exposures
+                                                          if e.filter == filt)
+        chip_wcs = exp.chips[min(chip, len(exp.chips) - 1)][0]
         m_mat = native_to_output_matrix(chip_wcs, product.wcs)
         radii = dict(self.params, r6=self.r6, bg6=self.bg6)
         key = (provider.key, tuple(np.round(m_mat.ravel(), 6)), product.pixfrac, product.scale)
@@ -991,6 +1021,8 @@ class Scorer:
             self.models[key] = {reg: build_star_model(provider, reg, m_mat, product.pixfrac,
                                                       product.scale, radii, self.params["salgorithm"])
                                 for reg in provider.regimes}
+        if chip:   # psf_info describes the first chip's model
+            return provider, self.models[key]
         info = {"source": provider.source, "pixfrac": product.pixfrac,
                 "native_to_output": [[_r(v, 5) for v in row] for row in m_mat]}
         if isinstance(provider, FilePSF):
@@ -1050,12 +1082,16 @@ class Scorer:
             peak = np.zeros(len(rate))
             for k, e in enumerate(exps):
                 reg = provider.regime(electrons[k])
-                for name, model in models.items():
-                    sel = reg == name
-                    ee2[sel] += t_exp[k] * model.ee_ap2(rate[sel] / rms_pix)
-                    ee2_raw[sel] += t_exp[k] * model.ee_ap2_raw
-                    ee6[sel] += t_exp[k] * model.ee6
-                    peak[sel] = np.maximum(peak[sel], model.peak_native)
+                on_chip = chip_of(e, self.ra, self.dec)     # -1 off the exposure: chip 0
+                for c in range(len(e.chips)):
+                    chip_models = models if c == 0 else self.star_models(filt, product, c, e)[1]
+                    here = (on_chip == c) | ((on_chip < 0) & (c == 0))
+                    for name, model in chip_models.items():
+                        sel = here & (reg == name)
+                        ee2[sel] += t_exp[k] * model.ee_ap2(rate[sel] / rms_pix)
+                        ee2_raw[sel] += t_exp[k] * model.ee_ap2_raw
+                        ee6[sel] += t_exp[k] * model.ee6
+                        peak[sel] = np.maximum(peak[sel], model.peak_native)
             ee2 /= t_exp.sum()
             ee2_raw /= t_exp.sum()
             ee6 /= t_exp.sum()
