@@ -22,14 +22,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import warnings
-
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
 
 from hap_models.catalogs import FLAG_HOT_PIXEL
-from hapcore.catalogs.image import ProductKeywords
+from hapcore.catalogs.image import ProductHeaders
 
 __all__ = ["exposure_photometry", "flag_missing_in_exposures", "measure_in_exposures",
            "missing_in_exposure", "source_stamps"]
@@ -70,46 +67,32 @@ def exposure_photometry(images, x, y, *, aperture_2, skyannulus, dskyannulus, sa
     error = np.full((n_images, x.size), np.nan)
     if x.size == 0:
         return flux, error
+    # no enumerate: its reused (index, image) tuple kept the previous product alive while the
+    # next one was read (two full-frame products at once)
     k = -1
     for image in images:
         k += 1
+        kwargs = dict(aperture_2=aperture_2, skyannulus=skyannulus, dskyannulus=dskyannulus,
+                      salgorithm=salgorithm, min_weight_fraction=min_weight_fraction)
         if isinstance(image, (str, Path)):
+            headers = ProductHeaders.from_fits(image)
             with fits.open(image, memmap=True) as hdul:
-                view = _ProductView(hdul)
-                flux[k], error[k] = _stamp_photometry(
-                    view, x, y, aperture_2=aperture_2, skyannulus=skyannulus,
-                    dskyannulus=dskyannulus, salgorithm=salgorithm,
-                    min_weight_fraction=min_weight_fraction)
-                del view    # no reference to the memory map outlives the file
+                sci = hdul["SCI", 1] if ("SCI", 1) in hdul else hdul[0]
+                weight = hdul["WHT"].data if "WHT" in hdul else None
+                flux[k], error[k] = _stamp_photometry(headers, sci.data, weight, x, y, **kwargs)
+                del sci, weight    # no reference to the memory maps outlives the file
         else:
-            flux[k], error[k] = _stamp_photometry(
-                image, x, y, aperture_2=aperture_2, skyannulus=skyannulus,
-                dskyannulus=dskyannulus, salgorithm=salgorithm,
-                min_weight_fraction=min_weight_fraction)
+            flux[k], error[k] = _stamp_photometry(image, image.data, image.weight, x, y,
+                                                  **kwargs)
         del image
     return flux, error
 
 
-class _ProductView(ProductKeywords):
-    """The keywords, science and weight of an open drizzled product, memory-mapped (nothing is
-    read until indexed)."""
-
-    def __init__(self, hdul):
-        sci = hdul["SCI", 1] if ("SCI", 1) in hdul else hdul[0]
-        self.primary_header, self.sci_header = hdul[0].header, sci.header
-        self.filename = Path(hdul.filename() or "").name
-        self.data = sci.data
-        self.weight = hdul["WHT"].data if "WHT" in hdul else None
-        if self.weight is None:     # as CatalogImage: weight 1 where there are data
-            self.weight = (np.isfinite(self.data) & (self.data != 0)).astype(np.float32)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            self.wcs = WCS(self.sci_header).celestial
-
-
-def _stamp_photometry(image, x, y, *, aperture_2, skyannulus, dskyannulus, salgorithm,
-                      min_weight_fraction):
-    """Aperture-2 flux and error of the sources in one exposure product (NaN: not covered).
+def _stamp_photometry(image, data, weight, x, y, *, aperture_2, skyannulus, dskyannulus,
+                      salgorithm, min_weight_fraction):
+    """Aperture-2 flux and error of the sources in one exposure product (NaN: not covered):
+    ``image`` gives its keywords (ProductKeywords), ``data`` and ``weight`` its arrays (memory
+    maps are read only where indexed; no weight: 1 where there are data, as CatalogImage).
 
     Only a box around each source is read: the boxes are laid side by side in a small mosaic
     and measured there, which gives the photometry of the full image (every aperture and
@@ -126,24 +109,26 @@ def _stamp_photometry(image, x, y, *, aperture_2, skyannulus, dskyannulus, salgo
     r2, r_in = aperture_2 / scale, skyannulus / scale
     r_out = (skyannulus + dskyannulus) / scale
     half = int(np.ceil(max(r_out, r2))) + 1
-    weight_sample = _row_sample(image.weight)
+    if weight is None:
+        weight = (np.isfinite(data) & (data != 0)).astype(np.float32)
+    weight_sample = _row_sample(weight)
     positive = weight_sample[weight_sample > 0]
     if positive.size == 0:
         return np.full(x.size, np.nan), np.full(x.size, np.nan)
     limit = min_weight_fraction * float(np.median(positive))
-    data, weight, xs, ys = source_stamps(image.data, image.weight, x, y, half=half)
-    covered = _covered(weight, xs, ys, radius=r2, limit=limit)
-    window, valid, window_sources = _noise_window(image, x, y)
+    window, valid, window_sources = _noise_window(data, weight, x, y)
+    stamp_data, stamp_weight, xs, ys = source_stamps(data, weight, x, y, half=half)
+    covered = _covered(stamp_weight, xs, ys, radius=r2, limit=limit)
     factor = aperture_variance_factor(window, r2, valid=valid, sources_xy=window_sources)
     del window, valid
     epadu = np.full(x.size, image.epadu)
     peak = float(positive.max())
     if image.exptime > 0 and image.exptime / 3.0 <= peak <= 3.0 * image.exptime:
-        local = weight[np.rint(ys).astype(int), np.rint(xs).astype(int)].astype(float)
+        local = stamp_weight[np.rint(ys).astype(int), np.rint(xs).astype(int)].astype(float)
         epadu = np.where(local > 0, local, epadu)   # WHT holds the exposure time per pixel
     positions = np.column_stack([xs, ys])
     phot = iraf_style_photometry(CircularAperture(positions, r2),
-                                 CircularAnnulus(positions, r_in, r_out), data,
+                                 CircularAnnulus(positions, r_in, r_out), stamp_data,
                                  bg_method=salgorithm, epadu=epadu, sky_variance_factor=factor)
     flux = np.where(covered, np.asarray(phot["flux_1"], dtype=float), np.nan)
     error = np.where(covered, np.asarray(phot["flux_err_1"], dtype=float), np.nan)
@@ -200,19 +185,19 @@ def _row_sample(weight, step=16):
     return rows[np.isfinite(rows)]
 
 
-def _noise_window(image, x, y, size=2048):
+def _noise_window(data, weight, x, y, size=2048):
     """Science, validity and sources of a window (``size`` square, around the sources' median
     position) for the correlated-noise factor: a stationary property of the drizzle, so a
     window gives it without reading the full product."""
-    ny, nx = np.shape(image.data)
+    ny, nx = np.shape(data)
     x0 = int(np.clip(np.median(x) - size // 2, 0, max(0, nx - size)))
     y0 = int(np.clip(np.median(y) - size // 2, 0, max(0, ny - size)))
     window = np.s_[y0:y0 + size, x0:x0 + size]
-    data = np.asarray(image.data[window], dtype=np.float32)
-    valid = np.asarray(image.weight[window], dtype=np.float32) > 0
+    values = np.asarray(data[window], dtype=np.float32)
+    valid = np.asarray(weight[window], dtype=np.float32) > 0
     inside = (x >= x0) & (x < x0 + size) & (y >= y0) & (y < y0 + size)
     sources = np.column_stack([x[inside] - x0, y[inside] - y0])
-    return data, valid, sources
+    return values, valid, sources
 
 
 def _covered(weight, x, y, *, radius, limit):

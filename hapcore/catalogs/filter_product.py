@@ -21,7 +21,11 @@ from hapcore.catalogs.detection import SourceDetection, catalog_background
 from hapcore.catalogs.flags import nexp_footprint
 from hapcore.catalogs.image import CatalogImage
 from hapcore.catalogs.side_by_side import run_side_by_side
-from hapcore.catalogs.stage import FilterCatalogs, measure_filter_catalogs
+from hapcore.catalogs.stage import (
+    FilterCatalogs,
+    measure_filter_catalogs,
+    needs_filter_background,
+)
 
 __all__ = ["measure_filter_product", "same_product_images"]
 
@@ -105,12 +109,8 @@ def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
     exposure_images = [p for p in (output_dir / e.drizzle_filename for e in fdp.edp_list)
                        if p.exists()]
     inputs = {"saturated_xy": saturated_xy}
-    segments, points = detection.segments, detection.point_sources
-    # the measurements use a filter background for non-empty segments and, on points, for the
-    # saturated-light tests (IR has none, spec §6.7.2)
-    if (segments is not None and len(segments.sources)) or (points is not None
-                                                             and fdp.detector != "ir"):
-        inputs["background"] = None
+    # IR has no saturated pixels (spec §6.7.2); other detectors may
+    with_background = needs_filter_background(detection, saturated=fdp.detector != "ir")
 
     def read_background():
         inputs["background"] = _filter_background(image, fdp, detection, output_dir)
@@ -132,7 +132,7 @@ def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
             inputs["nexp"] = _exposure_count(exposure_images, image.shape)
             inputs["footprint"] = nexp_footprint(image.data)
 
-    run_side_by_side([read_background, read_others] if "background" in inputs else [read_others],
+    run_side_by_side([read_background, read_others] if with_background else [read_others],
                      threads=threads)
     return measure_filter_catalogs(detection, fdp.filters, image, parameters=fdp.parameters,
                                    exposure_images=exposure_images, threads=threads, **inputs)

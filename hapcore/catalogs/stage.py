@@ -54,7 +54,8 @@ from hapcore.catalogs.total import (
 )
 from hapcore.catalogs.writer import catalog_metadata, write_catalog
 
-__all__ = ["CatalogSet", "FilterCatalogs", "measure_filter_catalogs", "assemble_catalogs",
+__all__ = ["CatalogSet", "FilterCatalogs", "measure_filter_catalogs", "needs_filter_background",
+           "assemble_catalogs",
            "build_catalogs", "write_catalog_set",
            "write_detector_catalogs"]
 
@@ -173,12 +174,10 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
     points, seg = detection.point_sources, detection.segments
     has_saturated = saturated_xy is not None and len(saturated_xy) > 0
     # the filter's background model: the segments' photometry and the saturated-light tests
-    if seg is not None and not len(seg.sources):
-        fbackground = detection.background
-    elif (seg is not None) or (points is not None and has_saturated):
+    if needs_filter_background(detection, saturated=has_saturated):
         fbackground = catalog_background(image, fcat) if background is None else background
-    else:
-        fbackground = None
+    else:   # empty segments keep the detection's (and no point row needs one)
+        fbackground = detection.background if seg is not None else None
 
     def measure_points():
         clock = time.perf_counter()
@@ -246,12 +245,12 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
         in_exposures["measured"] = measure_in_exposures(positions, exposure_images, fcat=fcat)
         entry.timings["exposure_photometry"] = time.perf_counter() - clock
 
-    branches = [branch for branch, table in ((measure_points, points),
-                                             (measure_exposures, exposure_images),
-                                             (measure_segment_catalog, seg))
-                if table is not None and (branch is not measure_exposures or len(table) > 1)]
     # independent but for read-only inputs and the ring-profile cache (a profile both threads
-    # miss is computed twice, the same); the segments, longest, in this thread
+    # miss is computed twice, the same): the points, then the exposures (the check compares
+    # two or more) in the extra thread; the segments, longest, in this one
+    branches = [measure_points] if points is not None else []
+    branches += [measure_exposures] if len(exposure_images) > 1 else []
+    branches += [measure_segment_catalog] if seg is not None else []
     run_side_by_side(branches, threads=threads)
     del common
     clock = time.perf_counter()
@@ -269,6 +268,16 @@ def measure_filter_catalogs(detection: SourceDetection, name: str, image: Catalo
                                                                   entry.ci_limits["aperture"])
         entry.timings["aperture_correction"] = time.perf_counter() - clock
     return entry
+
+
+def needs_filter_background(detection: SourceDetection, *, saturated: bool) -> bool:
+    """Whether a filter's measurements need the filter's own background model: its segments'
+    photometry (non-empty segments), or without segments the saturated-light tests of its
+    point rows (``saturated``: the filter has saturated pixels, or may have)."""
+    seg, points = detection.segments, detection.point_sources
+    if seg is not None:
+        return bool(len(seg.sources))
+    return points is not None and saturated
 
 
 def _keep_total_rows(table: Table | None, total: Table | None) -> Table | None:

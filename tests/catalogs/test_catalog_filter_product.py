@@ -76,3 +76,17 @@ def test_copy_of_the_total_reuses_its_background(tmp_path):
     computed = _filter_background(image, fdp, detection, other)
     assert computed is not detection.background
     assert computed.median == catalog_background(image, fdp.parameters.catalog).median
+
+
+def test_when_a_filter_needs_its_own_background():
+    from hapcore.catalogs.stage import needs_filter_background
+
+    def detection(segments, points):
+        seg = None if segments is None else SimpleNamespace(sources=[0] * segments)
+        return SimpleNamespace(segments=seg, point_sources=None if points is None else [0])
+
+    assert needs_filter_background(detection(3, 1), saturated=False)       # segments' photometry
+    assert not needs_filter_background(detection(0, 1), saturated=True)    # the detection's
+    assert needs_filter_background(detection(None, 1), saturated=True)     # saturated-light tests
+    assert not needs_filter_background(detection(None, 1), saturated=False)
+    assert not needs_filter_background(detection(None, None), saturated=True)
