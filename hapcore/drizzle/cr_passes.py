@@ -22,7 +22,13 @@ from hapcore.digests import remember_digests
 from hapcore.drizzle.chip_partials import Settings
 from hapcore.drizzle.cr import combine_images
 from hapcore.drizzle.inputs import sci_extvers
-from hapcore.drizzle.jobs import PartialJob, drizzle_partial, load_mask, save_mask
+from hapcore.drizzle.jobs import (
+    PartialJob,
+    drizzle_partials,
+    load_mask,
+    save_mask,
+    split_by_chip,
+)
 from hapcore.drizzle.product_jobs import BlotCRJob, blot_and_flag
 from hapcore.drizzle.ragged import ExposurePartial, exposure_rows, reserve_file
 
@@ -102,7 +108,7 @@ def find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals: dict,
     """
     names = [e.full_filename for e in edps]
     seps = {e.full_filename: separate_settings(e, pars, skies, static_files) for e in edps}
-    partials = ws.map(drizzle_partial, [PartialJob(
+    partials = drizzle_partials(ws, [PartialJob(
         path=ws.svm_path(e), grid=ws.grid, settings=seps[e.full_filename],
         stem=ws.scratch / f"sep-{e.product_basename}") for e in edps])
     persist = {e.full_filename: {extver: ws.cr_mask_file(e, extver)
@@ -187,7 +193,7 @@ def _cr_pass(ws, fdp, edps, pars, partials, seps, *, tag: str, then: dict, keep_
         previous=(before, before_stems[e.full_filename])
         if e.full_filename in before_stems else None) for e, p in zip(edps, partials)]
     try:
-        results = ws.map(blot_and_flag, jobs)
+        results = _blot_and_flag_by_chip(ws, jobs)
     finally:
         if not keep_blots:
             median_file.unlink(missing_ok=True)
@@ -206,6 +212,31 @@ def _cr_pass(ws, fdp, edps, pars, partials, seps, *, tag: str, then: dict, keep_
             "valid": [r["valid"] for r in results],
             "persisted": {e.full_filename: r["persisted"] for e, r in zip(edps, results)},
             "blots": (median_file, stems) if keep_blots else None}
+
+
+def _blot_and_flag_by_chip(ws, jobs: list[BlotCRJob]) -> list[dict]:
+    """`blot_and_flag` of every exposure's job in the workers, one job per chip
+    (`split_by_chip`), the results merged back into one per exposure."""
+    chip_jobs, owner = split_by_chip(jobs, lambda job: job.sep.used, split=ws.split_chips)
+    merged: list[dict] = [{"files": {}, "counts": {}, "persisted": {}, "digests": [],
+                           "product": None, "chips": [], "valid": []} for _ in jobs]
+    for i, part in zip(owner, ws.map(blot_and_flag, chip_jobs)):
+        into = merged[i]
+        for name in ("files", "counts", "persisted"):
+            into[name].update(part[name])
+        if part["product"] is not None:   # written by the job that did its last chip
+            into["product"], into["digests"] = part["product"], part["digests"]
+        into["chips"] += part["partial"].chips
+        into["valid"] += part["valid"].chips if part["valid"] is not None else []
+    for job, into in zip(jobs, merged):
+        if job.exposure is not None and into["product"] is None:
+            raise RuntimeError(f"{job.path.name}: exposure product not written")
+        into["partial"] = ExposurePartial(job.sep.exposure, sorted(
+            into.pop("chips"), key=lambda chip: chip.extver), list(job.sep.skipped))
+        valid = sorted(into.pop("valid"), key=lambda chip: chip.extver)
+        into["valid"] = ExposurePartial(job.sep.exposure, valid, []) if job.keep_weights \
+            else None
+    return merged
 
 
 def _covered_median(partial: ExposurePartial) -> float:

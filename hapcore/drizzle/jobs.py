@@ -6,8 +6,13 @@ there is one):
 
 * `run_chip_stats` -- sky statistics and static (low-pixel) masks of one exposure's chips;
 * `drizzle_partial` -- one exposure's chips drizzled onto the grid (a `ChipPartial` each);
-* `hapcore.drizzle.blot_jobs.blot_and_flag` -- the median blotted back onto one exposure's
+* `hapcore.drizzle.product_jobs.blot_and_flag` -- the median blotted back onto one exposure's
   chips, driz_cr's masks, and the partials that follow from them.
+
+Each job can be restricted to some of its exposure's chips (``extvers``): `split_by_chip`
+makes one job per chip, so that the workers share the chips, not the exposures (3 two-chip
+exposures on 2 workers: 3 chips each, where whole exposures leave one worker idle through
+the third).
 
 `run_captured` runs a job with its log records captured, so that the parent re-emits them
 (`emit_records`) into the visit log.
@@ -18,7 +23,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +41,13 @@ __all__ = [
     "PartialJob",
     "chip_reason",
     "drizzle_partial",
+    "drizzle_partials",
     "emit_records",
     "load_mask",
     "run_captured",
     "run_chip_stats",
     "save_mask",
+    "split_by_chip",
 ]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
@@ -61,6 +69,8 @@ class ChipStatsJob:
     #: other sky settings ``(skystat, sky_bits, lower, upper, clip, lsigma, usigma)`` computed
     #: in the same pass
     extra: tuple = ()
+    #: the chips to do (None: every chip of ``path``)
+    extvers: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,31 @@ class PartialJob:
     grid: OutputGrid
     settings: Settings
     stem: Path
+    #: the chips to drizzle (None: every chip of ``path``)
+    extvers: tuple | None = None
+
+
+def split_by_chip(jobs: list, chips_of: Callable, *, split: bool = True
+                  ) -> tuple[list, list[int]]:
+    """One job per chip (``extvers=(k,)``) of every job whose exposure has several
+    (``chips_of(job)``), and for each the index of the job it came from.
+
+    With ``split`` False (or a one-chip exposure) the job stays whole.
+    """
+    out, owner = [], []
+    for i, job in enumerate(jobs):
+        chips = list(chips_of(job)) if split else []
+        if len(chips) > 1:
+            out += [replace(job, extvers=(k,)) for k in chips]
+            owner += [i] * len(chips)
+        else:
+            out.append(job)
+            owner.append(i)
+    return out, owner
+
+
+def _wanted(extvers, job) -> list[int]:
+    return [k for k in extvers if job.extvers is None or k in job.extvers]
 
 
 def run_chip_stats(job: ChipStatsJob) -> dict:
@@ -79,7 +114,7 @@ def run_chip_stats(job: ChipStatsJob) -> dict:
     result = {"sky": {}, "low": {}, "empty": [], "extra": [{} for _ in job.extra]}
     own = (job.skystat, job.sky_bits, job.skylower, job.skyupper, job.skyclip, job.skylsigma,
            job.skyusigma)
-    for extver in sci_extvers(job.path):
+    for extver in _wanted(sci_extvers(job.path), job):
         chip = read_chip(job.path, extver, err=False)
         if chip.is_empty:
             result["empty"].append(extver)
@@ -118,7 +153,9 @@ def drizzle_partial(job: PartialJob) -> ExposurePartial:
     warning (the product's trailer lists them).
     """
     partial = ExposurePartial(job.path.name, [], [])
-    for extver, chip_wcs in chip_wcs_of(job.path).items():
+    wcs = chip_wcs_of(job.path)
+    for extver in _wanted(wcs, job):
+        chip_wcs = wcs[extver]
         inputs = load_chip(job.path, extver, chip_wcs, job.grid,
                            err=job.settings.wht_type == "ERR")
         reason = chip_reason(inputs, job.settings)
@@ -134,6 +171,22 @@ def drizzle_partial(job: PartialJob) -> ExposurePartial:
         partial.chips.append(chip)
         del inputs
     return partial
+
+
+def drizzle_partials(workspace, jobs: list[PartialJob]) -> list[ExposurePartial]:
+    """`drizzle_partial` of every job in the workspace's workers, one job per chip
+    (`split_by_chip`, unless ``workspace.split_chips`` is False), merged back into one
+    `ExposurePartial` per job (chips in EXTVER order)."""
+    chip_jobs, owner = split_by_chip(jobs, lambda job: sci_extvers(job.path),
+                                     split=workspace.split_chips)
+    merged = [ExposurePartial(job.path.name, [], []) for job in jobs]
+    for i, part in zip(owner, workspace.map(drizzle_partial, chip_jobs)):
+        merged[i].chips.extend(part.chips)
+        merged[i].skipped.extend(part.skipped)
+    for partial in merged:
+        partial.chips.sort(key=lambda chip: chip.extver)
+        partial.skipped.sort()
+    return merged
 
 
 def emit_records(value, records):

@@ -12,6 +12,8 @@ computed once for all of it.
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,6 +113,10 @@ class BlotCRJob:
     #: ``(median file, blot stem)`` of the previous pass: its blots are updated only where this
     #: pass's median differs from that one (`_blot`)
     previous: tuple[Path, Path] | None = None
+    #: the chips of ``sep`` to do (None: all; `hapcore.drizzle.jobs.split_by_chip`). The
+    #: exposure product is then written by the job that finishes its last chip
+    #: (`_write_when_complete`)
+    extvers: tuple | None = None
 
 
 def exposure_product(job: ExposureProductJob, chips: dict | None = None) -> Path:
@@ -197,9 +203,10 @@ def blot_and_flag(job: BlotCRJob) -> dict:
     files, counts, persisted = {}, {}, {}
     exposure_chips: dict[int, ChipPartial] = {}
     valid_chips = []
-    sep_chips = {c.extver: c for c in job.sep.chips}
+    sep_chips = {c.extver: c for c in job.sep.chips
+                 if job.extvers is None or c.extver in job.extvers}
     wcs = chip_wcs_of(job.path)
-    for extver, sep in sep_chips.items():
+    for extver, sep in list(sep_chips.items()):
         inputs = load_chip(job.path, extver, wcs[extver], job.grid,
                            err=job.sep_settings.wht_type == "ERR")
         if isinstance(inputs, str):  # drizzled before: cannot happen unless the file changed
@@ -254,14 +261,58 @@ def blot_and_flag(job: BlotCRJob) -> dict:
         # this chip's arrays are not held through the next chip's (the worker's peak)
         inputs = cr = base_include = target = derived = None
     product, digests = None, []
-    if job.exposure is not None:
+    if job.exposure is not None and job.extvers is None:
         product = exposure_product(job.exposure, exposure_chips)
         digests = product_digests(product)
+    elif job.exposure is not None:
+        product, digests = _write_when_complete(job, exposure_chips)
     partial = ExposurePartial(job.sep.exposure, [sep_chips[k] for k in sorted(sep_chips)],
                               list(job.sep.skipped))
     valid = ExposurePartial(job.sep.exposure, valid_chips, []) if job.keep_weights else None
     return {"files": files, "counts": counts, "partial": partial, "valid": valid,
             "product": product, "persisted": persisted, "digests": digests}
+
+
+def _write_when_complete(job: BlotCRJob, derived: dict) -> tuple[Path | None, list]:
+    """The exposure product of a job that does some of the exposure's chips (``extvers``):
+    its chips' partials for the product are left in the scratch, and the job that completes
+    the set writes the product from them all (else ``(None, [])``).
+
+    Each chip's record (``<mask_stem>-exp<extver>.pkl``, its `ChipPartial` or None: drizzled
+    by `exposure_product`) appears by an atomic rename; of the jobs that then see every
+    record, the one that creates the claim file (``O_EXCL``) writes.
+    """
+    stem = str(job.mask_stem)
+    for extver in job.extvers:
+        chip = derived.get(extver)
+        if chip is not None:
+            # the derivation's arrays (in memory; its files are still the separate drizzle's)
+            sci, wht = chip.arrays
+            chip = replace(chip, sci_file=save_flat(Path(f"{stem}-exp{extver}-sci.npy"), sci),
+                           wht_file=save_flat(Path(f"{stem}-exp{extver}-wht.npy"), wht),
+                           arrays=None)
+        with atomic_output(Path(f"{stem}-exp{extver}.pkl")) as tmp:
+            Path(tmp).write_bytes(pickle.dumps(chip))
+    records = {c.extver: Path(f"{stem}-exp{c.extver}.pkl") for c in job.sep.chips}
+    if not all(file.exists() for file in records.values()):
+        return None, []
+    claim = Path(f"{stem}-exp.claim")
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None, []
+    chips = {}
+    for extver, file in records.items():
+        chip = pickle.loads(file.read_bytes())
+        file.unlink()
+        if chip is not None:
+            chips[extver] = chip
+    try:
+        product = exposure_product(job.exposure, chips)
+    finally:
+        for chip in chips.values():
+            chip.remove()
+    return product, product_digests(product)
 
 
 def _as_tuple(files) -> tuple:

@@ -43,7 +43,8 @@ from hapcore.drizzle.cr_passes import (
     find_cosmic_rays,
     separate_settings,
 )
-from hapcore.drizzle.jobs import PartialJob, drizzle_partial
+from hapcore.drizzle.inputs import sci_extvers
+from hapcore.drizzle.jobs import PartialJob, drizzle_partials
 from hapcore.drizzle.product_jobs import (
     ExposureProductJob,
     exposure_product,
@@ -56,8 +57,10 @@ from hapcore.drizzle.products import (
     sky_levels,
     write_product,
 )
-from hapcore.drizzle.inputs import sci_extvers
-from hapcore.drizzle.single_exposure_cr import SingleExposureCRJob, flag_single_exposure_chip
+from hapcore.drizzle.single_exposure_cr import (
+    SingleExposureCRJob,
+    flag_single_exposure_chip,
+)
 from hapcore.drizzle.total import total_from_filters
 from hapcore.drizzle.workspace import DrizzleWorkspace
 
@@ -118,7 +121,7 @@ def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool):
         _single_exposure_cosmic_rays(ws, edps[0], pars)
         finals = {e.full_filename: final_settings(ws, e, pars, skies, use_cr=True)
                   for e in edps}
-        partials = ws.map(drizzle_partial, [PartialJob(
+        partials = drizzle_partials(ws, [PartialJob(
             path=ws.svm_path(e), grid=ws.grid, settings=finals[e.full_filename],
             stem=ws.scratch / f"final-{e.product_basename}") for e in edps])
         lines = [f"single exposure: L.A.Cosmic (sigclip {pars.single_exposure_cr_sigclip:g}, "
@@ -127,7 +130,7 @@ def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool):
     else:
         why = "single exposure" if len(edps) < 2 else "CR steps disabled by its parameters"
         log.info("%s: no cosmic-ray rejection (%s)", fdp.drizzle_filename, why)
-        partials = ws.map(drizzle_partial, [PartialJob(
+        partials = drizzle_partials(ws, [PartialJob(
             path=ws.svm_path(e), grid=ws.grid, settings=finals[e.full_filename],
             stem=ws.scratch / f"final-{e.product_basename}") for e in edps])
         lines = [f"none ({why})"]
@@ -241,7 +244,7 @@ def drizzle_total_product(total, *, workspace: DrizzleWorkspace) -> Path:
     path = total_from_filters(ws, total, edps, pars, skies, cr_lines=lines, t0=t0)
     if path is not None:
         return path
-    partials = ws.map(drizzle_partial, [PartialJob(
+    partials = drizzle_partials(ws, [PartialJob(
         path=ws.svm_path(e), grid=ws.grid,
         settings=final_settings(ws, e, pars, skies, use_cr=True),
         stem=ws.scratch / f"total-{e.product_basename}") for e in edps])

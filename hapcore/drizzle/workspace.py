@@ -37,6 +37,7 @@ from hapcore.drizzle.jobs import (
     emit_records,
     run_captured,
     run_chip_stats,
+    split_by_chip,
 )
 from hapcore.drizzle.pixmap import PixmapCache
 from hapcore.processes import stop_pool, worker_context
@@ -271,6 +272,9 @@ class DrizzleWorkspace:
         self.work_dir = Path(work_dir) if work_dir is not None else self.scratch
         self.pixmap_cache = PixmapCache(None, step=pixmap_step)
         self.n_workers = max(1, int(n_workers))
+        #: one worker job per chip, not per exposure (`hapcore.drizzle.jobs.split_by_chip`);
+        #: False gives the same results by whole exposures (a parity test's reference)
+        self.split_chips = True
         self.cr_masks: dict[tuple[str, int], Path] = {}
         #: per (exposure file, extver): (first-pass count, final count, chip pixels)
         self.cr_stats: dict[tuple[str, int], tuple[int, int, int]] = {}
@@ -447,7 +451,7 @@ class DrizzleWorkspace:
                 path, pars.skystat, pars.sky_bits, pars.skylower, pars.skyupper, pars.skyclip,
                 pars.skylsigma, pars.skyusigma, pars.static_sig if static else None,
                 self.scratch, tag, extra=tuple(extra))))
-        for (key, job), result in zip(todo, self.map(run_chip_stats, [j for _, j in todo])):
+        for (key, job), result in zip(todo, self._chip_stats(todo)):
             self._stats[key] = result
             self._persist_stats(job.path, key, result)
             for settings, skies in zip(job.extra, result.pop("extra", [])):
@@ -455,6 +459,20 @@ class DrizzleWorkspace:
                 self._stats[other] = {"sky": skies, "low": {}, "empty": result["empty"]}
                 self._persist_stats(job.path, other, self._stats[other])
         return {name: self._stats[key] for name, key in keys.items()}
+
+    def _chip_stats(self, todo: list) -> list[dict]:
+        """`run_chip_stats` of the jobs, by chip, merged back into one result per job."""
+        jobs, owner = split_by_chip([job for _, job in todo],
+                                    lambda job: sci_extvers(job.path), split=self.split_chips)
+        merged = [{"sky": {}, "low": {}, "empty": [], "extra": [{} for _ in job.extra]}
+                  for _, job in todo]
+        for i, part in zip(owner, self.map(run_chip_stats, jobs)):
+            for name in ("sky", "low"):
+                merged[i][name].update(part[name])
+            merged[i]["empty"] = sorted(merged[i]["empty"] + part["empty"])
+            for skies, more in zip(merged[i]["extra"], part["extra"]):
+                skies.update(more)
+        return merged
 
     def _stats_file(self, path: Path, key: tuple) -> Path:
         stat = path.stat()
