@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -380,13 +381,17 @@ def exposure_rows(partial: ExposurePartial, start: int, stop: int, nx: int, *,
 
 
 def combine_exposures(partials: list, shape: tuple[int, int], *, fillval: float = 0.0,
-                      rows_per_block: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      rows_per_block: int = 256, threads: int = 2
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A product's SCI, WHT and CTX from its exposures' partials (weighted mean).
 
     ``sci = sum(sci_i wht_i) / sum(wht_i)`` over every chip partial, in float64, streamed in
     row blocks; ``wht = sum(wht_i)``; CTX bit ``k`` set where exposure ``k`` has weight (one
     int32 plane per 32 exposures, 2-D for up to 32). A pixel with one contributor is its own
     mean exactly (``s * w / w == s`` in float64 for float32 ``s``, ``w``).
+
+    The row blocks are combined in ``threads`` threads (each writes its own rows; numpy
+    releases the GIL in the sums): the drizzle workers are idle while the parent combines.
     """
     ny, nx = (int(v) for v in shape)
     nplanes = (len(partials) - 1) // 32 + 1
@@ -399,9 +404,14 @@ def combine_exposures(partials: list, shape: tuple[int, int], *, fillval: float 
     spans = [p.rows for p in partials]
     live = [s for s in spans if s[1] > s[0]]
     if live:
-        loaded: dict = {}
         y0, y1 = min(s[0] for s in live), max(s[1] for s in live)
-        for start in range(y0, y1, rows_per_block):
+        # the chips' maps, opened once for every thread
+        loaded: dict = {}
+        for partial in partials:
+            for chip in partial.chips:
+                _chip_arrays(chip, loaded)
+
+        def combine_block(start: int) -> None:
             stop = min(y1, start + rows_per_block)
             num = np.zeros((stop - start, nx), np.float64)
             den = np.zeros((stop - start, nx), np.float64)
@@ -416,6 +426,14 @@ def combine_exposures(partials: list, shape: tuple[int, int], *, fillval: float 
             with np.errstate(invalid="ignore", divide="ignore"):
                 sci[start:stop] = np.where(den > 0, num / np.where(den > 0, den, 1.0), fillval)
             wht[start:stop] = den
+
+        starts = range(y0, y1, rows_per_block)
+        if threads > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(combine_block, starts))
+        else:
+            for start in starts:
+                combine_block(start)
     return sci, wht, (ctx[0] if nplanes == 1 else ctx)
 
 
