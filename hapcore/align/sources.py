@@ -20,6 +20,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from hapcore.align.undersampled import (
+    UNDERSAMPLED_FWHM_PX,
+    refine_undersampled_centroids,
+)
+
 __all__ = [
     "SATURATION_BITS",
     "ChipSources",
@@ -577,6 +582,9 @@ def detect_chip_sources(sci: np.ndarray, dq: np.ndarray | None = None, *, fwhm_p
     stamps = _stamps(resid, xi, yi)
     r = np.hypot(*np.mgrid[-_STAMP:_STAMP + 1, -_STAMP:_STAMP + 1])
     flux = (stamps * (r <= max(2.0 * fwhm, 3.0))).sum(axis=(1, 2))
+    if fwhm_px < UNDERSAMPLED_FWHM_PX:
+        # windowed centroids are pulled to the pixel centres of an undersampled star
+        xc, yc, _ = refine_undersampled_centroids(resid, xc, yc, flux, fwhm=fwhm, rms=median_rms)
     peak = resid[yi, xi]
     with np.errstate(invalid="ignore", divide="ignore"):
         mag = np.where(flux > 0, -2.5 * np.log10(flux), np.inf)

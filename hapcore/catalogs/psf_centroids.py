@@ -139,7 +139,8 @@ def _stamp_grid(data, x, y, half):
 
 def fit_psf_shape(data, x, y, flux, *, fwhm: float, rms: float, n_components: int = 2,
                   max_stars: int = 40, isolation: float | None = None,
-                  min_stars: int = 3, max_rounds: int = 3) -> PSFShape | None:
+                  min_stars: int = 3, max_rounds: int = 3,
+                  fwhm_range: tuple[float, float] = (0.5, 2.0)) -> PSFShape | None:
     """Fit the PSF model of :func:`pixel_integrated_psf` to the brightest isolated stars.
 
     Parameters
@@ -166,6 +167,10 @@ def fit_psf_shape(data, x, y, flux, *, fwhm: float, rms: float, n_components: in
     max_rounds : int, optional
         Fits, each after dropping the stars whose residuals stand out (saturated cores,
         galaxies, blends).
+    fwhm_range : (float, float), optional
+        The fitted model's FWHM must lie within these multiples of ``fwhm`` (else None). The
+        model is the PSF before the pixel integration: on an undersampled detector its FWHM is
+        well below the one measured on the pixels (WFC3/IR raw chips: 0.57 px against 1.7).
 
     Returns
     -------
@@ -252,7 +257,7 @@ def fit_psf_shape(data, x, y, flux, *, fwhm: float, rms: float, n_components: in
             break
         use = use[keep]
         sigmas0, fractions0 = list(shape.sigmas), list(shape.weights)
-    if shape is None or not (0.5 * fwhm <= shape.fwhm <= 2.0 * fwhm):
+    if shape is None or not (fwhm_range[0] * fwhm <= shape.fwhm <= fwhm_range[1] * fwhm):
         log.debug("PSF shape fit rejected (FWHM %s px, expected about %.2f)",
                   None if shape is None else round(shape.fwhm, 2), fwhm)
         return None
