@@ -44,7 +44,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from hap_models.stage import StageResult
-from hapcore.digests import file_digest
+from hapcore.digests import file_digest, file_digests
 
 __all__ = ["code_version", "iter_paths", "NOT_IN_KEY", "stable_hash", "task_cache_key",
            "outputs_still_valid", "FileStagePolicy", "FILE_STAGE", "run_stage",
@@ -218,7 +218,7 @@ def task_cache_key(task_name: str, inputs: Mapping[str, Any]) -> str:
     str
     """
     files = sorted({p.resolve() for p in iter_paths(inputs) if p.is_file()})
-    digests = [(str(p), file_digest(p)) for p in files]
+    digests = [(str(p), d) for p, d in zip(files, file_digests(files))]
     plain = {k: v for k, v in inputs.items() if k not in NOT_IN_KEY}
     # every path as the absolute place it names: a relative output directory given in two
     # working directories (one --cache-dir) names two places, so two keys; as text alone
@@ -252,7 +252,7 @@ def run_stage(stage: str, fn: Callable[..., Any], *args, outputs: Callable[[Any]
     """Run a stage function and wrap its payload with the digests of the files it wrote."""
     start = time.perf_counter()
     payload = fn(*args, **kwargs)
-    files = [Path(p).resolve() for p in outputs(payload)]
+    files = [p for p in (Path(p).resolve() for p in outputs(payload)) if p.is_file()]
     return StageResult(stage=stage, payload=payload,
-                       outputs={str(p): file_digest(p) for p in files if p.is_file()},
+                       outputs={str(p): d for p, d in zip(files, file_digests(files))},
                        wall_s=time.perf_counter() - start)
