@@ -4,6 +4,11 @@
 * :func:`saturation_flags` -- multi-pixel saturation (4) from saturated-pixel positions given in
   PRODUCT pixel coordinates (0-based, like the catalog positions);
 * :func:`nexp_flags` -- low exposure coverage / edge (64) from an exposure-count image;
+* :func:`narrow_segment_flags` -- segment rows narrower than the PSF where one or two exposures
+  cover them: cosmic-ray tracks (16), :mod:`hapcore.catalogs.segment_width`;
+* :func:`spike_segment_flags` -- thin segments pointing at a saturated star: pieces of its
+  diffraction spikes (32, the bit of a saturated star's light),
+  :mod:`hapcore.catalogs.spike_segments`;
 * :func:`flag_catalog` -- all of them for one catalog table.
 
 Fixes relative to drizzlepac (§12.6): a CI of exactly 0 is a value, not "missing"; saturated
@@ -29,17 +34,23 @@ from hap_models.catalogs import (
     FLAG_HOT_PIXEL,
     FLAG_LOW_COVERAGE,
     FLAG_SATURATION,
+    FLAG_SWARM,
 )
+from hapcore.catalogs.saturated_features import saturated_stars
+from hapcore.catalogs.segment_width import local_exposures, narrow_rows, semi_minor_axis
+from hapcore.catalogs.spike_segments import bright_peaks_on_axis, spike_segments
 
 __all__ = [
     "ci_flags",
+    "flag_catalog",
+    "narrow_segment_flags",
+    "nexp_flags",
+    "nexp_footprint",
+    "nexp_threshold",
+    "saturated_holes",
     "saturation_flags",
     "saturation_radius",
-    "nexp_threshold",
-    "nexp_footprint",
-    "nexp_flags",
-    "saturated_holes",
-    "flag_catalog",
+    "spike_segment_flags",
 ]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
@@ -195,10 +206,71 @@ def nexp_flags(x, y, nexp, *, radius, detector="", footprint=None):
     return flags
 
 
+#: Options of the width test of segment rows (:func:`hapcore.catalogs.segment_width.narrow_rows`)
+NARROW_SEGMENT_TEST: dict = {"nsigma": 3.0, "min_snr": 10.0, "max_snr": 50.0, "max_exposures": 2}
+
+
+def narrow_segment_flags(table, *, x_column, y_column, nexp, ci_limits=None,
+                         **options) -> np.ndarray:
+    """Flag 16 for segment rows narrower than the locus of their S/N where at most two
+    exposures cover them (cosmic-ray tracks the median could not reject).
+
+    ``table`` needs ``X2``, ``Y2``, ``XY``, ``FluxAp2``, ``FluxErrAp2`` and the position
+    columns; ``nexp`` is the filter's exposure-count image; ``ci_limits``: the filter's
+    point-like CI range, whose rows make the stellar width locus (with ``CI``); ``options``
+    go to :func:`~hapcore.catalogs.segment_width.narrow_rows` (default
+    :data:`NARROW_SEGMENT_TEST`).
+    """
+    options = {**NARROW_SEGMENT_TEST, **options}
+    width = semi_minor_axis(table["X2"], table["Y2"], table["XY"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.asarray(table["FluxAp2"], dtype=float) / np.asarray(table["FluxErrAp2"],
+                                                                     dtype=float)
+    exposures = local_exposures(table[x_column], table[y_column], nexp)
+    point_like = None
+    if ci_limits is not None:
+        ci = np.asarray(table["CI"], dtype=float)
+        with np.errstate(invalid="ignore"):
+            point_like = (ci >= ci_limits[0]) & (ci <= ci_limits[1])
+    narrow = narrow_rows(width, snr, exposures=exposures, point_like=point_like, **options)
+    return np.where(narrow, FLAG_HOT_PIXEL, 0).astype(np.int64)
+
+
+#: Distances (arcsec) from a saturated star of the spike pieces of
+#: :func:`spike_segment_flags`: beyond the star's own segment, within the spikes' reach
+SPIKE_DISTANCE_ARCSEC: tuple[float, float] = (0.4, 10.0)
+
+
+def spike_segment_flags(table, *, x_column, y_column, plate_scale, saturated_xy=None,
+                        data=None) -> np.ndarray:
+    """Flag 32 (a saturated star's light) for segment rows that are pieces of a bright star's
+    diffraction spikes: thin rows whose major axis points at a saturated star of the filter
+    (:func:`~hapcore.catalogs.spike_segments.spike_segments`) or at a pixel of ``data`` far
+    brighter than the row (:func:`~hapcore.catalogs.spike_segments.bright_peaks_on_axis`: the
+    star need not saturate in every filter).
+
+    ``table`` needs ``X2``, ``Y2``, ``XY`` and the position columns; ``saturated_xy``: the
+    filter's saturated pixels (product pixels, 0-based); ``data``: the filter image.
+    """
+    near, far = (limit / plate_scale for limit in SPIKE_DISTANCE_ARCSEC)
+    columns = (table[x_column], table[y_column], table["X2"], table["Y2"], table["XY"])
+    spikes = np.zeros(len(table), bool)
+    if data is not None:
+        spikes |= bright_peaks_on_axis(data, *columns, min_distance=near, max_distance=far)
+    if saturated_xy is not None and len(saturated_xy) and (data is not None):
+        star_x, star_y, _, _ = saturated_stars(saturated_xy, shape=np.shape(data))
+        spikes |= spike_segments(*columns, star_x, star_y, min_distance=near, max_distance=far)
+    return np.where(spikes, FLAG_SWARM, 0).astype(np.int64)
+
+
 def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plate_scale,
                  aperture_2, detector="", saturated_xy=None, nexp=None, data=None,
                  footprint=None):
     """Return the §6.7 flags of a filter catalog table (does not modify the table).
+
+    Segment tables (with ``X2``, ``Y2``, ``XY``; not on IR) also get the width test
+    (:func:`narrow_segment_flags`, with ``nexp``) and the spike test
+    (:func:`spike_segment_flags`, with ``data``).
 
     Parameters
     ----------
@@ -238,6 +310,25 @@ def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plat
             footprint = nexp_footprint(data)
         flags |= nexp_flags(x, y, nexp, radius=aperture_2 / plate_scale, detector=detector,
                             footprint=footprint)
+        # segment rows carry their second moments: cosmic-ray tracks in few-exposure areas
+        # (not on IR, whose up-the-ramp fit leaves no tracks, and where it was not measured)
+        if (all(name in table.colnames for name in ("X2", "Y2", "XY")) and len(table) and
+                str(detector).upper() != "IR"):
+            narrow = narrow_segment_flags(table, x_column=x_column, y_column=y_column, nexp=nexp,
+                                          ci_limits=(ci_lower, ci_upper))
+            log.debug("%d segment row(s) narrower than their S/N's locus in 1-2 exposure "
+                      "areas: flag 16", int(np.count_nonzero(narrow)))
+            flags |= narrow
+    if (all(name in table.colnames for name in ("X2", "Y2", "XY")) and len(table) and
+            data is not None and str(detector).upper() != "IR"):
+        spikes = spike_segment_flags(table, x_column=x_column, y_column=y_column,
+                                     plate_scale=plate_scale, saturated_xy=saturated_xy,
+                                     data=data)
+        # a saturated star's own segment (elongated by its bleed columns) is not a spike piece
+        spikes[(flags & FLAG_SATURATION) != 0] = 0
+        log.debug("%d segment row(s) on bright stars' diffraction spikes: flag 32",
+                  int(np.count_nonzero(spikes)))
+        flags |= spikes
     counts = {bit: int(np.count_nonzero(flags & bit)) for bit in (1, 4, 8, 16, 64)}
     log.debug("flags set: extended %d, saturated %d, faint %d, low-CI %d, low coverage %d "
              "(of %d sources)", counts[1], counts[4], counts[8], counts[16], counts[64], len(x))
