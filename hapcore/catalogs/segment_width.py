@@ -142,40 +142,49 @@ def narrow_rows(width, snr, *, exposures=None, point_like=None, nsigma: float = 
     order = locus[np.argsort(snr[locus])]
     log_snr = np.log10(snr[order])
     half = min(window, order.size) // 2
+    fits: dict[int, tuple] = {}
     for i in np.flatnonzero(tested):
-        # the window of rows nearest in log S/N: centred on the row's rank, kept inside
+        # the window of rows nearest in log S/N: centred on the row's rank, kept inside;
+        # rows of the same rank share it, and its fit (only the centre moves with the S/N)
         rank = int(np.searchsorted(log_snr, np.log10(snr[i])))
         lo = min(max(rank - half, 0), order.size - 2 * half)
-        window_rows = order[lo:lo + 2 * half]
-        centre, sigma = _lower_locus(log_snr[lo:lo + 2 * half], width[window_rows],
-                                     np.log10(snr[i]), min_sigma=min_sigma)
+        if lo not in fits:
+            fits[lo] = _lower_locus(log_snr[lo:lo + 2 * half], width[order[lo:lo + 2 * half]],
+                                    min_sigma=min_sigma)
+        slope, offset, shift, sigma = fits[lo]
+        centre = offset + slope * np.log10(snr[i]) + shift
         out[i] = width[i] < centre - nsigma * sigma
     return out
 
 
-def _lower_locus(log_snr, values, at, *, min_sigma: float, clip: float = 2.5,
-                 iterations: int = 5):
-    """Width of the narrowest real sources at ``log10(S/N) = at`` and its robust sigma.
+def _lower_locus(log_snr, values, *, min_sigma: float, clip: float = 2.5,
+                 iterations: int = 5) -> tuple[float, float, float, float]:
+    """The line of the narrowest real sources' width in ``log10(S/N)`` over one window.
 
     A straight line in log S/N is fitted to the window's widths (the footprint, hence the
     width, grows with S/N across the window); galaxies, wider than stars, are clipped from
     above so that the stars set the locus.
+
+    Returns
+    -------
+    slope, offset, shift, sigma : float
+        The locus at ``log10(S/N) = a`` is ``offset + slope * a + shift`` (``shift``: the
+        median residual of the rows kept); ``sigma`` its robust sigma.
     """
     log_snr = np.asarray(log_snr, dtype=float)
     values = np.asarray(values, dtype=float)
     keep = np.ones(values.size, bool)
-    centre, sigma = float(np.median(values)), min_sigma
+    slope, offset, shift, sigma = 0.0, float(np.median(values)), 0.0, min_sigma
     for _ in range(iterations):
         if np.ptp(log_snr[keep]) > 0:
             slope, offset = np.polyfit(log_snr[keep], values[keep], 1)
         else:
             slope, offset = 0.0, float(np.median(values[keep]))
         residual = values - (offset + slope * log_snr)
-        sigma = max(1.4826 * float(np.median(np.abs(residual[keep] - np.median(residual[keep])))),
-                    min_sigma)
-        centre = offset + slope * at + float(np.median(residual[keep]))
-        clipped = residual - np.median(residual[keep]) <= clip * sigma
+        shift = float(np.median(residual[keep]))
+        sigma = max(1.4826 * float(np.median(np.abs(residual[keep] - shift))), min_sigma)
+        clipped = residual - shift <= clip * sigma
         if np.array_equal(clipped, keep) or clipped.sum() < 10:
             break
         keep = clipped
-    return centre, sigma
+    return float(slope), float(offset), shift, sigma
