@@ -101,7 +101,9 @@ def write_product(ws: DrizzleWorkspace, product, edps, partials, pars, *, level:
     if product.haplevel == 1 and len(partials) == 1:
         return _write_streamed(ws, product, edps, partials[0], pars, fill=fill, level=level,
                                skies=skies, cr_lines=cr_lines, t0=t0)
-    sci, wht, ctx = combine_exposures(partials, ws.grid.shape, fillval=fill)
+    # as many threads as the workspace has workers: a fan-out runs its visits with one each
+    sci, wht, ctx = combine_exposures(partials, ws.grid.shape, fillval=fill,
+                                      threads=ws.n_workers)
     return write_product_arrays(ws, product, edps, sci, wht, ctx, pars, level=level,
                                 used=[p.used for p in partials],
                                 masks=[p.masks for p in partials],
