@@ -301,6 +301,9 @@ def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plat
     flags = ci_flags(table["CI"], table["MagErrAp1"], table["MagErrAp2"], table["FluxAp2"],
                      table["FluxErrAp2"], ci_lower=ci_lower, ci_upper=ci_upper, bthresh=bthresh)
     radius = saturation_radius(aperture_2, plate_scale)
+    # segment rows (they carry second moments) get the width and spike tests; not on IR
+    segment_tests = (len(table) > 0 and str(detector).upper() != "IR" and
+                     all(name in table.colnames for name in ("X2", "Y2", "XY")))
     if str(detector).upper() != "IR":
         flags |= saturation_flags(x, y, saturated_xy, radius=radius)
     elif data is not None:
@@ -312,15 +315,13 @@ def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plat
                             footprint=footprint)
         # segment rows carry their second moments: cosmic-ray tracks in few-exposure areas
         # (not on IR, whose up-the-ramp fit leaves no tracks, and where it was not measured)
-        if (all(name in table.colnames for name in ("X2", "Y2", "XY")) and len(table) and
-                str(detector).upper() != "IR"):
+        if segment_tests:
             narrow = narrow_segment_flags(table, x_column=x_column, y_column=y_column, nexp=nexp,
                                           ci_limits=(ci_lower, ci_upper))
             log.debug("%d segment row(s) narrower than their S/N's locus in 1-2 exposure "
                       "areas: flag 16", int(np.count_nonzero(narrow)))
             flags |= narrow
-    if (all(name in table.colnames for name in ("X2", "Y2", "XY")) and len(table) and
-            data is not None and str(detector).upper() != "IR"):
+    if segment_tests and data is not None:
         spikes = spike_segment_flags(table, x_column=x_column, y_column=y_column,
                                      plate_scale=plate_scale, saturated_xy=saturated_xy,
                                      data=data)

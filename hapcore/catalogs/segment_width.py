@@ -44,7 +44,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["local_exposures", "narrow_rows", "semi_minor_axis"]
+__all__ = ["local_exposures", "moment_eigenvalues", "narrow_rows", "semi_minor_axis"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -54,16 +54,25 @@ WINDOW: int = 60
 MIN_LOCUS_ROWS: int = 40
 
 
+def moment_eigenvalues(x2, y2, xy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(big, small, measured)``: the eigenvalues (pixels**2) of second moments ``x2``,
+    ``y2``, ``xy`` and where the moments are measured (positive, not the -9999 of a missing
+    value)."""
+    x2, y2, xy = (np.asarray(v, dtype=float) for v in (x2, y2, xy))
+    with np.errstate(invalid="ignore"):
+        measured = (x2 > 0) & (y2 > 0) & (xy > -9999.0)
+        root = np.sqrt(0.25 * (x2 - y2) ** 2 + xy ** 2)
+    return 0.5 * (x2 + y2) + root, 0.5 * (x2 + y2) - root, measured
+
+
 def semi_minor_axis(x2, y2, xy) -> np.ndarray:
     """Semi-minor axis (pixels) of second moments ``x2``, ``y2``, ``xy`` (pixels**2).
 
     NaN where the moments are not finite or not positive (missing values, -9999); 0 where
     the smaller eigenvalue is negative (moments of a noise-dominated footprint).
     """
-    x2, y2, xy = (np.asarray(v, dtype=float) for v in (x2, y2, xy))
+    _, small, measured = moment_eigenvalues(x2, y2, xy)
     with np.errstate(invalid="ignore"):
-        measured = (x2 > 0) & (y2 > 0) & (xy > -9999.0)
-        small = 0.5 * (x2 + y2) - np.sqrt(0.25 * (x2 - y2) ** 2 + xy ** 2)
         small = np.where(measured & np.isfinite(small), np.clip(small, 0.0, None), np.nan)
         return np.sqrt(small)
 

@@ -37,6 +37,8 @@ import logging
 
 import numpy as np
 
+from hapcore.catalogs.segment_width import moment_eigenvalues
+
 __all__ = ["bright_peaks_on_axis", "moment_axes", "spike_segments"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
@@ -46,10 +48,8 @@ def moment_axes(x2, y2, xy):
     """Elongation (major over minor axis) and major-axis angle (radians from +x) of second
     moments ``x2``, ``y2``, ``xy``; NaN where they are not finite or not positive."""
     x2, y2, xy = (np.asarray(v, dtype=float) for v in (x2, y2, xy))
+    big, small, measured = moment_eigenvalues(x2, y2, xy)
     with np.errstate(invalid="ignore", divide="ignore"):
-        measured = (x2 > 0) & (y2 > 0) & (xy > -9999.0)
-        root = np.sqrt(0.25 * (x2 - y2) ** 2 + xy ** 2)
-        big, small = 0.5 * (x2 + y2) + root, 0.5 * (x2 + y2) - root
         elongation = np.where(measured & (small > 0), np.sqrt(big / np.where(small > 0, small,
                                                                              1.0)), np.nan)
         elongation = np.where(measured & (small <= 0) & (big > 0), np.inf, elongation)

@@ -231,11 +231,11 @@ def _blot_and_flag_by_chip(ws, jobs: list[BlotCRJob]) -> list[dict]:
     for job, into in zip(jobs, merged):
         if job.exposure is not None and into["product"] is None:
             raise RuntimeError(f"{job.path.name}: exposure product not written")
-        into["partial"] = ExposurePartial(job.sep.exposure, sorted(
-            into.pop("chips"), key=lambda chip: chip.extver), list(job.sep.skipped))
-        valid = sorted(into.pop("valid"), key=lambda chip: chip.extver)
-        into["valid"] = ExposurePartial(job.sep.exposure, valid, []) if job.keep_weights \
-            else None
+        into["partial"] = ExposurePartial.from_parts(job.sep.exposure, into.pop("chips"),
+                                                     job.sep.skipped)
+        valid = into.pop("valid")
+        into["valid"] = ExposurePartial.from_parts(job.sep.exposure, valid) \
+            if job.keep_weights else None
     return merged
 
 

@@ -179,14 +179,12 @@ def drizzle_partials(workspace, jobs: list[PartialJob]) -> list[ExposurePartial]
     `ExposurePartial` per job (chips in EXTVER order)."""
     chip_jobs, owner = split_by_chip(jobs, lambda job: sci_extvers(job.path),
                                      split=workspace.split_chips)
-    merged = [ExposurePartial(job.path.name, [], []) for job in jobs]
+    parts: list[list] = [[] for _ in jobs]
     for i, part in zip(owner, workspace.map(drizzle_partial, chip_jobs)):
-        merged[i].chips.extend(part.chips)
-        merged[i].skipped.extend(part.skipped)
-    for partial in merged:
-        partial.chips.sort(key=lambda chip: chip.extver)
-        partial.skipped.sort()
-    return merged
+        parts[i].append(part)
+    return [ExposurePartial.from_parts(job.path.name, [c for p in mine for c in p.chips],
+                                       [k for p in mine for k in p.skipped])
+            for job, mine in zip(jobs, parts)]
 
 
 def emit_records(value, records):

@@ -206,7 +206,7 @@ def blot_and_flag(job: BlotCRJob) -> dict:
     sep_chips = {c.extver: c for c in job.sep.chips
                  if job.extvers is None or c.extver in job.extvers}
     wcs = chip_wcs_of(job.path)
-    for extver, sep in list(sep_chips.items()):
+    for extver, sep in sep_chips.items():
         inputs = load_chip(job.path, extver, wcs[extver], job.grid,
                            err=job.sep_settings.wht_type == "ERR")
         if isinstance(inputs, str):  # drizzled before: cannot happen unless the file changed

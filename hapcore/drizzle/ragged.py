@@ -227,6 +227,12 @@ class ExposurePartial:
     chips: list
     skipped: list = field(default_factory=list)
 
+    @classmethod
+    def from_parts(cls, exposure: str, chips, skipped=()) -> ExposurePartial:
+        """An exposure's partial from chips made by several jobs (any order, EXTVER order
+        kept) and the chips they skipped."""
+        return cls(exposure, sorted(chips, key=lambda chip: chip.extver), sorted(set(skipped)))
+
     @property
     def used(self) -> list[int]:
         return [c.extver for c in self.chips]
