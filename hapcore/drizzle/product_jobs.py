@@ -404,8 +404,10 @@ def _stale_pixels(pixmap: np.ndarray, median, previous, ranges, *,
     found_y, found_x = [], []
     for start in range(0, pixmap.shape[0], rows):
         # drizzle's tblot takes float32 positions and the stencil of their truncation
-        px = pixmap[start:start + rows, :, 0].astype(np.float32)
-        py = pixmap[start:start + rows, :, 1].astype(np.float32)
+        block = pixmap[start:start + rows]
+        px = block[..., 0].astype(np.float32)
+        py = block[..., 1].astype(np.float32)
+        del block
         with np.errstate(invalid="ignore"):
             inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
         ix = np.where(inside, px, 0).astype(np.int32)
