@@ -11,7 +11,6 @@ same headers and arrays (`tests/drizzle/test_drizzle_partials.py`).
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -56,7 +55,7 @@ def write_product_file(path: str | os.PathLike, shape: tuple[int, int], ctx_plan
                        blocks: Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
                        *, primary_header: fits.Header, sci_header: fits.Header,
                        wht_header: fits.Header, ctx_header: fits.Header,
-                       hdrtab_hdu: fits.BinTableHDU | None = None,
+                       hdrtab_hdu: bytes | None = None,
                        row_blocks: Iterable[tuple[int, int]] | None = None,
                        fill: float = 0.0) -> Path:
     """Write primary + SCI + WHT + CTX (+ HDRTAB) atomically, the images from ``blocks``.
@@ -75,6 +74,8 @@ def write_product_file(path: str | os.PathLike, shape: tuple[int, int], ctx_plan
         column window ``(x0, x1)``: the images are then written in those columns only, the
         rest of the rows holding ``fill`` (SCI) and zero (WHT, CTX) -- the arrays may be the
         whole rows or the window alone.
+    hdrtab_hdu : bytes, optional
+        The HDRTAB extension's bytes (`~hapcore.drizzle.headers.hdrtab_bytes`), written last.
     row_blocks : iterable of (start, stop), optional
         The blocks to ask for, in any order; rows never asked for are ``fill`` in SCI, zero in
         WHT and CTX. Default: the whole image in blocks of 256 rows.
@@ -93,11 +94,7 @@ def write_product_file(path: str | os.PathLike, shape: tuple[int, int], ctx_plan
                                 fits.ImageHDU(np.zeros((1, 1), np.float32))])
         primary.update_extend()
         parts = [primary[0].header.tostring().encode("ascii")]
-        table = b""
-        if hdrtab_hdu is not None:
-            buffer = io.BytesIO()
-            fits.HDUList([fits.PrimaryHDU(), hdrtab_hdu]).writeto(buffer)
-            table = buffer.getvalue()[BLOCK:]  # after the empty primary header's one block
+        table = hdrtab_hdu or b""
         texts = [h.tostring().encode("ascii") for h in headers]
     offsets = []
     position = len(parts[0])

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import MaskedColumn, Table
+from astropy.table import MaskedColumn
 from astropy.time import Time
 from astropy.wcs import WCS
 
@@ -39,6 +39,7 @@ from hap_models.product_headers import (
     DrizzleRecord,
     ProductProvenance,
 )
+from hapcore.drizzle.fits_table import binary_table_bytes
 from hapcore.drizzle.footprint import footprint_keywords, s_region_from_weight
 from hapcore.wcs.header import make_card, orientat_from_cd, set_exact
 
@@ -48,6 +49,8 @@ __all__ = [
     "ProductHeaders",
     "grid_wcs_cards",
     "hdrtab",
+    "hdrtab_bytes",
+    "hdrtab_columns",
     "product_headers",
 ]
 
@@ -427,8 +430,9 @@ def _column(name: str, values: list):
     return np.asarray(strings, dtype=f"U{width}")
 
 
-def hdrtab(inputs: Sequence[Mapping], records: Sequence[DrizzleRecord]) -> fits.BinTableHDU:
-    """The HDRTAB extension: one row per input chip drizzled (``records``).
+def hdrtab_columns(inputs: Sequence[Mapping], records: Sequence[DrizzleRecord]) -> list:
+    """The HDRTAB extension's columns, ``[(name, values), ...]``: one row per input chip
+    drizzled (``records``).
 
     Each row holds every keyword of the input's primary header and of that chip's SCI header
     (the chip's value where both have one), as drizzlepac's blendheaders writes them, but with
@@ -453,12 +457,19 @@ def hdrtab(inputs: Sequence[Mapping], records: Sequence[DrizzleRecord]) -> fits.
         rows.append(row)
     keys = sorted({k for row in rows for k in row} - set(_HDRTAB_FIRST))
     keys = [k for k in _HDRTAB_FIRST if any(k in row for row in rows)] + keys
-    table = Table()
-    for key in keys:
-        table[key] = _column(key, [row.get(key) for row in rows])
+    columns = [(key, _column(key, [row.get(key) for row in rows])) for key in keys]
     names = [r.hap_exposure for r in records]
     width = max([51] + [len(n) for n in names])
-    table["HAPEXPNAME"] = np.asarray(names, dtype=f"U{width}")
-    hdu = fits.table_to_hdu(table)
-    hdu.name = "HDRTAB"
-    return hdu
+    columns.append(("HAPEXPNAME", np.asarray(names, dtype=f"U{width}")))
+    return columns
+
+
+def hdrtab_bytes(inputs: Sequence[Mapping], records: Sequence[DrizzleRecord]) -> bytes:
+    """The HDRTAB extension (`hdrtab_columns`) as FITS bytes, written straight from the
+    columns (`hapcore.drizzle.fits_table`: astropy's table machinery cost 0.2-0.3 s a product)."""
+    return binary_table_bytes(hdrtab_columns(inputs, records), extname="HDRTAB")
+
+
+def hdrtab(inputs: Sequence[Mapping], records: Sequence[DrizzleRecord]) -> fits.BinTableHDU:
+    """The HDRTAB extension (`hdrtab_columns`) as an HDU."""
+    return fits.BinTableHDU.fromstring(hdrtab_bytes(inputs, records))

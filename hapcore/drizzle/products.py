@@ -19,7 +19,7 @@ from hapcore.drizzle.chip_partials import Settings
 from hapcore.drizzle.fits_stream import write_product_file
 from hapcore.drizzle.footprint import s_region_from_bins
 from hapcore.drizzle.grid import OutputGrid
-from hapcore.drizzle.headers import hdrtab, product_headers
+from hapcore.drizzle.headers import hdrtab_bytes, product_headers
 from hapcore.drizzle.inputs import exposure_keywords
 from hapcore.drizzle.jobs import load_mask
 from hapcore.drizzle.provenance import product_provenance
@@ -47,12 +47,14 @@ log = logging.getLogger(f"hapsvm.{__name__}")
 
 def write_drizzle_product(path: str | os.PathLike, sci: np.ndarray, wht: np.ndarray,
                           ctx: np.ndarray, *, primary_header: fits.Header,
-                          sci_header: fits.Header, hdrtab_hdu: fits.BinTableHDU | None = None,
+                          sci_header: fits.Header, hdrtab_hdu: bytes | None = None,
                           wht_header: fits.Header | None = None,
                           ctx_header: fits.Header | None = None) -> Path:
     """Write primary + SCI + WHT + CTX (+ HDRTAB) atomically.
 
-    WHT and CTX get ``wht_header``/``ctx_header``, by default the WCS cards of ``sci_header``.
+    WHT and CTX get ``wht_header``/``ctx_header``, by default the WCS cards of ``sci_header``;
+    ``hdrtab_hdu`` is the HDRTAB extension's bytes (`~hapcore.drizzle.headers.hdrtab_bytes`),
+    appended after the images.
     """
     wcs_cards = {k: sci_header[k] for k in sci_header if k.startswith(("CRPIX", "CRVAL", "CD",
                                                                        "PC", "CDELT", "CTYPE",
@@ -72,13 +74,14 @@ def write_drizzle_product(path: str | os.PathLike, sci: np.ndarray, wht: np.ndar
         hdus.append(fits.ImageHDU(data, header=header, name=name))
     for hdu in hdus[1:]:
         hdu.header["EXTVER"] = 1
-    if hdrtab_hdu is not None:
-        hdus.append(hdrtab_hdu)
     path = Path(path)
     with atomic_output(path) as tmp, warnings.catch_warnings():
         # long copied values (D###DATA, WCSNAME lists) only lose their comments
         warnings.filterwarnings("ignore", message="Card is too long", category=VerifyWarning)
         fits.HDUList(hdus).writeto(tmp, overwrite=True)
+        if hdrtab_hdu is not None:   # an extension is a whole number of blocks: appended
+            with open(tmp, "ab") as fh:
+                fh.write(hdrtab_hdu)
     return path
 
 
@@ -121,7 +124,7 @@ def _headers(ws, product, edps, pars, *, used, masks, skies, wht=None, ctx=None,
     headers = product_headers(inputs, provenance, grid_wcs=ws.grid.wcs, wht=wht, ctx=ctx,
                               footprint=product.haplevel == 2, s_region=s_region,
                               footprint_values=footprint_values)
-    return headers, hdrtab(inputs, provenance.drizzle)
+    return headers, hdrtab_bytes(inputs, provenance.drizzle)
 
 
 def _write_streamed(ws, product, edps, partial, pars, *, fill, level, skies, cr_lines, t0):

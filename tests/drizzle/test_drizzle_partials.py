@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.table import Table
 from drizzle.resample import Drizzle, blot_image
 from scipy import ndimage
 
@@ -28,6 +27,7 @@ from hapcore.drizzle.chip_partials import (
 )
 from hapcore.drizzle.cr import detect_cosmic_rays
 from hapcore.drizzle.fits_stream import write_product_file
+from hapcore.drizzle.fits_table import binary_table_bytes
 from hapcore.drizzle.footprint import coverage_bins as image_bins
 from hapcore.drizzle.inputs import ChipData
 from hapcore.drizzle.product_jobs import _nearest
@@ -260,8 +260,8 @@ def test_streamed_product_file_is_what_astropy_writes(tmp_path, planes, fill, wi
         image[..., :, x1:] = value
     primary = fits.Header([("FOO", 1, "c"), ("S_REGION", "POLYGON ICRS " + "1.0 " * 60)])
     sci_header = fits.Header([("INHERIT", True), ("CRPIX1", 3.0)])
-    table = fits.table_to_hdu(Table({"A": [1, 2], "B": ["x", "yy"]}))
-    table.name = "HDRTAB"
+    table = binary_table_bytes([("A", np.array([1, 2])), ("B", np.array(["x", "yy"]))],
+                               extname="HDRTAB")
     headers = {"primary_header": primary, "sci_header": sci_header, "hdrtab_hdu": table,
                "wht_header": fits.Header([("CRPIX1", 3.0)]),
                "ctx_header": fits.Header([("CRPIX1", 3.0)])}
