@@ -33,11 +33,13 @@ from hapcore.catalogs.image import (
     subtract_background,
 )
 from hapcore.catalogs.point import detect_point_sources
-from hapcore.catalogs.psf_features import fourfold_features, point_like, psf_features
-from hapcore.catalogs.saturated_features import saturated_halo_model, saturated_star_rows
+from hapcore.catalogs.saturated_features import (
+    saturated_halo_model,
+    saturated_star_rows,
+)
 from hapcore.catalogs.segment import SegmentationResult, detect_segments
 from hapcore.catalogs.side_by_side import run_side_by_side
-from hapcore.catalogs.swarm import aperture_sums, swarm_members
+from hapcore.catalogs.swarm_flags import point_swarm
 
 __all__ = ["PHOT_MODES", "SourceDetection", "catalog_background", "detect_sources",
            "load_total_detection", "save_detection", "load_detection"]
@@ -75,7 +77,7 @@ class SourceDetection:
     segments: object = None
     timings: dict = field(default_factory=dict)
     #: point sources that are features of a brighter neighbour's profile (flag 32 in every
-    #: filter, :mod:`hapcore.catalogs.swarm`); None when not evaluated
+    #: filter, :mod:`hapcore.catalogs.swarm_flags`); None when not evaluated
     point_swarm: np.ndarray | None = None
 
     @property
@@ -155,8 +157,9 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
             swarm_sources = swarm_sources.copy(copy_data=False)
             swarm_sources["xcentroid"] = swarm_sources["xwindow"]
             swarm_sources["ycentroid"] = swarm_sources["ywindow"]
-        detection.point_swarm = _swarm(image, background, swarm_sources, cat,
-                                       (ci.ci_lower_limit, ci.ci_upper_limit))
+        detection.point_swarm = point_swarm(image, background, swarm_sources, cat,
+                                            (ci.ci_lower_limit, ci.ci_upper_limit),
+                                            saturated_xy=saturated_xy)
         detection.point_sources, detection.point_swarm = _add_saturated_stars(
             image, detection.point_sources, detection.point_swarm, saturated_xy,
             radius=cat.aperture_2 / total_image.plate_scale)
@@ -314,63 +317,6 @@ def _add_saturated_stars(image: CatalogImage, sources: Table, swarm, saturated_x
     if swarm is not None:
         swarm = np.concatenate([np.asarray(swarm, bool), np.zeros(x.size, bool)])
     return merged, swarm
-
-
-def _swarm(image: CatalogImage, background, sources: Table, cat, ci_limits) -> np.ndarray | None:
-    """Features of a brighter neighbour's profile among the point sources (flag 32).
-
-    The swarm test (:func:`hapcore.catalogs.swarm.swarm_members`: azimuthal and mirror
-    symmetry) or the product's own PSF (:func:`hapcore.catalogs.psf_features.psf_features`:
-    rings, spikes and halo of a stacked PSF), whichever recognises them.
-    """
-    if sources is None or len(sources) < 2:
-        return None
-    if cat.swarm_nsigma is None and cat.psf_feature_nsigma is None:
-        return None
-    members = np.zeros(len(sources), bool)
-    aperture = cat.aperture_2 / image.plate_scale
-    if cat.swarm_nsigma is not None:
-        members |= swarm_members(image.data, sources["xcentroid"], sources["ycentroid"],
-                                 sources["flux"], aperture_radius=aperture,
-                                 max_distance=cat.swarm_radius_arcsec / image.plate_scale,
-                                 min_ratio=cat.swarm_min_ratio, nsigma=cat.swarm_nsigma,
-                                 background_rms=background.rms, exptime=image.exptime,
-                                 background=background.background)
-    if cat.psf_feature_nsigma is not None:
-        # CI on the total image, as the filter catalogs measure it: galaxies stay out of the
-        # PSF stack
-        x, y = np.asarray(sources["xcentroid"], float), np.asarray(sources["ycentroid"], float)
-        inner = aperture_sums(image.data, x, y, cat.aperture_1 / image.plate_scale,
-                              background=background.background)
-        outer = aperture_sums(image.data, x, y, aperture, background=background.background)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ci = -2.5 * np.log10(inner / outer)
-        candidates = point_like(ci, outer, limits=ci_limits)
-        # a small aperture (1.5 FWHM, at least aperture 1) and pairs at least two of them
-        # apart: with aperture 2 (0.45" on IR) a detection next to a star had the star's core
-        # in its aperture, and the prediction of that core decided
-        test_radius = max(cat.aperture_1 / image.plate_scale,
-                          1.5 * cat.tweak_fwhmpsf / image.plate_scale)
-        features, psf = psf_features(
-            image.data, sources["xcentroid"], sources["ycentroid"], sources["flux"],
-            aperture_radius=test_radius, core_radius=2.0 * test_radius,
-            model_radius=int(np.ceil(cat.psf_feature_radius_arcsec / image.plate_scale)),
-            background=background.background, background_rms=background.rms,
-            exptime=image.exptime, min_ratio=cat.swarm_min_ratio,
-            nsigma=cat.psf_feature_nsigma, model_error=cat.psf_feature_model_error,
-            valid=image.weight > 0, stack_candidates=candidates)
-        fourfold = fourfold_features(
-            image.data, sources["xcentroid"], sources["ycentroid"], aperture_radius=aperture,
-            min_distance=aperture,
-            max_distance=cat.psf_feature_radius_arcsec / image.plate_scale,
-            background=background.background, background_rms=background.rms,
-            exptime=image.exptime, min_ratio=cat.swarm_min_ratio, nsigma=cat.psf_feature_nsigma,
-            model_error=cat.psf_feature_model_error)
-        log.debug("PSF features: %d from the PSF stack, %d four-fold (%d not swarm members)",
-                  int(features.sum()), int(fourfold.sum()),
-                  int(((features | fourfold) & ~members).sum()))
-        members |= features | fourfold
-    return members
 
 
 def load_total_detection(total, *, output_dir, phot_mode="both",

@@ -34,6 +34,7 @@ import numpy as np
 
 from hap_models.catalogs import FLAG_HOT_PIXEL
 from hapcore.catalogs.rows import FilterRows
+from hapcore.catalogs.saturated_consistency import flag_saturated_light_across
 
 __all__ = ["cr_dominated_rows", "flag_single_filter_detections", "single_filter_detections"]
 
@@ -140,8 +141,10 @@ def flag_single_filter_detections(tables: Mapping[str, object], n_exposures: Map
     ``tables``: ``{filter name: point catalog}`` (astropy tables with ``ID``, ``FluxAp2``,
     ``FluxErrAp2``, ``Flags``). Rows are matched by ``ID``; a filter without a row for an ID
     does not cover it. With ``support_snr``, rows that `cr_dominated_rows` finds (after the
-    single-filter flags are set) get ``bit`` in every filter that covers them. Returns the
-    number of rows flagged.
+    single-filter flags are set) get ``bit`` in every filter that covers them. Then the rows
+    flagged 32 on a saturated star's light in some filters and extended in the others get 32
+    in all (:func:`~hapcore.catalogs.saturated_consistency.flag_saturated_light_across`).
+    Returns the number of rows flagged ``bit``.
     """
     stack = FilterRows.from_tables(tables)
     if len(stack.names) < 2:
@@ -157,6 +160,9 @@ def flag_single_filter_detections(tables: Mapping[str, object], n_exposures: Map
                                       support_snr=support_snr, bit=bit) & ~flagged
         stack.flags[:, dominated] |= np.where(stack.covered[:, dominated], bit, 0)
     stack.write_flags(tables)
+    # a saturated star's feature in one filter and extended in the others is one in all
+    # (hapcore.catalogs.saturated_consistency)
+    flag_saturated_light_across(tables)
     n = int(flagged.sum()) + int(dominated.sum())
     log.debug("cross-filter check: of %d sources, %d seen in one filter only (S/N >= %.1f there, "
              "< %.1f elsewhere) and %d called a cosmic ray by their strongest filter without "

@@ -6,9 +6,9 @@
 * :func:`nexp_flags` -- low exposure coverage / edge (64) from an exposure-count image;
 * :func:`narrow_segment_flags` -- segment rows narrower than the PSF where one or two exposures
   cover them: cosmic-ray tracks (16), :mod:`hapcore.catalogs.segment_width`;
-* :func:`spike_segment_flags` -- thin segments pointing at a saturated star: pieces of its
-  diffraction spikes (32, the bit of a saturated star's light),
-  :mod:`hapcore.catalogs.spike_segments`;
+* :func:`spike_segment_flags` -- thin segments pointing at a saturated star, or along the
+  spikes' direction, and segments on a spike's ridge: pieces of diffraction spikes (32, the
+  bit of a saturated star's light), :mod:`hapcore.catalogs.spike_segments`;
 * :func:`flag_catalog` -- all of them for one catalog table.
 
 Fixes relative to drizzlepac (§12.6): a CI of exactly 0 is a value, not "missing"; saturated
@@ -38,7 +38,13 @@ from hap_models.catalogs import (
 )
 from hapcore.catalogs.saturated_features import saturated_stars
 from hapcore.catalogs.segment_width import local_exposures, narrow_rows, semi_minor_axis
-from hapcore.catalogs.spike_segments import bright_peaks_on_axis, spike_segments
+from hapcore.catalogs.spike_segments import (
+    aligned_with_spikes,
+    bright_peaks_on_axis,
+    spike_direction,
+    spike_ridge_rows,
+    spike_segments,
+)
 
 __all__ = [
     "ci_flags",
@@ -241,6 +247,16 @@ def narrow_segment_flags(table, *, x_column, y_column, nexp, ci_limits=None,
 SPIKE_DISTANCE_ARCSEC: tuple[float, float] = (0.4, 10.0)
 
 
+#: Options of :func:`~hapcore.catalogs.spike_segments.aligned_with_spikes`: thin rows along the
+#: direction of the spike pieces found with their star
+ALIGNED_SPIKE_TEST: dict = {"min_elongation": 15.0, "tolerance_deg": 3.0, "min_reference": 3}
+#: Options of :func:`~hapcore.catalogs.spike_segments.spike_ridge_rows`: rows on a spike's
+#: ridge (line along a spike direction brighter than its parallels by ``nsigma`` x rms) that
+#: do not outshine it by more than ``max_contrast``
+SPIKE_RIDGE_TEST: dict = {"min_distance": 8.0, "max_distance": 40.0, "offset": 6.0,
+                          "nsigma": 1.0, "max_contrast": 3.0}
+
+
 def spike_segment_flags(table, *, x_column, y_column, plate_scale, saturated_xy=None,
                         data=None) -> np.ndarray:
     """Flag 32 (a saturated star's light) for segment rows that are pieces of a bright star's
@@ -260,7 +276,25 @@ def spike_segment_flags(table, *, x_column, y_column, plate_scale, saturated_xy=
     if saturated_xy is not None and len(saturated_xy) and (data is not None):
         star_x, star_y, _, _ = saturated_stars(saturated_xy, shape=np.shape(data))
         spikes |= spike_segments(*columns, star_x, star_y, min_distance=near, max_distance=far)
+    # pieces of stars off the product (nothing to point at): thin rows along the spikes'
+    # direction (that of the pieces found with their star), and rows on a spike's ridge
+    direction = spike_direction(*columns[2:], spikes,
+                                min_reference=ALIGNED_SPIKE_TEST["min_reference"])
+    if direction is not None:
+        spikes |= aligned_with_spikes(*columns[2:], spikes, **ALIGNED_SPIKE_TEST)
+        if data is not None:
+            spikes |= spike_ridge_rows(data, columns[0], columns[1], direction,
+                                       rms=_robust_rms(data), **SPIKE_RIDGE_TEST)
     return np.where(spikes, FLAG_SWARM, 0).astype(np.int64)
+
+
+def _robust_rms(data, stride: int = 7) -> float:
+    """Robust standard deviation (1.4826 MAD) of every ``stride``-th pixel with data."""
+    values = np.asarray(data)[::stride, ::stride]
+    values = values[np.isfinite(values) & (values != 0)]
+    if values.size == 0:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 def flag_catalog(table, *, x_column, y_column, ci_lower, ci_upper, bthresh, plate_scale,

@@ -329,6 +329,27 @@ def is_undersampled(image: CatalogImage, fwhm_pixels: float) -> bool:
     return bool(fwhm_pixels * image.plate_scale / native < UNDERSAMPLED_NATIVE_FWHM)
 
 
+def _residual(image: CatalogImage, background: BackgroundModel, box) -> np.ndarray:
+    """The background-subtracted image within ``box`` (two slices), negatives set to 0 (a new
+    array: made per region box, not held through the DAOFIND runs)."""
+    model = background.background
+    model = model[box] if np.ndim(model) == 2 else model
+    residual = subtract_background(image.data[box], model)
+    return np.clip(residual, 0.0, None, out=residual)
+
+
+def _bounding_box(mask: np.ndarray, *, margin: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((y0, y1), (x0, x1))``: the rows and columns holding ``mask``'s True pixels, widened
+    by ``margin`` within the image (empty ranges for an empty mask)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return (0, 0), (0, 0)
+    cols = np.flatnonzero(mask.any(axis=0))
+    ny, nx = mask.shape
+    return ((max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, ny)),
+            (max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, nx)))
+
+
 def detect_point_sources(image: CatalogImage, background: BackgroundModel,
                          regions: list[WeightRegion], *, fwhm_pixels, nsigma=5.0,
                          sharpness=SHARPNESS_LIMITS, roundness=ROUNDNESS_LIMITS,
@@ -364,8 +385,6 @@ def detect_point_sources(image: CatalogImage, background: BackgroundModel,
     """
     if image.is_blank or not regions:
         return empty_point_sources()
-    detection = subtract_background(image.data, background.background)
-    detection = np.clip(detection, 0.0, None, out=detection)
     tables = []
     for number, region in enumerate(regions, start=1):
         threshold = nsigma * region.rms
@@ -374,10 +393,18 @@ def detect_point_sources(image: CatalogImage, background: BackgroundModel,
             continue
         finder = DAOStarFinder(threshold, fwhm_pixels, sharplo=sharpness[0], sharphi=sharpness[1],
                                roundlo=roundness[0], roundhi=roundness[1], exclude_border=True)
+        # the region's bounding box with a margin wider than the kernel, where the product
+        # is zero outside the region: the same sources as on the whole masked image, without
+        # a whole-image product (a small region costs its own size)
+        (y0, y1), (x0, x1) = _bounding_box(region.mask, margin=int(np.ceil(4 * fwhm_pixels)) + 4)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoDetectionsWarning)
             warnings.simplefilter("ignore", AstropyUserWarning)
-            found = finder(detection * region.mask)
+            found = finder(_residual(image, background, (slice(y0, y1), slice(x0, x1)))
+                           * region.mask[y0:y1, x0:x1]) if y1 > y0 and x1 > x0 else None
+        if found is not None and len(found):
+            found["xcentroid"] += x0
+            found["ycentroid"] += y0
         n_found = 0 if found is None else len(found)
         log.debug("point detection: weight region %d (rel. weight %.3g, %d px): threshold %.4g "
                  "e-/s, %d sources", number, region.rel_weight, int(region.mask.sum()), threshold,
@@ -392,6 +419,7 @@ def detect_point_sources(image: CatalogImage, background: BackgroundModel,
     x = np.asarray(sources["xcentroid"], dtype=float)
     y = np.asarray(sources["ycentroid"], dtype=float)
     if refine:
+        detection = _residual(image, background, (slice(None), slice(None)))
         x, y = refine_centroids(detection, x, y,
                                 sigma=max(fwhm_pixels * gaussian_fwhm_to_sigma, MIN_WINDOW_SIGMA))
         if psf_fit:

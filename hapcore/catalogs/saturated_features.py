@@ -47,8 +47,14 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from hap_models.catalogs import (FLAG_EXTENDED, FLAG_FAINT, FLAG_HOT_PIXEL, FLAG_SATURATION,
-                                 FLAG_SWARM)
+from hap_models.catalogs import (
+    FLAG_EXTENDED,
+    FLAG_FAINT,
+    FLAG_HOT_PIXEL,
+    FLAG_SATURATION,
+    FLAG_SWARM,
+)
+from hapcore.catalogs.saturated_cores import stars_on_light
 from hapcore.catalogs.saturated_fragments import saturated_fragments
 from hapcore.catalogs.saturated_spikes import saturated_spike_features
 from hapcore.catalogs.swarm import aperture_sums, value_at
@@ -513,7 +519,9 @@ def flag_saturated_light(table, x_column, y_column, brightness_column, image, sa
     """Flag 32 on the rows of ``table`` that are a saturated star's fragments (its plateau and
     bleed columns, :mod:`hapcore.catalogs.saturated_fragments`) or features of its light (halo,
     rings, spikes, :mod:`hapcore.catalogs.saturated_features`, and the spikes measured on the
-    image, :mod:`hapcore.catalogs.saturated_spikes`); returns how many."""
+    image, :mod:`hapcore.catalogs.saturated_spikes`), except the point rows whose excess over
+    that light has a star's core (:mod:`hapcore.catalogs.saturated_cores`: not flagged, and
+    not extended); returns how many."""
     if table is None or not len(table) or saturated_xy is None or not len(saturated_xy):
         return 0
     x, y = np.asarray(table[x_column], float), np.asarray(table[y_column], float)
@@ -537,15 +545,17 @@ def flag_saturated_light(table, x_column, y_column, brightness_column, image, sa
         flagged[good] = np.isfinite(touch) & (-brightness[good] > radius)
     flagged |= saturated_fragments(x, y, brightness, saturated_xy, shape=image.shape,
                                    radius=radius)
+    cores = np.zeros(len(table), bool)
     if fcat.saturated_feature_nsigma is not None:
-        flagged |= saturated_star_features(
-            image.data, x, y, saturated_xy, aperture_radius=radius,
-            max_distance=fcat.saturated_feature_radius_arcsec / image.plate_scale,
+        cache = {} if cache is None else cache
+        max_distance = fcat.saturated_feature_radius_arcsec / image.plate_scale
+        point_like = (np.asarray(table["Flags"], np.int64)
+                      & (FLAG_EXTENDED | FLAG_FAINT | FLAG_HOT_PIXEL)) == 0
+        features = saturated_star_features(
+            image.data, x, y, saturated_xy, aperture_radius=radius, max_distance=max_distance,
             background=background.background, background_rms=background.rms,
             exptime=image.exptime, nsigma=fcat.saturated_feature_nsigma,
-            model_error=fcat.saturated_feature_model_error, cache=cache,
-            point_like=(np.asarray(table["Flags"], np.int64)
-                        & (FLAG_EXTENDED | FLAG_FAINT | FLAG_HOT_PIXEL)) == 0)
+            model_error=fcat.saturated_feature_model_error, cache=cache, point_like=point_like)
         # the spikes measured on the image (direction, pair ratio, mirror along the ridge);
         # not in a crowded field, where every reference aperture holds other stars and
         # "explains" real ones (real ACS/HRC 47 Tuc, 8.8 rows per arcsec^2: 5493 -> 1776 rows
@@ -556,13 +566,22 @@ def flag_saturated_light(table, x_column, y_column, brightness_column, image, sa
             log.debug("saturated stars: crowded field (%.2f rows per arcsec^2): no spike test",
                       _rows_per_arcsec2(len(table), image))
         else:
-            flagged |= saturated_spike_features(
+            features |= saturated_spike_features(
                 image.data, x, y, stars[:2], stars[3], aperture_radius=radius,
-                max_distance=fcat.saturated_feature_radius_arcsec / image.plate_scale,
-                background=background.background, background_rms=background.rms,
-                exptime=image.exptime, nsigma=fcat.saturated_feature_nsigma,
+                max_distance=max_distance, background=background.background,
+                background_rms=background.rms, exptime=image.exptime,
+                nsigma=fcat.saturated_feature_nsigma,
                 model_error=fcat.saturated_feature_model_error, cache=cache)
+        # stars on the light: their excess has a star's core (saturated_cores); point rows
+        # only (segment rows carry second moments, X2)
+        if "X2" not in table.colnames:
+            cores = stars_on_light(table, image, x, y, features & ~flagged, point_like, fcat,
+                                   background, cache.get(("saturated_star_light",
+                                                          float(max_distance), 3, 4)))
+        flagged |= features & ~cores
     flags = np.asarray(table["Flags"], dtype=np.int64)
+    # their CI was the halo's gradient's, not theirs: not extended
+    flags = np.where(cores, flags & ~FLAG_EXTENDED, flags)
     new_flags = np.where(flagged, flags | FLAG_SWARM, flags)
     if sx.size:
         # the star itself: its CI and aperture S/N come from clipped pixels and a sky annulus

@@ -39,10 +39,12 @@ from hapcore.catalogs.filter_consistency import flag_single_filter_detections
 from hapcore.catalogs.annulus_light import annulus_ci_shift, correct_annulus_light
 from hapcore.catalogs.flags import flag_catalog, nexp_footprint
 from hapcore.catalogs.saturated_features import flag_saturated_light
+from hapcore.catalogs.saturated_centroids import recentre_saturated_segments
 from hapcore.catalogs.detection import SourceDetection, catalog_background, detect_sources
 from hapcore.catalogs.image import CatalogImage
 from hapcore.catalogs.point import measure_point_photometry
 from hapcore.catalogs.segment import measure_segments
+from hapcore.catalogs.segment_features import flag_segment_psf_features
 from hapcore.catalogs.sharpness import flag_sharp_detections
 from hapcore.catalogs.side_by_side import run_side_by_side
 from hapcore.catalogs.stellar_locus import catalog_ci_limits
@@ -347,6 +349,13 @@ def assemble_catalogs(detection: SourceDetection, filters, *, filter_exposures=N
             dict(zip((int(i) for i in detection.point_sources["id"]),
                      np.asarray(detection.point_sources["sharpness"], dtype=float))),
             nsigma=cat.sharpness_nsigma, flag_trim_value=cat.flag_trim_value)
+    if result.segment is not None:    # PSF features among the segments: flag 32 in every filter
+        flag_segment_psf_features(detection, [entry.segment for entry in filters])
+        recentre_saturated_segments(result.segment, detection.point_sources,
+                                    [entry.segment for entry in filters],
+                                    [entry.point for entry in filters],
+                                    plate_scale=total_image.plate_scale,
+                                    detector=detection.total_parameters.detector)
     for entry in filters:
         if result.point is not None and entry.point is not None:
             result.point = join_filter_columns(result.point, entry.point, entry.name)

@@ -71,7 +71,8 @@ def value_at(values, x, y, shape) -> np.ndarray:
         return np.full(x.size, float(values))
     xi = np.clip(np.rint(x).astype(int), 0, shape[1] - 1)
     yi = np.clip(np.rint(np.asarray(y, float)).astype(int), 0, shape[0] - 1)
-    return np.asarray(values, float)[yi, xi]
+    # the pixels first: a float copy of a whole image would be 8 bytes per pixel
+    return np.asarray(np.asarray(values)[yi, xi], float)
 
 
 def brightest_neighbours(x, y, brightness, *, max_distance: float, min_ratio: float,

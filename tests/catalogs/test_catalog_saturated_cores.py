@@ -1,0 +1,128 @@
+"""Stars on a saturated star's light keep their rows, its lumps and spikes do not
+(hapcore.catalogs.saturated_cores)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+from astropy.table import Table
+
+from hapcore.catalogs.saturated_cores import stellar_core_ratio, stellar_cores
+from hapcore.catalogs.saturated_features import (
+    flag_saturated_light,
+    saturated_star_features,
+)
+from hapcore.catalogs.swarm import aperture_sums
+
+SHAPE = (301, 301)
+CENTRE = (150.0, 150.0)
+SKY_RMS = 0.01
+R1, R2 = 1.25, 3.75          # apertures 1 and 2 (0.05" and 0.15" on a 0.04" grid)
+EXPTIME = 1000.0
+
+
+def _gauss(x0, y0, flux, sigma):
+    yy, xx = np.mgrid[:SHAPE[0], :SHAPE[1]]
+    return flux / (2 * np.pi * sigma ** 2) * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2)
+                                                   / (2 * sigma ** 2))
+
+
+def _scene(objects, seed):
+    """A saturated star at CENTRE (r^-3 halo, a ring at 18 px, four spikes, a plateau) plus
+    ``objects`` (x, y, flux, sigma) and sky noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:SHAPE[0], :SHAPE[1]]
+    dx, dy = xx - CENTRE[0], yy - CENTRE[1]
+    r = np.hypot(dx, dy)
+    image = 2000.0 / np.maximum(r, 3.0) ** 3
+    image += 0.3 * np.exp(-0.5 * ((r - 18.0) / 1.5) ** 2)
+    image += (np.exp(-0.5 * dx ** 2) + np.exp(-0.5 * dy ** 2)) * 40.0 / np.maximum(r, 3.0) ** 1.5
+    saturated = r <= 4.0
+    image[saturated] = 50.0
+    for x0, y0, flux, sigma in objects:
+        image += _gauss(x0, y0, flux, sigma)
+    image += rng.normal(0.0, SKY_RMS, SHAPE)
+    ys, xs = np.nonzero(saturated)
+    return image, np.column_stack([xs, ys]).astype(float)
+
+
+def _at(radius, angle_deg):
+    a = np.radians(angle_deg)
+    return CENTRE[0] + radius * np.cos(a), CENTRE[1] + radius * np.sin(a)
+
+
+def _light(image, sat):
+    """The saturated star's cached light (x, y, npix, pixels, profiles, scatters)."""
+    cache = {}
+    saturated_star_features(image, [0.0], [0.0], sat, aperture_radius=R2, max_distance=150.0,
+                            background=np.zeros(SHAPE), background_rms=SKY_RMS,
+                            exptime=EXPTIME, cache=cache)
+    return cache[("saturated_star_light", 150.0, 3, 4)]
+
+
+def test_stellar_ratio_of_isolated_stars():
+    stars = [(40.0 + 50.0 * k, 40.0 + 7.0 * k, 50.0, 1.2) for k in range(5)]
+    image = sum(_gauss(x, y, f, s) for x, y, f, s in stars)
+    truth = np.median(aperture_sums(image, *np.array(stars)[:, :2].T, R1)
+                      / aperture_sums(image, *np.array(stars)[:, :2].T, R2))
+    noisy = image + np.random.default_rng(3).normal(0.0, SKY_RMS, SHAPE)
+    ratio = stellar_core_ratio(noisy, *np.array(stars)[:, :2].T, inner_radius=R1,
+                               outer_radius=R2)
+    assert abs(ratio / truth - 1.0) < 0.02
+    assert stellar_core_ratio(noisy, [40.0], [40.0], inner_radius=R1, outer_radius=R2) is None
+
+
+def test_faint_stars_on_the_halo_have_cores_lumps_and_spikes_do_not():
+    """Stars of 2-4 e/s on a halo holding 0.5-3 e/s in their aperture are stars; lumps of the
+    same light twice as wide as the PSF (ring and spike speckle), the plain halo and the
+    spikes are not. The classes' angles differ modulo 90 degrees (the rotated copies of one
+    never land on another)."""
+    n_star = n_lump = n_plain = 0
+    found_star = found_lump = found_plain = 0
+    for seed in range(5):
+        stars = [(*_at(35.0 + 6.0 * k, 10.0 + 20.0 * k), 2.0 + 0.5 * k, 1.2) for k in range(4)]
+        lumps = [(*_at(35.0 + 6.0 * k, 20.0 + 20.0 * k), 3.0 + 0.5 * k, 3.0) for k in range(4)]
+        plain = [_at(45.0, 5.0), _at(60.0, 45.0), _at(50.0, 0.0), _at(80.0, 90.0)]
+        image, sat = _scene(stars + lumps, seed)
+        light = _light(image, sat)
+        x = np.array([o[0] for o in stars + lumps] + [p[0] for p in plain])
+        y = np.array([o[1] for o in stars + lumps] + [p[1] for p in plain])
+        ratio = 0.4
+        cores = stellar_cores(image, x, y, light[:2], light[4], light[5], inner_radius=R1,
+                              outer_radius=R2, max_distance=150.0, min_ratio=0.75 * ratio,
+                              background=np.zeros(SHAPE), background_rms=SKY_RMS,
+                              exptime=EXPTIME)
+        n_star, found_star = n_star + 4, found_star + int(cores[:4].sum())
+        n_lump, found_lump = n_lump + 4, found_lump + int(cores[4:8].sum())
+        n_plain, found_plain = n_plain + 4, found_plain + int(cores[8:].sum())
+    assert found_star / n_star >= 0.95
+    assert found_lump / n_lump <= 0.05
+    assert found_plain == 0
+
+
+def test_flagging_keeps_a_star_on_the_halo_and_clears_its_halo_biased_ci():
+    """Through flag_saturated_light: a faint star on the halo whose CI said extended (1) was
+    "explained" by the ring (flag 32, trimmed); its core keeps it, not extended. A lump and a
+    spike knot stay flagged 32; five bright isolated stars give the stellar ratio."""
+    star = (*_at(25.0, 30.0), 2.5, 1.2)       # the halo holds ~5.6 e/s in its aperture
+    lump = (*_at(25.0, 60.0), 3.0, 3.0)
+    bright = [(*_at(120.0, 15.0 + 20.0 * k), 40.0, 1.2) for k in range(5)]
+    image, sat = _scene([star, lump] + bright, seed=11)
+    x = np.array([star[0], lump[0], CENTRE[0] - 50.0] + [b[0] for b in bright])
+    y = np.array([star[1], lump[1], CENTRE[1]] + [b[1] for b in bright])
+    flux = aperture_sums(image, x, y, R2)
+    error = np.sqrt(44.0 * 2 * SKY_RMS ** 2 + np.clip(flux, 0.0, None) / EXPTIME)
+    table = Table({"X": x, "Y": y, "FluxAp2": flux, "FluxErrAp2": error,
+                   "Flags": [1, 1, 1, 0, 0, 0, 0, 0]})
+    product = SimpleNamespace(data=image, shape=SHAPE, plate_scale=0.04, exptime=EXPTIME)
+    options = SimpleNamespace(aperture_1=0.05, aperture_2=0.15, saturated_feature_nsigma=3.0,
+                              saturated_feature_radius_arcsec=6.0,
+                              saturated_feature_model_error=0.3)
+    background = SimpleNamespace(background=np.zeros(SHAPE), rms=SKY_RMS)
+    before = table.copy()
+    before.remove_column("FluxErrAp2")      # without errors: no core test (old behaviour)
+    flag_saturated_light(before, "X", "Y", "FluxAp2", product, sat, options, background)
+    assert before["Flags"].tolist()[:3] == [33, 33, 33]
+    flag_saturated_light(table, "X", "Y", "FluxAp2", product, sat, options, background)
+    assert table["Flags"].tolist() == [0, 33, 33, 0, 0, 0, 0, 0]
