@@ -24,11 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hapcore.drizzle.compact_pixmap import CompactPixmap
 from hapcore.drizzle.grid import OutputGrid, chip_plate_scale
 from hapcore.drizzle.inputs import ChipData, _file_key, good_pixel_mask, read_chip
 from hapcore.drizzle.kernel import drizzle_chip, lazy_zeros, new_accumulator
-from hapcore.drizzle.pixmap import compact_interpolated_pixmap
+from hapcore.drizzle.pixmap import interpolated_pixmap
 from hapcore.drizzle.ragged import ChipPartial, RowRanges, footprint_ranges, save_flat
 from hapcore.drizzle.sparse import square_contributions, turbo_contributions
 
@@ -86,7 +85,7 @@ class ChipInputs:
 
     extver: int
     chip: ChipData
-    pixmap: CompactPixmap
+    pixmap: np.ndarray
     ratio: float
     ranges: RowRanges
 
@@ -142,8 +141,7 @@ def _load_chip(path: Path, extver: int, chip_wcs, grid: OutputGrid, *,
     chip = read_chip(path, extver, err=err)
     if chip.is_empty:
         return "no valid pixels (all zero or NaN)"
-    # in half the memory of a float64 map (the largest array of a cosmic-ray job)
-    pixmap = compact_interpolated_pixmap(chip_wcs, grid.wcs, shape=chip.shape)
+    pixmap = interpolated_pixmap(chip_wcs, grid.wcs, shape=chip.shape)
     if not _overlaps(pixmap, grid.shape):
         return "does not overlap the output grid"
     ratio = grid.pixel_scale_arcsec / chip_plate_scale(chip_wcs)
@@ -153,7 +151,7 @@ def _load_chip(path: Path, extver: int, chip_wcs, grid: OutputGrid, *,
                       footprint_ranges(pixmap, grid.shape, margin=margin))
 
 
-def _overlaps(pixmap: CompactPixmap, shape: tuple[int, int]) -> bool:
+def _overlaps(pixmap: np.ndarray, shape: tuple[int, int]) -> bool:
     step = max(1, min(pixmap.shape[:2]) // 64)
     sample = np.asarray(pixmap[::step, ::step])
     x, y = sample[..., 0], sample[..., 1]

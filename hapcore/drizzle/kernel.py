@@ -65,9 +65,6 @@ def new_accumulator(shape: tuple[int, int], *, kernel: str = "square",
                    disable_ctx=True, exptime=_UNCHECKED_EXPTIME)
 
 
-#: Chip rows per call of ``tblot`` when the map is read by rows (`blot_chip`).
-_BLOT_ROWS = 256
-
 #: Start value of `Drizzle.total_exptime` for given output arrays (see `new_accumulator`).
 _UNCHECKED_EXPTIME = 1e-300
 
@@ -111,18 +108,8 @@ def blot_chip(image: np.ndarray, pixmap: np.ndarray, *, interp: str = "poly5",
               sinscl: float = 1.0, iscale: float = 1.0) -> np.ndarray:
     """Interpolate a grid image back onto a chip through the chip's pixmap (AstroDrizzle blot).
 
-    Pixels whose map is undefined get 0. A map that is not an array (a
-    `~hapcore.drizzle.compact_pixmap.CompactPixmap`) is read and blotted by strips of rows
-    (``tblot`` interpolates each chip pixel on its own: the same values as one call).
+    Pixels whose map is undefined get 0.
     """
-    if not isinstance(pixmap, np.ndarray):
-        ny = pixmap.shape[0]
-        blotted = np.empty(pixmap.shape[:2], np.float32)
-        for start in range(0, ny, _BLOT_ROWS):
-            stop = min(start + _BLOT_ROWS, ny)
-            blotted[start:stop] = blot_chip(image, pixmap[start:stop], interp=interp,
-                                            sinscl=sinscl, iscale=iscale)
-        return blotted
     pixmap = np.ascontiguousarray(pixmap, dtype=np.float64)
     bad_map = _unmapped(pixmap)
     if bad_map is not None:

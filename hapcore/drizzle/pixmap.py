@@ -20,10 +20,6 @@ the Jacobian of the focal-plane-to-grid map. What this neglects -- the tables ev
 raw instead of the D2IM-corrected pixel, and the SIP's slope times the D2IM offset -- is below
 0.004 px for ACS/WFC (chip corners) and 0.001 px for WFC3/UVIS.
 
-The spline is evaluated by strips of rows (one matrix product each), so
-`compact_interpolated_pixmap` builds a chip's map as a `~hapcore.drizzle.compact_pixmap.CompactPixmap`
-without the float64 map ever existing whole: the form the drizzle stage's workers hold.
-
 `PixmapCache` keeps maps per (file, extver, grid, step), in memory and optionally as ``.npy`` files
 in a scratch folder that worker processes memory-map, so one map serves every drizzle and blot of
 a visit.
@@ -43,10 +39,8 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from hapcore.atomic import atomic_output
-from hapcore.drizzle.compact_pixmap import CompactPixmap
 
 __all__ = [
-    "compact_interpolated_pixmap",
     "exact_pixmap",
     "interpolated_pixmap",
     "pixmap_nodes",
@@ -133,43 +127,33 @@ def _focal_to_grid_jacobian(chip_wcs: WCS, grid_wcs: WCS, *, step: float = 8.0) 
                      [gy[0] - gy[1], gy[2] - gy[3]]]) / (2.0 * step)
 
 
-class _TableOffsets:
-    """The lookup tables' offsets, carried to the grid, for any rows of a chip's map.
+def _add_table_offsets(pixmap: np.ndarray, chip_wcs: WCS, grid_wcs: WCS, tables: dict) -> None:
+    """Add the lookup tables' offsets, carried to the grid, to a map built without them.
 
     Between the rows where some table's interpolation cell (or edge clamp) changes, every
     table's row weight is linear in the row, so the summed grid offset is ``v(a) + (j - a) *
-    (v(a + 1) - v(a))``: two exact rows per segment.
+    (v(a + 1) - v(a))``: two exact rows per segment and one pass over the map.
     """
+    ny, nx = pixmap.shape[:2]
+    jac = _focal_to_grid_jacobian(chip_wcs, grid_wcs)
+    luts = [_LookupTable(table, int(name[-1]) - 1, nx, ny) for name, table in tables.items()]
 
-    def __init__(self, chip_wcs: WCS, grid_wcs: WCS, tables: dict, nx: int, ny: int):
-        self.nx = nx
-        self.jac = _focal_to_grid_jacobian(chip_wcs, grid_wcs)
-        self.luts = [_LookupTable(table, int(name[-1]) - 1, nx, ny)
-                     for name, table in tables.items()]
-        keys = np.stack([lut.segment_keys() for lut in self.luts])
-        self.breaks = np.r_[0, np.flatnonzero(np.any(keys[:, 1:] != keys[:, :-1], axis=0)) + 1,
-                            ny]
-
-    def _grid_offsets(self, j: int) -> np.ndarray:
-        total = np.zeros((self.nx, 2))
-        for lut in self.luts:
-            total += lut.row(j)[:, None] * self.jac[:, lut.axis][None, :]
+    def grid_offsets(j: int) -> np.ndarray:
+        total = np.zeros((nx, 2))
+        for lut in luts:
+            total += lut.row(j)[:, None] * jac[:, lut.axis][None, :]
         return total
 
-    def add(self, rows: np.ndarray, start: int) -> None:
-        """Add the offsets to ``rows``, the map's rows ``start:start + len(rows)``, in place."""
-        stop = start + rows.shape[0]
-        for a, b in zip(self.breaks[:-1], self.breaks[1:]):
-            lo, hi = max(a, start), min(b, stop)
-            if lo >= hi:
-                continue
-            first = self._grid_offsets(a)
-            if b - a == 1:
-                rows[lo - start] += first
-                continue
-            slope = self._grid_offsets(a + 1) - first
-            steps = np.arange(lo - a, hi - a, dtype=np.float64)[:, None, None]
-            rows[lo - start:hi - start] += first[None] + steps * slope[None]
+    keys = np.stack([lut.segment_keys() for lut in luts])
+    breaks = np.r_[0, np.flatnonzero(np.any(keys[:, 1:] != keys[:, :-1], axis=0)) + 1, ny]
+    for a, b in zip(breaks[:-1], breaks[1:]):
+        first = grid_offsets(a)
+        if b - a == 1:
+            pixmap[a] += first
+            continue
+        slope = grid_offsets(a + 1) - first
+        steps = np.arange(b - a, dtype=np.float64)[:, None, None]
+        pixmap[a:b] += first[None] + steps * slope[None]
 
 
 def _map_points(chip_wcs: WCS, grid_wcs: WCS, x: np.ndarray, y: np.ndarray):
@@ -255,119 +239,48 @@ def interpolated_pixmap(chip_wcs: WCS, grid_wcs: WCS, *, shape: tuple[int, int] 
     pixel (see the module notes).
     """
     ny, nx = _chip_shape(chip_wcs, shape)
-    spline = _SplineMap.build(chip_wcs, grid_wcs, (ny, nx), step)
-    if spline is None:
+    smooth_wcs, tables = _split_tables(chip_wcs)
+    y_nodes, x_nodes, gx, gy = pixmap_nodes(smooth_wcs, grid_wcs, shape=(ny, nx), step=step)
+    invalid = ~(np.isfinite(gx) & np.isfinite(gy))
+    if invalid.all() or invalid.mean() > 0.5 or min(len(x_nodes), len(y_nodes)) < 4:
+        if invalid.any():
+            log.debug("pixmap: %.0f%% of nodes undefined; computing the exact map",
+                      100 * invalid.mean())
         return exact_pixmap(chip_wcs, grid_wcs, shape=(ny, nx))
+    if invalid.any():
+        _, (iy, ix) = ndimage.distance_transform_edt(invalid, return_indices=True)
+        gx, gy = gx[iy, ix], gy[iy, ix]
     pixmap = np.empty((ny, nx, 2), dtype=np.float64)
-    for start in range(0, ny, _SPLINE_ROWS):
-        spline.fill(pixmap[start:start + _SPLINE_ROWS], start)
-    spline.fix_undefined(pixmap)
-    return pixmap
-
-
-def compact_interpolated_pixmap(chip_wcs: WCS, grid_wcs: WCS, *,
-                                shape: tuple[int, int] | None = None,
-                                step: int = 64) -> CompactPixmap:
-    """`interpolated_pixmap` as a `~hapcore.drizzle.compact_pixmap.CompactPixmap`, built by
-    strips of rows: the float64 map never exists whole (half the memory of a chip's map).
-
-    A map with undefined nodes (rare: a chip reaching the edge of the grid's projection) is
-    built whole and then made compact.
-    """
-    ny, nx = _chip_shape(chip_wcs, shape)
-    spline = _SplineMap.build(chip_wcs, grid_wcs, (ny, nx), step)
-    if spline is None or spline.undefined:
-        return CompactPixmap.from_array(interpolated_pixmap(chip_wcs, grid_wcs, shape=(ny, nx),
-                                                            step=step))
-    compact = CompactPixmap(spline.affine(), np.empty((ny, nx, 2), np.float32))
-    rows = np.empty((min(_SPLINE_ROWS, ny), nx, 2))
-    for start in range(0, ny, _SPLINE_ROWS):
-        block = rows[:min(_SPLINE_ROWS, ny - start)]
-        spline.fill(block, start)
-        compact.set_rows(start, block)
-    return compact
-
-
-#: Map rows computed per matrix product (`_SplineMap.fill`).
-_SPLINE_ROWS = 256
-
-
-class _SplineMap:
-    """The tensor-product interpolating cubic spline of a chip's node map (not-a-knot ends, as
-    RectBivariateSpline with s=0), evaluated by rows.
-
-    The spline is linear in the node values: ``map = By @ nodes @ Bx.T`` with ``By``, ``Bx``
-    the splines through unit vectors. ``inner = nodes @ Bx.T`` is kept (nodes x columns x 2);
-    rows ``a:b`` of the map are one BLAS product ``By[a:b] @ inner``.
-    """
-
-    def __init__(self, chip_wcs, grid_wcs, shape, y_nodes, x_nodes, gx, gy, invalid, tables):
-        ny, nx = shape
-        self.chip_wcs, self.grid_wcs, self.shape = chip_wcs, grid_wcs, shape
-        self.y_nodes, self.x_nodes, self.invalid = y_nodes, x_nodes, invalid
-        self.undefined = bool(invalid.any())
-        if self.undefined:
-            _, (iy, ix) = ndimage.distance_transform_edt(invalid, return_indices=True)
-            gx, gy = gx[iy, ix], gy[iy, ix]
-        self.gx, self.gy = gx, gy
-        self.basis_y = CubicSpline(y_nodes, np.eye(len(y_nodes)))(np.arange(ny, dtype=np.float64))
-        basis_x = CubicSpline(x_nodes, np.eye(len(x_nodes)))(np.arange(nx, dtype=np.float64))
-        # x and y interleaved as the map's last axis: one product gives both
-        inner = np.empty((len(y_nodes), nx, 2))
-        for axis, values in enumerate((gx, gy)):
-            inner[:, :, axis] = values @ basis_x.T
-        self.inner = inner.reshape(len(y_nodes), 2 * nx)
-        self.tables = _TableOffsets(chip_wcs, grid_wcs, tables, nx, ny) if tables else None
-
-    @classmethod
-    def build(cls, chip_wcs: WCS, grid_wcs: WCS, shape: tuple[int, int], step: int
-              ) -> _SplineMap | None:
-        """The spline of the chip's nodes, or None where the exact map is needed (more than
-        half of the nodes undefined, or fewer than 4 nodes on an axis)."""
-        smooth_wcs, tables = _split_tables(chip_wcs)
-        y_nodes, x_nodes, gx, gy = pixmap_nodes(smooth_wcs, grid_wcs, shape=shape, step=step)
-        invalid = ~(np.isfinite(gx) & np.isfinite(gy))
-        if invalid.all() or invalid.mean() > 0.5 or min(len(x_nodes), len(y_nodes)) < 4:
-            if invalid.any():
-                log.debug("pixmap: %.0f%% of nodes undefined; computing the exact map",
-                          100 * invalid.mean())
-            return None
-        return cls(chip_wcs, grid_wcs, shape, y_nodes, x_nodes, gx, gy, invalid, tables)
-
-    def fill(self, rows: np.ndarray, start: int) -> None:
-        """Write map rows ``start:start + len(rows)`` (lookup tables included) into ``rows``."""
-        n = rows.shape[0]
-        np.matmul(self.basis_y[start:start + n], self.inner, out=rows.reshape(n, -1))
-        if self.tables is not None:
-            self.tables.add(rows, start)
-
-    def affine(self) -> np.ndarray:
-        """Least-squares affine map through the nodes, ``(2, 3)`` (see `CompactPixmap`)."""
-        yy, xx = np.meshgrid(self.y_nodes, self.x_nodes, indexing="ij")
-        design = np.column_stack([np.ones(xx.size), xx.ravel(), yy.ravel()])
-        return np.array([np.linalg.lstsq(design, values.ravel(), rcond=None)[0]
-                         for values in (self.gx, self.gy)])
-
-    def fix_undefined(self, pixmap: np.ndarray) -> None:
-        """Recompute exactly every pixel whose spline support touches an undefined node."""
-        if not self.undefined:
-            return
-        ny, nx = self.shape
+    y_all = np.arange(ny, dtype=np.float64)
+    x_all = np.arange(nx, dtype=np.float64)
+    # The tensor-product interpolating cubic spline is linear in the node values:
+    # map = By @ nodes @ Bx.T with By, Bx the splines through unit vectors (not-a-knot ends,
+    # as RectBivariateSpline with s=0). Two BLAS products replace 2 x ny x nx spline calls.
+    basis_y = CubicSpline(y_nodes, np.eye(len(y_nodes)))(y_all)
+    basis_x = CubicSpline(x_nodes, np.eye(len(x_nodes)))(x_all)
+    # both axes in one product written straight into the map (x and y interleaved as the
+    # map's last axis): no map-sized temporaries, half the time of one product per axis
+    inner = np.empty((len(y_nodes), nx, 2))
+    for axis, values in enumerate((gx, gy)):
+        inner[:, :, axis] = values @ basis_x.T
+    np.matmul(basis_y, inner.reshape(len(y_nodes), 2 * nx), out=pixmap.reshape(ny, 2 * nx))
+    if tables:
+        _add_table_offsets(pixmap, chip_wcs, grid_wcs, tables)
+    if invalid.any():
         # A cubic spline's value depends on nodes up to two cells away: recompute exactly every
         # pixel of a cell with a corner near an undefined node.
-        near = ndimage.binary_dilation(self.invalid, iterations=2)
+        near = ndimage.binary_dilation(invalid, iterations=2)
         cell = near[:-1, :-1] | near[1:, :-1] | near[:-1, 1:] | near[1:, 1:]
-        cy = np.clip(np.searchsorted(self.y_nodes, np.arange(ny), side="right") - 1, 0,
-                     cell.shape[0] - 1)
-        cx = np.clip(np.searchsorted(self.x_nodes, np.arange(nx), side="right") - 1, 0,
-                     cell.shape[1] - 1)
+        cy = np.clip(np.searchsorted(y_nodes, y_all, side="right") - 1, 0, cell.shape[0] - 1)
+        cx = np.clip(np.searchsorted(x_nodes, x_all, side="right") - 1, 0, cell.shape[1] - 1)
         suspect = cell[np.ix_(cy, cx)]
         jj, ii = np.nonzero(suspect)
-        ex, ey = _map_points(self.chip_wcs, self.grid_wcs, ii.astype(float), jj.astype(float))
+        ex, ey = _map_points(chip_wcs, grid_wcs, ii.astype(float), jj.astype(float))
         pixmap[jj, ii, 0] = ex
         pixmap[jj, ii, 1] = ey
         log.debug("pixmap: %d undefined nodes; %d pixels recomputed exactly",
-                  int(self.invalid.sum()), int(jj.size))
+                  int(invalid.sum()), int(jj.size))
+    return pixmap
 
 
 class PixmapCache:

@@ -67,13 +67,11 @@ def pixel_corners(pixmap: np.ndarray, ys: np.ndarray, xs: np.ndarray, pixfrac: f
     fx = xin - i0
     fy = yin - j0
     gx, gy = 1.0 - fx, 1.0 - fy
-    # the four neighbours read as points (a compact map is never expanded whole)
-    p00, p01 = pixmap[j0, i0], pixmap[j0, i0 + 1]
-    p10, p11 = pixmap[j0 + 1, i0], pixmap[j0 + 1, i0 + 1]
     out = []
     for axis in (0, 1):
-        out.append(p00[..., axis] * gx * gy + p01[..., axis] * fx * gy
-                   + p10[..., axis] * gx * fy + p11[..., axis] * fx * fy)
+        plane = pixmap[..., axis]
+        out.append(plane[j0, i0] * gx * gy + plane[j0, i0 + 1] * fx * gy
+                   + plane[j0 + 1, i0] * gx * fy + plane[j0 + 1, i0 + 1] * fx * fy)
     return out[0], out[1]
 
 
