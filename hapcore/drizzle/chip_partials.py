@@ -315,6 +315,19 @@ def _contributions(inputs: ChipInputs, ranges: RowRanges, pixels: np.ndarray,
     return index, dow, data
 
 
+def _taint(base: ChipPartial, removed: np.ndarray) -> Path | None:
+    """The pixels the removed input pixels reached, with the base's own (`ChipPartial.
+    taint_file`), saved beside the base's files; None when there are none."""
+    flat = np.unique(removed).astype(np.int64)
+    if base.taint_file is not None and Path(base.taint_file).exists():
+        flat = np.union1d(np.load(base.taint_file), flat)
+    if flat.size == 0 or base.sci_file is None:
+        return base.taint_file
+    file = Path(f"{base.sci_file}-taint.npy")
+    np.save(file, flat)
+    return file
+
+
 def derive_chip_partial(base: ChipPartial, inputs: ChipInputs, base_settings: Settings,
                         target: Settings, *, grid_shape: tuple[int, int],
                         in_place: bool = False, base_include: np.ndarray | None = None,
@@ -378,7 +391,8 @@ def derive_chip_partial(base: ChipPartial, inputs: ChipInputs, base_settings: Se
         sci[touched] = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
     wht[touched] = den
     result = ChipPartial(base.exposure, base.extver, base.ranges, base.sci_file, base.wht_file,
-                         iscale=base.iscale, sky=float(target.sky), masks=names)
+                         iscale=base.iscale, sky=float(target.sky), masks=names,
+                         taint_file=_taint(base, r_idx) if in_place else None)
     if in_place:
         sci.flush()
         wht.flush()
