@@ -25,6 +25,7 @@ from astropy.table import Table
 
 from hapcore.atomic import atomic_output
 from hapcore.catalogs.coverage_holes import fill_coverage_holes
+from hapcore.catalogs.detection_catalog import freeze_detection_catalog
 from hapcore.catalogs.image import (
     BackgroundModel,
     CatalogImage,
@@ -490,14 +491,18 @@ def load_detection(path, total_image: CatalogImage, *, total_parameters,
     total_parameters : ProductParameters
         Of the total product (the same as at detection).
     segment_catalog : bool, optional
-        False leaves the convolved image and the detection catalog of the segments out (None):
-        only the filter measurements need them, and rebuilding them convolves the whole image.
+        False leaves the detection catalog of the segments out (None): only the filter
+        measurements need it. True rebuilds it on the total image and keeps only the values
+        the filter catalogs take from it
+        (:func:`~hapcore.catalogs.detection_catalog.freeze_detection_catalog`); the convolved
+        image is read (or convolved again) for it, and not kept.
 
     Returns
     -------
     SourceDetection
-        Equal to the saved one: the convolved image read back (convolved again from a file
-        without it), the detection catalog rebuilt on ``total_image``.
+        Equal to the saved one, but for ``segments.convolved`` (None) and the detection
+        catalog (rebuilt on ``total_image`` with the convolved image read back, or convolved
+        again from a file without it; then frozen).
     """
     from photutils.segmentation import SegmentationImage
 
@@ -533,6 +538,10 @@ def load_detection(path, total_image: CatalogImage, *, total_parameters,
                 convolved, catalog = _segment_catalog(
                     detection_image(total_image), segm, bkg, kernel,
                     total_parameters.catalog.sourcex, arrays.pop("segments.convolved", None))
+                # the filter catalogs take only the catalog's properties: its two full-frame
+                # arrays go before any filter image is read
+                catalog = freeze_detection_catalog(catalog)
+                convolved = None
         detection.segments = SegmentationResult(segm, sources, catalog, convolved, kernel,
                                                 spec["nsigma"], bkg,
                                                 is_big_island=spec["is_big_island"],

@@ -315,16 +315,27 @@ def _contributions(inputs: ChipInputs, ranges: RowRanges, pixels: np.ndarray,
     return index, dow, data
 
 
-def _taint(base: ChipPartial, removed: np.ndarray) -> Path | None:
+def _taint(base: ChipPartial, touched: np.ndarray, removed: np.ndarray,
+           size: int) -> Path | None:
     """The pixels the removed input pixels reached, with the base's own (`ChipPartial.
-    taint_file`), saved beside the base's files; None when there are none."""
-    flat = np.unique(removed).astype(np.int64)
+    taint_file`), saved beside the base's files; None when there are none.
+
+    ``touched`` are the sorted flat indices `derive_chip_partial` changed and ``removed`` the
+    positions in it of the removed pixels' contributions; ``size`` is the partial's length.
+    The union is taken on a mask of the partial (a byte a pixel) rather than by sorting: the
+    first pass's taint holds hundreds of thousands of indices per chip."""
+    reached = np.zeros(touched.size, bool)
+    reached[removed] = True
+    flat = touched[reached]
     if base.taint_file is not None and Path(base.taint_file).exists():
-        flat = np.union1d(np.load(base.taint_file), flat)
+        mask = np.zeros(size, bool)
+        mask[np.load(base.taint_file)] = True
+        mask[flat] = True
+        flat = np.flatnonzero(mask)
     if flat.size == 0 or base.sci_file is None:
         return base.taint_file
     file = Path(f"{base.sci_file}-taint.npy")
-    np.save(file, flat)
+    np.save(file, flat.astype(np.int64, copy=False))
     return file
 
 
@@ -392,7 +403,8 @@ def derive_chip_partial(base: ChipPartial, inputs: ChipInputs, base_settings: Se
     wht[touched] = den
     result = ChipPartial(base.exposure, base.extver, base.ranges, base.sci_file, base.wht_file,
                          iscale=base.iscale, sky=float(target.sky), masks=names,
-                         taint_file=_taint(base, r_idx) if in_place else None)
+                         taint_file=_taint(base, touched, inverse[:n_r], sci.size)
+                         if in_place else None)
     if in_place:
         sci.flush()
         wht.flush()
