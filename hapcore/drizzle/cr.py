@@ -43,7 +43,10 @@ log = logging.getLogger(f"hapsvm.{__name__}")
 _PEAK_LEVEL = 0.7
 #: Box (pixels) of the flux test at peaks.
 _BOX = 5
-_CHUNK = 65536
+#: Pixels per block of the excess test's boxes (every value is per pixel): a 5x5 box of 65536
+#: pixels held ~60 MB of int64 indices and float32 values, in a worker's peak on the first pass
+#: of a 3 x WFC3/UVIS visit (issue #16); 16384 hold a quarter of it.
+_CHUNK = 16384
 # calibration of the excess test (`calibrate_excess_fraction`)
 _CALIBRATION_SNR = 30.0
 _CALIBRATION_MIN_PIXELS = 300
