@@ -335,7 +335,8 @@ def _taint(base: ChipPartial, touched: np.ndarray, removed: np.ndarray,
     if flat.size == 0 or base.sci_file is None:
         return base.taint_file
     file = Path(f"{base.sci_file}-taint.npy")
-    np.save(file, flat.astype(np.int64, copy=False))
+    # int32 where it indexes the partial (half the scratch of int64)
+    np.save(file, flat.astype(np.int32 if size < 2**31 else np.int64, copy=False))
     return file
 
 

@@ -39,7 +39,7 @@ class ChipData:
         Count rate (e-/s); non-finite input values are set to 0 and marked in ``finite``.
     err : ndarray or None, float32
         1-sigma error (e-/s).
-    dq : ndarray, uint32
+    dq : ndarray, uint16
         Data-quality flags.
     finite : ndarray of bool
         False where the input SCI was NaN/inf.
@@ -113,14 +113,15 @@ def read_chip(path: str | os.PathLike, extver: int, *, err: bool = True) -> Chip
         dq_hdu = _find_ext(hdul, "DQ", extver)
         if dq_hdu is not None and dq_hdu.data is not None:
             dq = np.asarray(dq_hdu.data)
+            # the 16 flag bits, as uint16: integer casts wrap like C, so the cast keeps the
+            # low 16 bits (``dq & 0xFFFF``) of any integer type; half the memory of uint32
+            # (17 MB of a UVIS chip job's peak)
             if dq.dtype.kind in "iu":
-                # integer casts wrap like C: the same bits as through int64, one copy fewer
-                dq = dq.astype(np.uint32)
+                dq = dq.astype(np.uint16)
             else:
-                dq = dq.astype(np.int64).astype(np.uint32)
-            dq &= np.uint32(0xFFFF)
+                dq = dq.astype(np.int64).astype(np.uint16)
         else:
-            dq = np.zeros(sci.shape, np.uint32)
+            dq = np.zeros(sci.shape, np.uint16)
         gain = _mean_of_keys((primary, header), _GAIN_KEYS,
                              float(primary.get("CCDGAIN", 1.0) or 1.0))
         readnoise = _mean_of_keys((primary, header), _READNOISE_KEYS, 0.0)

@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 from astropy.wcs import WCS
 from scipy import ndimage
-from scipy.interpolate import CubicSpline
 
 from hapcore.atomic import atomic_output
+from hapcore.drizzle.spline_basis import cubic_spline_basis
 
 __all__ = [
     "exact_pixmap",
@@ -256,8 +256,8 @@ def interpolated_pixmap(chip_wcs: WCS, grid_wcs: WCS, *, shape: tuple[int, int] 
     # The tensor-product interpolating cubic spline is linear in the node values:
     # map = By @ nodes @ Bx.T with By, Bx the splines through unit vectors (not-a-knot ends,
     # as RectBivariateSpline with s=0). Two BLAS products replace 2 x ny x nx spline calls.
-    basis_y = CubicSpline(y_nodes, np.eye(len(y_nodes)))(y_all)
-    basis_x = CubicSpline(x_nodes, np.eye(len(x_nodes)))(x_all)
+    basis_y = cubic_spline_basis(y_nodes, y_all)
+    basis_x = cubic_spline_basis(x_nodes, x_all)
     # both axes in one product written straight into the map (x and y interleaved as the
     # map's last axis): no map-sized temporaries, half the time of one product per axis
     inner = np.empty((len(y_nodes), nx, 2))
