@@ -401,6 +401,9 @@ def detect_segments(image: CatalogImage, background: BackgroundModel, regions, *
         return result
 
     segm, conv, quality, kernel, nsigma = chosen
+    # only the chosen map and convolution stay: the deblended map replaces the map (two maps
+    # of the full frame at once were ~110 MB of the detection's peak on a WFC3/UVIS total)
+    chosen = g_segm = g_conv = r_segm = r_conv = None
     segm = _deblend(conv, segm, quality.deblend_labels, npixels=sx.source_box,
                     nlevels=sx.nlevels, contrast=sx.contrast, max_segments=max_deblend_segments,
                     max_area=max_deblend_area, time_budget=deblend_time_budget)
@@ -443,12 +446,19 @@ def _merge_in_zones(segm, catalog, finite, merge_zones) -> None:
     """
     from scipy import ndimage
 
-    zones, n_zones = ndimage.label(np.asarray(merge_zones, bool))
+    merge_zones = np.asarray(merge_zones, bool)
+    rows, cols = np.flatnonzero(merge_zones.any(axis=1)), np.flatnonzero(merge_zones.any(axis=0))
+    if rows.size == 0:
+        return
+    # labelled in the zones' bounding box (the same labels as over the whole frame, where an
+    # int32 label image was a full-frame array at the detection's memory peak)
+    y0, x0 = rows[0], cols[0]
+    zones, n_zones = ndimage.label(merge_zones[y0:rows[-1] + 1, x0:cols[-1] + 1])
     if n_zones == 0:
         return
     labels = np.asarray(catalog.labels)[finite]
-    x = np.rint(np.asarray(catalog.xcentroid)[finite]).astype(int)
-    y = np.rint(np.asarray(catalog.ycentroid)[finite]).astype(int)
+    x = np.rint(np.asarray(catalog.xcentroid)[finite]).astype(int) - x0
+    y = np.rint(np.asarray(catalog.ycentroid)[finite]).astype(int) - y0
     ny, nx = zones.shape
     inside = (x >= 0) & (x < nx) & (y >= 0) & (y < ny)
     zone = np.zeros(labels.size, int)
