@@ -142,7 +142,11 @@ def read_chip(path: str | os.PathLike, extver: int, *, err: bool = True) -> Chip
 
 def good_pixel_mask(dq: np.ndarray, good_bits: int) -> np.ndarray:
     """True where every set DQ flag is among ``good_bits`` (drizzlepac's bits convention)."""
-    return (dq & ~np.uint32(good_bits)) == 0
+    bad = ~np.uint32(good_bits)
+    if dq.dtype == np.uint16:
+        # the mask in the flags' own type (they have no higher bits): no uint32 copy of the chip
+        bad = np.uint16(bad & 0xFFFF)
+    return (dq & bad) == 0
 
 
 #: Files whose headers a process keeps parsed (`chip_wcs_of`, `exposure_keywords`).
