@@ -133,8 +133,10 @@ def measure_filter_catalogs_task(fdp: FilterProduct, total: TotalProduct, output
     from hapcore.catalogs.filter_product import measure_filter_product
 
     def measure():
-        detection = stored_detection(total, output_dir, phot_mode, total_pixels=False)
-        entry = measure_filter_product(fdp, detection, output_dir=output_dir)
+        # read beside the filter's other inputs (`measure_filter_product`)
+        entry = measure_filter_product(
+            fdp, lambda: stored_detection(total, output_dir, phot_mode, total_pixels=False),
+            output_dir=output_dir)
         # the image arrays are re-read when needed; the cached result keeps the tables only
         return {"point": entry.point, "segment": entry.segment, "timings": entry.timings,
                 "aperture_correction": entry.aperture_correction, "ci_limits": entry.ci_limits}

@@ -12,6 +12,7 @@ the same model, from the same pixels and settings.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,13 +94,16 @@ def _filter_background(image: CatalogImage, fdp, detection: SourceDetection, out
     return catalog_background(image, fcat)
 
 
-def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
-                           saturated_xy=None, threads=2) -> FilterCatalogs:
+def measure_filter_product(fdp, detection: SourceDetection | Callable[[], SourceDetection], *,
+                           output_dir, saturated_xy=None, threads=2) -> FilterCatalogs:
     """Read a filter product, its exposure products and (except for IR) the saturated pixels
     of its SVM copies, and run :func:`~hapcore.catalogs.stage.measure_filter_catalogs` on them.
 
-    ``saturated_xy`` (0-based product x, y) replaces the saturation lookup when given;
-    ``threads`` >= 2 computes the background while the other inputs are read.
+    ``detection`` is the total's detection, or a function without arguments that reads it
+    (from its file: a few seconds on a full UVIS frame), called beside the reading of the
+    other inputs. ``saturated_xy`` (0-based product x, y) replaces the saturation lookup when
+    given; ``threads`` >= 2 reads the detection and computes the background while the other
+    inputs are read.
     """
     output_dir = Path(output_dir)
     if fdp.parameters is None:
@@ -109,11 +113,14 @@ def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
     exposure_images = [p for p in (output_dir / e.drizzle_filename for e in fdp.edp_list)
                        if p.exists()]
     inputs = {"saturated_xy": saturated_xy}
-    # IR has no saturated pixels (spec §6.7.2); other detectors may
-    with_background = needs_filter_background(detection, saturated=fdp.detector != "ir")
+    read_detection = detection if callable(detection) else (lambda: detection)
+    found: dict = {}
 
     def read_background():
-        inputs["background"] = _filter_background(image, fdp, detection, output_dir)
+        found["detection"] = detection = read_detection()
+        # IR has no saturated pixels (spec §6.7.2); other detectors may
+        if needs_filter_background(detection, saturated=fdp.detector != "ir"):
+            inputs["background"] = _filter_background(image, fdp, detection, output_dir)
 
     def read_others():
         if inputs["saturated_xy"] is None and fdp.detector != "ir":
@@ -132,7 +139,8 @@ def measure_filter_product(fdp, detection: SourceDetection, *, output_dir,
             inputs["nexp"] = _exposure_count(exposure_images, image.shape)
             inputs["footprint"] = nexp_footprint(image.data)
 
-    run_side_by_side([read_background, read_others] if with_background else [read_others],
-                     threads=threads)
-    return measure_filter_catalogs(detection, fdp.filters, image, parameters=fdp.parameters,
-                                   exposure_images=exposure_images, threads=threads, **inputs)
+    # the detection's reading (and the background, when needed) is the longer branch
+    run_side_by_side([read_others, read_background], threads=threads)
+    return measure_filter_catalogs(found["detection"], fdp.filters, image,
+                                   parameters=fdp.parameters, exposure_images=exposure_images,
+                                   threads=threads, **inputs)
