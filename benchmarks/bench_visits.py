@@ -23,6 +23,8 @@ VISITS: dict[str, dict] = {
     # scaling with the number of exposures (UVIS full frame, F606W; 4 is "uvis")
     "uvis_n1": dict(detector="wfc3/uvis", filters={"f606w": 1}, seed=901),
     "uvis_n2": dict(detector="wfc3/uvis", filters={"f606w": 2}, seed=901),
+    # 6 and 8: the spec's parameters for >= 6 exposures (final_pixfrac 0.8, median combine)
+    "uvis_n6": dict(detector="wfc3/uvis", filters={"f606w": 6}, seed=901),
     "uvis_n8": dict(detector="wfc3/uvis", filters={"f606w": 8}, seed=901),
     # issue #16's side-by-side visits: 3 x F555W UVIS and 3 x F160W IR (`run_benchmarks.py speed`)
     "uvis3": dict(detector="wfc3/uvis", filters={"f555w": 3}, seed=905),
