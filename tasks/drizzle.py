@@ -64,7 +64,8 @@ def drizzle_filter_task(fdp: FilterProduct, total: TotalProduct, output_dir: Pat
 
     def drizzle():
         with open_detector_workspace(total, output_dir=output_dir, n_workers=n_workers) as ws:
-            filter_product, *exposures = drizzle_filter_with_exposures(fdp, workspace=ws)
+            filter_product, *exposures = drizzle_filter_with_exposures(fdp, workspace=ws,
+                                                                        total=total)
             return [filter_product, output_dir / fdp.trl_filename,
                     *filter_cr_mask_files(fdp, workspace=ws),
                     *[f for edp, product in zip(fdp.edp_list, exposures)

@@ -76,12 +76,14 @@ def separate_settings(edp, pars, skies, static_files) -> Settings:
 
 
 def find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals: dict,
-                     exposures: dict) -> list[ExposurePartial]:
+                     exposures: dict, totals: dict | None = None) -> list[ExposurePartial]:
     """Separate drizzle, median, blot and driz_cr; the final partials of the filter.
 
     ``finals`` maps each exposure file to its final drizzle's settings (without CR masks: each
     pass adds its own), ``exposures`` to its exposure product's job (`ExposureProductJob`,
-    its partial derived from the separate drizzle and written by the first pass). CR masks are
+    its partial derived from the separate drizzle and written by the first pass), ``totals``
+    (optional) to ``(settings, stem)`` of the total product's partials the last pass derives
+    and saves (`hapcore.drizzle.total_partials`). CR masks are
     persisted in ``ws.work_dir`` (``ws.cr_mask_file``) and registered in ``ws.cr_masks`` and
     ``ws.cr_stats``; the exposure products written are in ``ws.written``.
 
@@ -120,7 +122,7 @@ def find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals: dict,
                      then={n: (seps[n] if two_pass else finals[n]) for n in names},
                      keep_weights=two_pass, persist=None if two_pass else persist,
                      exposures=exposures, excess_fraction=_CR_EXCESS_FRACTION,
-                     keep_blots=two_pass)
+                     keep_blots=two_pass, totals=None if two_pass else totals)
     last = first
     if two_pass:
         # the separate drizzles now leave out the first pass's cosmic rays
@@ -129,7 +131,7 @@ def find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals: dict,
         try:
             last = _cr_pass(ws, fdp, edps, pars, first["partials"], seps2, tag="p2", then=then,
                             keep_weights=False, persist=persist, exposures={},
-                            validity=first["valid"], previous=first["blots"])
+                            validity=first["valid"], previous=first["blots"], totals=totals)
         finally:
             for valid in first["valid"]:
                 valid.remove()
@@ -166,7 +168,7 @@ def _with_masks(settings: Settings, files: dict) -> Settings:
 def _cr_pass(ws, fdp, edps, pars, partials, seps, *, tag: str, then: dict, keep_weights: bool,
              persist: dict | None, exposures: dict, excess_fraction=None,
              validity: list | None = None, keep_blots: bool = False,
-             previous: tuple | None = None) -> dict:
+             previous: tuple | None = None, totals: dict | None = None) -> dict:
     """One median / blot / driz_cr pass over the separate drizzles ``partials`` (made with
     ``seps``); each becomes ``then`` in place. Returns the jobs' results per exposure:
     ``files`` (this pass's masks), ``partials``, ``valid`` and ``persisted``.
@@ -191,7 +193,8 @@ def _cr_pass(ws, fdp, edps, pars, partials, seps, *, tag: str, then: dict, keep_
         exposure=exposures.get(e.full_filename),
         blot_stem=stems[e.full_filename] if keep_blots else None,
         previous=(before, before_stems[e.full_filename])
-        if e.full_filename in before_stems else None) for e, p in zip(edps, partials)]
+        if e.full_filename in before_stems else None,
+        total=(totals or {}).get(e.full_filename)) for e, p in zip(edps, partials)]
     try:
         results = _blot_and_flag_by_chip(ws, jobs)
     finally:

@@ -42,6 +42,7 @@ from hapcore.drizzle.ragged import (
     PatchedWeights,
     save_flat,
 )
+from hapcore.drizzle.total_partials import save_total_partial, total_partial_key
 
 __all__ = ["BlotCRJob", "ExposureProductJob", "blot_and_flag", "exposure_product",
            "product_digests", "write_exposure_product"]
@@ -117,6 +118,10 @@ class BlotCRJob:
     #: exposure product is then written by the job that finishes its last chip
     #: (`_write_when_complete`)
     extvers: tuple | None = None
+    #: ``(settings, stem)``: with ``persist``, derive the total product's partial of each chip
+    #: (``settings`` plus the persisted CR union) from ``sep`` and save it under ``stem``
+    #: (`hapcore.drizzle.total_partials`)
+    total: tuple | None = None
 
 
 def exposure_product(job: ExposureProductJob, chips: dict | None = None) -> Path:
@@ -230,6 +235,9 @@ def blot_and_flag(job: BlotCRJob) -> dict:
             _persist(job.persist[extver], union)
             first = int(earlier[0].sum()) if earlier else counts[extver]
             persisted[extver] = (first, int(union.sum()), int(union.size))
+            if job.total is not None:
+                _save_total_partial(job, sep, inputs, base_include, union, extver)
+            union = None
         # the next pass's median tests validity on these weights (``keep_weights``): kept as
         # the values the derivation below changes, else (drizzled again, or unchanged) whole
         patch = (Path(f"{job.mask_stem}-valid{extver}-index.npy"),
@@ -513,6 +521,20 @@ def _redrizzle(sep: ChipPartial, inputs: ChipInputs, settings: Settings, include
         return replace(sep, sci_file=save_flat(sep.sci_file, empty),
                        wht_file=save_flat(sep.wht_file, empty), masks=include[1])
     return fresh
+
+
+def _save_total_partial(job: BlotCRJob, sep: ChipPartial, inputs: ChipInputs,
+                        base_include: np.ndarray, union: np.ndarray, extver: int) -> None:
+    """The total product's partial of a chip, derived from the separate drizzle ``sep`` with
+    the CR union, saved for the total's task (`hapcore.drizzle.total_partials`)."""
+    settings, stem = job.total
+    target = _with_mask(settings, extver, union)
+    if not target.derivable_from(job.sep_settings):
+        return
+    derived = derive_chip_partial(sep, inputs, job.sep_settings, target,
+                                  grid_shape=job.grid.shape, base_include=base_include)
+    if derived is not None:
+        save_total_partial(derived, stem, total_partial_key(settings, job.persist[extver]))
 
 
 def _persist(file: Path, mask: np.ndarray) -> None:

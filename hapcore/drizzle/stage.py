@@ -62,6 +62,12 @@ from hapcore.drizzle.single_exposure_cr import (
     flag_single_exposure_chip,
 )
 from hapcore.drizzle.total import total_from_filters
+from hapcore.drizzle.total_partials import (
+    load_total_partials,
+    remove_total_partials,
+    total_partial_key,
+    total_partial_stem,
+)
 from hapcore.drizzle.workspace import DrizzleWorkspace
 
 __all__ = ["drizzle_exposure_product", "drizzle_filter_product", "drizzle_filter_with_exposures",
@@ -92,7 +98,28 @@ def drizzle_exposure_product(edp, *, workspace: DrizzleWorkspace) -> Path:
     return exposure_product(_exposure_job(edp, workspace))
 
 
-def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool):
+def _total_partials_to_derive(fdp, total, ws: DrizzleWorkspace, pars, skies,
+                              finals: dict) -> dict:
+    """``{exposure file: (settings, stem)}`` of the total partials the filter's last CR pass
+    derives (`hapcore.drizzle.total_partials`): only for a total of this filter's exposures
+    alone, in the same order, whose final settings differ from the filter's (the total then
+    cannot be the filter product's copy: WFC3/UVIS from 6 exposures, ``final_pixfrac`` 0.8)."""
+    if total is None or getattr(total, "parameters", None) is None:
+        return {}
+    edps = list(fdp.edp_list)
+    if [e.full_filename for e in total_inputs(total)] != [e.full_filename for e in edps]:
+        return {}
+    tpars = total.parameters.drizzle
+    tskies, _ = sky_levels(ws, edps, tpars, static=False)
+    out = {}
+    for e in edps:
+        settings = final_settings(ws, e, tpars, tskies, use_cr=False)
+        if settings != finals[e.full_filename]:
+            out[e.full_filename] = (settings, total_partial_stem(ws.work_dir, e.product_basename))
+    return out
+
+
+def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool, total=None):
     """The filter product; returns ``(path, final partials, their settings)`` (with the CR
     masks the partials exclude). With ``with_exposures`` the cosmic-ray pass also writes the
     exposure products that follow from the separate drizzles."""
@@ -112,7 +139,9 @@ def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool):
             job = _exposure_job(e, ws)
             if job.settings.derivable_from(separate_settings(e, pars, skies, static_files)):
                 exposures[e.full_filename] = job
-        partials = find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals, exposures)
+        totals = _total_partials_to_derive(fdp, total, ws, pars, skies, finals)
+        partials = find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals, exposures,
+                                    totals)
         # the final partials exclude the cosmic rays: their settings say so (`find_cr_masks`)
         finals = {e.full_filename: final_settings(ws, e, pars, skies, use_cr=True)
                   for e in edps}
@@ -170,13 +199,18 @@ def drizzle_filter_product(fdp, *, workspace: DrizzleWorkspace) -> Path:
     return path
 
 
-def drizzle_filter_with_exposures(fdp, *, workspace: DrizzleWorkspace) -> list[Path]:
+def drizzle_filter_with_exposures(fdp, *, workspace: DrizzleWorkspace,
+                                  total=None) -> list[Path]:
     """A filter product and its exposure products: one unit of work, in spec order.
 
     With cosmic-ray rejection the exposure products are made by its first pass, from the
     separate drizzles, when their kernel is the separate drizzle's; otherwise (and without
     cosmic-ray rejection) they are derived from the filter's final partials (or drizzled) in
     the workers while this process writes the filter product.
+
+    With ``total`` (the detector's `TotalProduct`), a total of this filter's exposures alone
+    whose final settings differ from the filter's gets its partials derived by the last CR
+    pass (`hapcore.drizzle.total_partials`), for `drizzle_total_product`.
 
     Returns
     -------
@@ -185,7 +219,7 @@ def drizzle_filter_with_exposures(fdp, *, workspace: DrizzleWorkspace) -> list[P
     """
     ws = workspace
     edps = list(fdp.edp_list)
-    path, partials, finals = _filter_product(fdp, ws, with_exposures=True)
+    path, partials, finals = _filter_product(fdp, ws, with_exposures=True, total=total)
     try:
         missing = [(e, p) for e, p in zip(edps, partials) if e.full_filename not in ws.written]
         jobs = [_exposure_job(e, ws, base=p, base_settings=finals[e.full_filename])
@@ -244,6 +278,25 @@ def drizzle_total_product(total, *, workspace: DrizzleWorkspace) -> Path:
     path = total_from_filters(ws, total, edps, pars, skies, cr_lines=lines, t0=t0)
     if path is not None:
         return path
+    settings = {e.full_filename: final_settings(ws, e, pars, skies, use_cr=False) for e in edps}
+    stems = {e.full_filename: total_partial_stem(ws.work_dir, e.product_basename) for e in edps}
+    saved = []
+    for e in edps:
+        masks = ws.find_cr_masks(e)
+        keys = {k: total_partial_key(settings[e.full_filename], masks.get(k))
+                for k in sci_extvers(ws.svm_path(e))}
+        found = load_total_partials(stems[e.full_filename], e.full_filename, keys)
+        if found is None:
+            break
+        saved.append(found)
+    try:
+        if len(saved) == len(edps):
+            log.debug("%s: the partials the filter's CR pass derived", total.drizzle_filename)
+            return write_product(ws, total, edps, saved, pars, level="total", skies=skies,
+                                 cr_lines=lines, t0=t0)
+    finally:
+        for stem in stems.values():
+            remove_total_partials(stem)
     partials = drizzle_partials(ws, [PartialJob(
         path=ws.svm_path(e), grid=ws.grid,
         settings=final_settings(ws, e, pars, skies, use_cr=True),

@@ -152,3 +152,40 @@ def test_wfc3_ir_two_exposures(tmp_path):
     assert abs(np.median(ratio) - 1) < 0.005, (np.median(ratio), len(stars))
     truth_ratio = np.median(_aperture_flux(data, x, y) / stars["countrate_f160w"])
     assert abs(truth_ratio - 1) < 0.05, truth_ratio  # includes the PSF beyond 22 px
+
+
+def test_total_of_six_exposures_from_the_derived_partials(tmp_path, caplog):
+    """From 6 UVIS exposures the filter is drizzled with pixfrac 0.8 and the total with 1.0: the
+    total's partials are derived by the filter's CR pass (`hapcore.drizzle.total_partials`),
+    and the total equals the one drizzled from the inputs to float rounding."""
+    from hapcore.drizzle import drizzle_filter_with_exposures
+    from hapcore.drizzle.total_partials import total_partial_stem
+
+    sim = hapsim.simulate_visit(tmp_path / "in", detector="wfc3/uvis", filters={"f606w": 6},
+                                subarray=192, seed=6, exptime=300.0, star_density=300.0,
+                                galaxy_density=10.0, star_mag_range=(17.0, 22.0))
+    total = _total(sim)
+    fdp = total.fdp_list[0]
+    assert fdp.parameters.drizzle.final_pixfrac != total.parameters.drizzle.final_pixfrac
+    derived_dir, drizzled_dir = tmp_path / "derived", tmp_path / "drizzled"
+    caplog.set_level(logging.DEBUG, logger="hapsvm")
+    made = {}
+    for out, with_total in ((derived_dir, total), (drizzled_dir, None)):
+        _copies(total, out)
+        with open_detector_workspace(total, output_dir=out, n_workers=1) as ws:
+            drizzle_filter_with_exposures(fdp, workspace=ws, total=with_total)
+            stems = [total_partial_stem(ws.work_dir, e.product_basename) for e in fdp.edp_list]
+            saved = [f for s in stems for f in s.parent.glob(f"{s.name}-sci*.pkl")]
+            assert len(saved) == (len(fdp.edp_list) if with_total is not None else 0)
+            caplog.clear()
+            made[out] = drizzle_total_product(total, workspace=ws)
+            used = "the partials the filter's CR pass derived" in caplog.text
+            assert used == (with_total is not None)
+            assert not [f for s in stems for f in s.parent.glob(f"{s.name}-sci*")]  # removed
+    derived, drizzled = _arrays(made[derived_dir]), _arrays(made[drizzled_dir])
+    np.testing.assert_array_equal(derived[2] > 0, drizzled[2] > 0)   # the same coverage
+    covered = drizzled[1] > 0
+    np.testing.assert_allclose(derived[1][covered], drizzled[1][covered], rtol=1e-4)
+    scale = float(np.percentile(np.abs(drizzled[0][covered]), 99))
+    np.testing.assert_allclose(derived[0][covered], drizzled[0][covered], rtol=0,
+                               atol=1e-4 * scale)
