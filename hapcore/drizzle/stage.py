@@ -248,7 +248,10 @@ def drizzle_total_product(total, *, workspace: DrizzleWorkspace) -> Path:
     (`open_detector_workspace`). A filter that should have masks but has none is warned about
     (its cosmic rays reach the total). When the total drizzles each filter's exposures as
     that filter did (same final settings and sky, the same CR masks), it is the combination of
-    the filter products (`hapcore.drizzle.total.total_from_filters`).
+    the filter products (`hapcore.drizzle.total.total_from_filters`). Otherwise it takes the
+    partials its filter's CR pass derived for it, when they were saved with the keys of its
+    own settings and masks (`hapcore.drizzle.total_partials`: a total of one filter drizzled
+    with other final settings), else it drizzles every chip.
     """
     ws = workspace
     t0 = time.perf_counter()
