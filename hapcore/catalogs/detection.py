@@ -100,8 +100,7 @@ def catalog_background(image: CatalogImage, cat) -> BackgroundModel:
 
 
 def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="both",
-                   deblend_limits=None, saturated_xy=None, background=None,
-                   threads=2) -> SourceDetection:
+                   deblend_limits=None, saturated_xy=None, threads=2) -> SourceDetection:
     """Background, weight regions, point sources and segments of the total image (§6.2-6.4).
 
     Parameters
@@ -116,14 +115,13 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
         Saturated input pixels of every exposure mapped to product pixels (0-based x, y): a
         saturated star that DAOStarFinder missed (its flat core is no star's shape) is added
         to the point sources at its plateau's centre
-        (:func:`~hapcore.catalogs.saturated_features.saturated_star_rows`).
-    background : BackgroundModel, optional
-        The total image's background (`catalog_background` with the total's catalog
-        parameters), when computed already; else computed here.
+        (:func:`~hapcore.catalogs.saturated_features.saturated_star_rows`). Or a function
+        without arguments that reads them (from the exposures: ~1 s on 3 UVIS exposures).
     threads : int, optional
-        With 2 or more the detection image is prepared while the background is computed, and
-        (with ``phot_mode`` "both") the point and segment detections run side by side in two
-        threads; their results are the same as one after the other.
+        With 2 or more the saturated pixels are read and the detection image is prepared
+        while the background is computed, and (with ``phot_mode`` "both") the point and
+        segment detections run side by side in two threads; their results are the same as one
+        after the other.
 
     Returns
     -------
@@ -136,18 +134,19 @@ def detect_sources(total_image: CatalogImage, *, total_parameters, phot_mode="bo
     if total_image.is_blank:
         log.warning("total image %s is blank (all zero/NaN): empty catalogs",
                     total_image.filename or "(in memory)")
-    prepared = {"background": background}
+    prepared = {}
 
-    def prepare_image():
+    def prepare_inputs():
+        prepared["saturated_xy"] = saturated_xy() if callable(saturated_xy) else saturated_xy
         # the detection image: small holes without data filled (the products keep them)
         prepared["image"] = detection_image(total_image)
 
     def prepare_background():
-        if prepared["background"] is None:
-            prepared["background"] = catalog_background(total_image, cat)
+        prepared["background"] = catalog_background(total_image, cat)
 
-    run_side_by_side([prepare_image, prepare_background], threads=threads)
-    background, image = prepared["background"], prepared["image"]
+    run_side_by_side([prepare_inputs, prepare_background], threads=threads)
+    saturated_xy, background, image = (prepared["saturated_xy"], prepared["background"],
+                                       prepared["image"])
     fwhm = cat.tweak_fwhmpsf / total_image.plate_scale
     regions = make_wht_masks(image.weight, image.illuminated, scale=cat.scale,
                              sensitivity=cat.sensitivity, ndrizim=image.ndrizim,
@@ -342,24 +341,21 @@ def load_total_detection(total, *, output_dir, phot_mode="both",
     if total.parameters is None:
         raise ValueError(f"{total.product_basename}: parameters are not set")
     image = CatalogImage.from_fits(Path(output_dir) / total.drizzle_filename)
-    found = {"saturated_xy": None}
 
     def read_saturation():
-        if total.detector != "ir":
-            # the IR detector's saturation is not flagged (spec §6.7.2)
-            from hapcore.catalogs.saturation import saturated_product_pixels
+        # the IR detector's saturation is not flagged (spec §6.7.2)
+        if total.detector == "ir":
+            return None
+        from hapcore.catalogs.saturation import saturated_product_pixels
 
-            copies = [Path(output_dir) / e.full_filename for e in total.edp_list
-                      if (Path(output_dir) / e.full_filename).exists()]
-            found["saturated_xy"] = saturated_product_pixels(copies, image.wcs)
+        copies = [Path(output_dir) / e.full_filename for e in total.edp_list
+                  if (Path(output_dir) / e.full_filename).exists()]
+        return saturated_product_pixels(copies, image.wcs)
 
-    def background():
-        found["background"] = catalog_background(image, total.parameters.catalog)
-
-    # the exposures' saturated pixels are read while the background is computed
-    run_side_by_side([read_saturation, background], threads=threads)
+    # read by `detect_sources` while it computes the background
     return detect_sources(image, total_parameters=total.parameters, phot_mode=phot_mode,
-                          deblend_limits=deblend_limits, threads=threads, **found)
+                          deblend_limits=deblend_limits, saturated_xy=read_saturation,
+                          threads=threads)
 
 
 # ---------------------------------------------------------------------------- detection files

@@ -527,11 +527,9 @@ def _save_total_partial(job: BlotCRJob, sep: ChipPartial, inputs: ChipInputs,
                         base_include: np.ndarray, union: np.ndarray, extver: int) -> None:
     """The total product's partial of a chip, derived from the separate drizzle ``sep`` with
     the CR union, saved for the total's task (`hapcore.drizzle.total_partials`)."""
-    settings, stem = job.total
-    target = _with_mask(settings, extver, union)
-    if not target.derivable_from(job.sep_settings):
-        return
-    derived = derive_chip_partial(sep, inputs, job.sep_settings, target,
+    settings, stem = job.total   # derivable from ``job.sep_settings`` (the caller checks)
+    derived = derive_chip_partial(sep, inputs, job.sep_settings,
+                                  _with_mask(settings, extver, union),
                                   grid_shape=job.grid.shape, base_include=base_include)
     if derived is not None:
         save_total_partial(derived, stem, total_partial_key(settings, job.persist[extver]))

@@ -98,12 +98,13 @@ def drizzle_exposure_product(edp, *, workspace: DrizzleWorkspace) -> Path:
     return exposure_product(_exposure_job(edp, workspace))
 
 
-def _total_partials_to_derive(fdp, total, ws: DrizzleWorkspace, pars, skies,
-                              finals: dict) -> dict:
+def _total_partials_to_derive(fdp, total, ws: DrizzleWorkspace, pars, skies, finals: dict,
+                              static_files: dict) -> dict:
     """``{exposure file: (settings, stem)}`` of the total partials the filter's last CR pass
     derives (`hapcore.drizzle.total_partials`): only for a total of this filter's exposures
     alone, in the same order, whose final settings differ from the filter's (the total then
-    cannot be the filter product's copy: WFC3/UVIS from 6 exposures, ``final_pixfrac`` 0.8)."""
+    cannot be the filter product's copy: WFC3/UVIS from 6 exposures, ``final_pixfrac`` 0.8)
+    and follow from the separate drizzle's."""
     if total is None or getattr(total, "parameters", None) is None:
         return {}
     edps = list(fdp.edp_list)
@@ -114,7 +115,8 @@ def _total_partials_to_derive(fdp, total, ws: DrizzleWorkspace, pars, skies,
     out = {}
     for e in edps:
         settings = final_settings(ws, e, tpars, tskies, use_cr=False)
-        if settings != finals[e.full_filename]:
+        if settings != finals[e.full_filename] and settings.derivable_from(
+                separate_settings(e, pars, skies, static_files)):
             out[e.full_filename] = (settings, total_partial_stem(ws.work_dir, e.product_basename))
     return out
 
@@ -139,7 +141,7 @@ def _filter_product(fdp, ws: DrizzleWorkspace, *, with_exposures: bool, total=No
             job = _exposure_job(e, ws)
             if job.settings.derivable_from(separate_settings(e, pars, skies, static_files)):
                 exposures[e.full_filename] = job
-        totals = _total_partials_to_derive(fdp, total, ws, pars, skies, finals)
+        totals = _total_partials_to_derive(fdp, total, ws, pars, skies, finals, static_files)
         partials = find_cosmic_rays(ws, fdp, edps, pars, skies, static_files, finals, exposures,
                                     totals)
         # the final partials exclude the cosmic rays: their settings say so (`find_cr_masks`)
@@ -286,9 +288,10 @@ def drizzle_total_product(total, *, workspace: DrizzleWorkspace) -> Path:
     saved = []
     for e in edps:
         masks = ws.find_cr_masks(e)
-        keys = {k: total_partial_key(settings[e.full_filename], masks.get(k))
-                for k in sci_extvers(ws.svm_path(e))}
-        found = load_total_partials(stems[e.full_filename], e.full_filename, keys)
+        found = load_total_partials(
+            stems[e.full_filename], e.full_filename, sci_extvers(ws.svm_path(e)),
+            lambda k, e=e, masks=masks: total_partial_key(settings[e.full_filename],
+                                                          masks.get(k)))
         if found is None:
             break
         saved.append(found)

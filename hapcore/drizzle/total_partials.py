@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,11 +65,13 @@ def save_total_partial(chip: ChipPartial, stem: Path, key: str) -> None:
         pickle.dump({"key": key, "partial": saved}, out)
 
 
-def load_total_partials(stem: Path, exposure: str, keys: dict[int, str]) -> ExposurePartial | None:
-    """The saved total partials of one exposure, or None unless every chip of ``keys``
-    (``{extver: key}``) has one saved with that key."""
+def load_total_partials(stem: Path, exposure: str, extvers, key_of: Callable[[int], str]
+                        ) -> ExposurePartial | None:
+    """The saved total partials of one exposure, or None unless every chip of ``extvers`` has
+    one saved with the key ``key_of(extver)`` (computed only for the records found: it reads
+    the CR mask)."""
     chips = []
-    for extver, key in sorted(keys.items()):
+    for extver in sorted(extvers):
         record = Path(f"{stem}-sci{extver}.pkl")
         try:
             with open(record, "rb") as handle:
@@ -76,8 +79,12 @@ def load_total_partials(stem: Path, exposure: str, keys: dict[int, str]) -> Expo
         except (OSError, EOFError, pickle.UnpicklingError, AttributeError):
             return None
         partial = saved.get("partial")
-        if saved.get("key") != key or partial is None or \
-                not Path(partial.sci_file).is_file() or not Path(partial.wht_file).is_file():
+        if partial is None or not Path(partial.sci_file).is_file() or \
+                not Path(partial.wht_file).is_file():
+            return None
+        if saved.get("key") != key_of(extver):
+            log.debug("%s: saved total partial of another version (settings or CR mask); "
+                      "the total is drizzled", record.name)
             return None
         chips.append(partial)
     return ExposurePartial(exposure, chips, []) if chips else None
