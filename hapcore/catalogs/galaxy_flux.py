@@ -17,9 +17,14 @@ flux by tens of per cent. This module, for every row with Kron S/N >= ``min_snr`
    pixels of other segments replaced by the mean of the same annulus's unmasked pixels;
 2. fits the annulus fluxes with ``F * model + sky * pixels`` for every model of a grid of
    circular Sersic profiles (``GRID_N`` x ``GRID_RE``, none larger than half the fit radius)
-   convolved with a Gaussian of the image's PSF FWHM (and the pixel): linear in ``F`` and
-   ``sky``, so every grid model is fitted at once for all rows; the best chi-square wins;
-3. returns::
+   convolved with the image's PSF -- its measured profile as a mixture of Gaussians
+   (``psf``, :func:`psf_components`, :mod:`hapcore.catalogs.psf_profile`), or else a Gaussian
+   of its FWHM (and the pixel): linear in ``F`` and ``sky``, so every grid model is fitted at
+   once for all rows; the best chi-square wins;
+3. with the measured PSF, returns ``[sum(annuli inside R) - sky * pixels(R)] + F * (1 -
+   E(R))``: the model holds the PSF's light beyond ``R`` too, and ``R`` need only follow the
+   source (at least a few PSF widths: a crowded field's neighbours stay out). With the
+   Gaussian, returns::
 
        total = [sum(annuli inside R) - sky * pixels(R) + F * (1 - E(R))] / W(R)
 
@@ -56,7 +61,8 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["sersic_enclosed", "annulus_profiles", "psf_encircled_energy", "total_galaxy_flux"]
+__all__ = ["sersic_enclosed", "annulus_profiles", "psf_encircled_energy", "psf_components",
+           "total_galaxy_flux"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -83,20 +89,21 @@ def _bn(n):
 
 
 @lru_cache(maxsize=8)
-def _model_table(sigma_px: float, edges: tuple, grid_n: tuple, grid_re: tuple):
+def _model_table(psf: tuple, edges: tuple, grid_n: tuple, grid_re: tuple):
     """Enclosed fractions ``E[g, k]`` at ``edges`` of circular truncated Sersic profiles
-    convolved with a circular Gaussian of ``sigma_px``; returns ``(E, n, re)`` per grid row."""
+    convolved with a circular PSF given as Gaussian components ``((weight, sigma_px), ...)``
+    (weights summing to 1); returns ``(E, n, re)`` per grid row."""
     from scipy.stats import ncx2
 
     s = np.concatenate([[0.0], np.geomspace(1e-3, 2000.0, 900)])
     ds = np.gradient(s)
     edges_arr = np.asarray(edges, dtype=float)[1:]
-    # share of a ring of radius s, blurred by the Gaussian, that falls within radius R
+    # share of a ring of radius s, blurred by the PSF, that falls within radius R
     ring = np.zeros((edges_arr.size, s.size))
-    near = s <= edges_arr.max() + 12.0 * sigma_px      # farther rings put nothing inside
-    ring[:, near] = ncx2.cdf((edges_arr[:, None] / sigma_px) ** 2, 2,
-                             (s[None, near] / sigma_px) ** 2)
-    ring = np.nan_to_num(ring, nan=0.0)
+    for weight, sigma_px in psf:
+        near = s <= edges_arr.max() + 12.0 * sigma_px      # farther rings put nothing inside
+        part = ncx2.cdf((edges_arr[:, None] / sigma_px) ** 2, 2, (s[None, near] / sigma_px) ** 2)
+        ring[:, near] += weight * np.nan_to_num(part, nan=0.0)
     nn, rr = np.meshgrid(np.asarray(grid_n, float), np.asarray(grid_re, float), indexing="ij")
     nn, rr = nn.ravel(), rr.ravel()
     with np.errstate(over="ignore", under="ignore"):
@@ -108,11 +115,45 @@ def _model_table(sigma_px: float, edges: tuple, grid_n: tuple, grid_re: tuple):
     return np.column_stack([np.zeros(nn.size), enclosed]), nn, rr
 
 
+def psf_components(radii_px, ee, *, sigmas_px=None, pixel=True) -> tuple:
+    """A circular PSF as a non-negative mixture of Gaussians fitted to its encircled energy.
+
+    Parameters
+    ----------
+    radii_px, ee : array_like
+        Encircled energy ``ee`` (normalised to 1 at infinity) at radii in pixels.
+    sigmas_px : array_like, optional
+        Widths of the components (default: 0.3 to 150 pixels, geometric).
+    pixel : bool
+        Add the pixel's variance (1/12 pixel**2) to every component.
+
+    Returns
+    -------
+    tuple of (weight, sigma_px)
+        Components with non-zero weight; the weights sum to 1.
+    """
+    from scipy.optimize import nnls
+
+    r = np.asarray(radii_px, float)
+    e = np.asarray(ee, float)
+    sig = np.geomspace(0.3, 150.0, 24) if sigmas_px is None else np.asarray(sigmas_px, float)
+    design = 1.0 - np.exp(-0.5 * (r[:, None] / sig[None, :]) ** 2)
+    # the weights sum to one (a heavily weighted row); relative errors alike at every radius
+    rows = np.vstack([design / np.maximum(e, 0.05)[:, None], 1e3 * np.ones(sig.size)])
+    target = np.r_[e / np.maximum(e, 0.05), 1e3]
+    w, _ = nnls(rows, target)
+    keep = w > 1e-6
+    w = w[keep] / w[keep].sum()
+    sig = np.sqrt(sig[keep] ** 2 + (1.0 / 12.0 if pixel else 0.0))
+    return tuple((round(float(a), 6), round(float(b), 4)) for a, b in zip(w, sig))
+
+
 def sersic_enclosed(radius, n, r_eff, *, sigma_px=0.0):
     """Share of a truncated Sersic profile (circular) convolved with a Gaussian of
     ``sigma_px`` inside ``radius`` (pixels); a model-table check, for tests."""
     edges = (0.0, float(radius))
-    table, _, _ = _model_table(max(float(sigma_px), 1e-3), edges, (float(n),), (float(r_eff),))
+    table, _, _ = _model_table(((1.0, max(float(sigma_px), 1e-3)),), edges, (float(n),),
+                               (float(r_eff),))
     return float(table[0, 1])
 
 
@@ -259,7 +300,8 @@ def _fit_grid(flux, weight, count, model, *, fit_sky=True):
 def total_galaxy_flux(data, error, labels, x, y, q, theta, own, kron_flux, kron_fluxerr,
                       kron_size, *, fwhm_pixels, invalid=None, encircled_energy=None,
                       min_snr=10.0, min_factor=0.5, max_factor=2.5, outer_kron=1.0,
-                      fit_kron=2.0, min_outer=6.0, min_fit=15.0, fit_over_outer=1.5, fit_sky=True):
+                      fit_kron=2.0, min_outer=6.0, min_fit=15.0, fit_over_outer=1.5, fit_sky=True,
+                      psf=None):
     """Total fluxes: the measured light within an outer radius, minus the local sky, plus the
     Sersic-model wings beyond it.
 
@@ -299,6 +341,12 @@ def total_galaxy_flux(data, error, labels, x, y, q, theta, own, kron_flux, kron_
         pixels and ``fit_over_outer`` times the outer radius.
     fit_sky : bool
         Fit the local sky (else the image's background is taken as exact).
+    psf : tuple of (weight, sigma_px), optional
+        The image's PSF (:func:`psf_components`, pixel included), out to its far wings: the
+        models are convolved with it, so the light beyond the outer radius -- the galaxy's
+        and the PSF's -- is the model's, and the sky fit does not take the PSF's wings for
+        sky; ``encircled_energy`` is then not used. None: a Gaussian of ``fwhm_pixels`` and
+        the pixel, the far wings from ``encircled_energy``.
 
     Returns
     -------
@@ -332,9 +380,12 @@ def total_galaxy_flux(data, error, labels, x, y, q, theta, own, kron_flux, kron_
     flux, var, cover, count = annulus_profiles(
         data, error, labels, np.asarray(x, float)[use], np.asarray(y, float)[use], qv, tv,
         np.asarray(own)[use], edges=edges, r_out=r_fit + 1e-6, invalid=invalid)
-    sigma = np.sqrt((float(fwhm_pixels) / 2.3548) ** 2 + 1.0 / 12.0)
-    table, _, grid_re = _model_table(round(float(sigma), 4), tuple(edges.tolist()), GRID_N,
-                                     GRID_RE)
+    if psf is None:
+        sigma = np.sqrt((float(fwhm_pixels) / 2.3548) ** 2 + 1.0 / 12.0)
+        kernel = ((1.0, round(float(sigma), 4)),)
+    else:
+        kernel, encircled_energy = tuple(psf), None
+    table, _, grid_re = _model_table(kernel, tuple(edges.tolist()), GRID_N, GRID_RE)
     model = np.diff(table, axis=1)                              # (G, K)
     fitted = (cover >= MIN_COVERAGE) & (edges[None, 1:] <= r_fit[:, None] + 1e-9)
     weight = np.where(fitted, 1.0 / np.maximum(var + (SYSTEMATIC_FLOOR * flux) ** 2, 1e-30), 0.0)

@@ -27,7 +27,6 @@ from photutils.utils import NoDetectionsWarning
 
 from hap_models.catalogs import SEGMENT_FILTER_COLUMNS, SEGMENT_TOTAL_BASE_COLUMNS
 from hapcore.catalogs.convolution import oaconvolve_same
-from hapcore.catalogs.galaxy_flux import psf_encircled_energy, total_galaxy_flux
 from hapcore.catalogs.image import (
     BackgroundModel,
     CatalogImage,
@@ -38,6 +37,8 @@ from hapcore.catalogs.image import (
 )
 from hapcore.catalogs.photometry import compute_abmag
 from hapcore.catalogs.point import measure_point_photometry
+from hapcore.catalogs.segment_flux import plain_values as _plain
+from hapcore.catalogs.segment_flux import segment_total_fluxes
 
 __all__ = [
     "SegmentationResult",
@@ -495,33 +496,6 @@ def _error_image(residual, rms, epadu, *, rows=256) -> np.ndarray:
     return error
 
 
-def _plain(values):
-    """Strip units (Quantity -> ndarray of float)."""
-    return np.asarray(getattr(values, "value", values), dtype=float)
-
-
-def _total_fluxes(catalog, result, residual, error, image, params):
-    """FluxSegment and its error: :func:`hapcore.catalogs.galaxy_flux.total_galaxy_flux` from
-    the Kron fluxes (shape and Kron aperture of the detection catalog), with the handbook
-    encircled energy of the filter for the PSF's far wings (outer radius at least its first
-    tabulated radius); the Kron flux where the detector has no table (ACS/HRC, ACS/SBC,
-    WFPC2: the sky fit would take the PSF's wings uncorrected)."""
-    ee, ee_radius = psf_encircled_energy(image)
-    if ee is None:
-        return _plain(catalog.kron_flux), _plain(catalog.kron_fluxerr)
-    det = result.catalog
-    a, b = _plain(det.semimajor_sigma), _plain(det.semiminor_sigma)
-    size = params.sourcex.kron_scaling_radius * _plain(det.kron_radius) * np.sqrt(a * b)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q = b / a
-    return total_galaxy_flux(
-        residual, error, result.segm.data, _plain(catalog.xcentroid), _plain(catalog.ycentroid),
-        q, np.deg2rad(_plain(det.orientation)), np.asarray(result.sources["ID"]),
-        _plain(catalog.kron_flux), _plain(catalog.kron_fluxerr), size,
-        fwhm_pixels=params.tweak_fwhmpsf / image.plate_scale, invalid=~image.illuminated,
-        encircled_energy=ee, min_outer=max(6.0, ee_radius))[:2]
-
-
 def measure_segments(image: CatalogImage, background: BackgroundModel,
                      result: SegmentationResult, *, params) -> Table:
     """Measure the total segments in one filter image (spec §6.4 "Filter measurements").
@@ -554,7 +528,7 @@ def measure_segments(image: CatalogImage, background: BackgroundModel,
         # Kron flux, not drizzlepac's isophotal segment sum, plus the wings beyond a large
         # elliptical aperture from a Sersic fit (hapcore.catalogs.galaxy_flux): a compact
         # segment's Kron ellipse misses 30-50 % of a galaxy, any Kron misses steep wings
-        flux, fluxerr = _total_fluxes(catalog, result, residual, error, image, params)
+        flux, fluxerr = segment_total_fluxes(catalog, result, residual, error, image, params)
         columns.update({
             "X-Centroid": x, "Y-Centroid": y, "RA": np.asarray(result.sources["RA"], dtype=float),
             "DEC": np.asarray(result.sources["DEC"], dtype=float),
