@@ -48,13 +48,14 @@ def segment_total_fluxes(catalog, result, residual, error, image, params):
     kron, kron_err = plain_values(catalog.kron_flux), plain_values(catalog.kron_fluxerr)
     fwhm_pixels = params.tweak_fwhmpsf / image.plate_scale
     infinity = encircled_energy_table(image.instrument, image.detector).infinity_arcsec
+    invalid = ~image.illuminated      # one full-frame mask for the profile and the fluxes
     psf = measure_psf_profile(residual, error, result.segm.data, x, y, own, kron, kron_err,
                               encircled_energy=ee, table_radius_px=ee_radius,
                               infinity_px=infinity / image.plate_scale,
-                              invalid=~image.illuminated)
+                              invalid=invalid)
     min_outer = (max(6.0, ee_radius) if psf is None
                  else max(6.0, PSF_MIN_OUTER_FWHM * fwhm_pixels))
     return total_galaxy_flux(
         residual, error, result.segm.data, x, y, q, np.deg2rad(plain_values(det.orientation)), own,
-        kron, kron_err, size, fwhm_pixels=fwhm_pixels, invalid=~image.illuminated,
+        kron, kron_err, size, fwhm_pixels=fwhm_pixels, invalid=invalid,
         encircled_energy=ee, min_outer=min_outer, psf=psf, min_snr=FIT_MIN_SNR)[:2]

@@ -33,19 +33,27 @@ def _psf(fwhm=FWHM, half=10):
     return k / k.sum()
 
 
-def _galaxy(n, r_eff, q, theta_deg, *, x0=90.3, y0=89.6, os_=3):
-    """Unit-total Sersic image (major-axis r_eff), truncated as the module's model convention,
-    pixel-integrated by oversampling and convolved with a Gaussian PSF."""
-    sub = (np.arange(SIZE * os_) + 0.5) / os_ - 0.5
-    xx, yy = np.meshgrid(sub - x0, sub - y0)
+def sersic_image(shape, x0, y0, n, r_eff, q, theta_deg, *, os_=3):
+    """Unit-total Sersic image (major-axis r_eff) of ``shape``, truncated as the module's model
+    convention and pixel-integrated by oversampling (before any PSF)."""
+    ny, nx = shape
+    sx = (np.arange(nx * os_) + 0.5) / os_ - 0.5 - x0
+    sy = (np.arange(ny * os_) + 0.5) / os_ - 0.5 - y0
+    xx, yy = np.meshgrid(sx, sy)
     th = np.deg2rad(theta_deg)
     along = xx * np.cos(th) + yy * np.sin(th)
     across = -xx * np.sin(th) + yy * np.cos(th)
     radius = np.sqrt(along ** 2 + (across / q) ** 2)
     prof = np.exp(-_bn(n) * (radius / r_eff) ** (1.0 / n))
     prof[radius > TRUNCATION_RE * r_eff * (1 + TRUNCATION_N * n)] = 0.0
-    pix = prof.reshape(SIZE, os_, SIZE, os_).sum(axis=(1, 3))
-    pix = fftconvolve(pix, _psf(), mode="same")
+    pix = prof.reshape(ny, os_, nx, os_).sum(axis=(1, 3))
+    return pix / pix.sum()
+
+
+def _galaxy(n, r_eff, q, theta_deg, *, x0=90.3, y0=89.6, os_=3):
+    """:func:`sersic_image` convolved with a Gaussian PSF (unit total)."""
+    pix = fftconvolve(sersic_image((SIZE, SIZE), x0, y0, n, r_eff, q, theta_deg, os_=os_),
+                      _psf(), mode="same")
     return pix / pix.sum()
 
 

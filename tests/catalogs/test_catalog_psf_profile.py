@@ -9,13 +9,9 @@ import numpy as np
 import pytest
 from photutils.segmentation import SourceCatalog, detect_sources
 from scipy.signal import fftconvolve
+from test_catalog_galaxy_flux import sersic_image
 
-from hapcore.catalogs.galaxy_flux import (
-    TRUNCATION_N,
-    TRUNCATION_RE,
-    psf_components,
-    total_galaxy_flux,
-)
+from hapcore.catalogs.galaxy_flux import psf_components, total_galaxy_flux
 from hapcore.catalogs.psf_profile import measure_psf_profile
 
 #: core, ring and far wing of a WFC3-like PSF: (weight, sigma in pixels)
@@ -36,26 +32,6 @@ def _kernel(half=HALF, os_=5):
     k = sum(w / (2 * np.pi * s * s) * np.exp(-0.5 * r2 / (s * s)) for w, s in PSF_PARTS)
     k = k.reshape(2 * half + 1, os_, 2 * half + 1, os_).sum(axis=(1, 3))
     return k / k.sum()
-
-
-def _bn(n):
-    return 2.0 * n - 1.0 / 3.0 + 4.0 / (405.0 * n) + 46.0 / (25515.0 * n ** 2)
-
-
-def _sersic(shape, x0, y0, n, r_eff, q, theta_deg, os_=3):
-    """Unit-total truncated Sersic image (before the PSF), pixel-integrated."""
-    ny, nx = shape
-    sx = (np.arange(nx * os_) + 0.5) / os_ - 0.5 - x0
-    sy = (np.arange(ny * os_) + 0.5) / os_ - 0.5 - y0
-    xx, yy = np.meshgrid(sx, sy)
-    th = np.deg2rad(theta_deg)
-    along = xx * np.cos(th) + yy * np.sin(th)
-    across = -xx * np.sin(th) + yy * np.cos(th)
-    radius = np.sqrt(along ** 2 + (across / q) ** 2)
-    prof = np.exp(-_bn(n) * (radius / r_eff) ** (1.0 / n))
-    prof[radius > TRUNCATION_RE * r_eff * (1 + TRUNCATION_N * n)] = 0.0
-    pix = prof.reshape(ny, os_, nx, os_).sum(axis=(1, 3))
-    return pix / pix.sum()
 
 
 def test_mixture_follows_the_encircled_energy():
@@ -87,7 +63,7 @@ def _star_field(rng, *, n_side=6, spacing=110, rms=1.0):
             ix, iy = int(round(x)), int(round(y))
             delta[iy, ix] += flux     # whole-pixel positions keep the test exact and fast
         else:
-            image += flux * _sersic(image.shape, x, y, 1.0, 5.0, 0.8, 30.0)
+            image += flux * sersic_image(image.shape, x, y, 1.0, 5.0, 0.8, 30.0)
     image += delta
     image = fftconvolve(image, kernel, mode="same")
     return image + rng.normal(0.0, rms, image.shape), rms
@@ -122,7 +98,7 @@ def test_too_few_stars_give_none():
 def test_galaxy_totals_with_the_psf_from_a_small_aperture(n, r_eff):
     rng = np.random.default_rng(int(10 * n))
     size, total, rms = 181, 2.0e4, 1.0
-    model = fftconvolve(_sersic((size, size), 90.3, 89.6, n, r_eff, 0.8, 40.0), _kernel(),
+    model = fftconvolve(sersic_image((size, size), 90.3, 89.6, n, r_eff, 0.8, 40.0), _kernel(),
                         mode="same")
     radii = np.geomspace(0.5, 150.0, 40)
     comps = psf_components(radii, _ee(radii), pixel=True)

@@ -73,31 +73,37 @@ def test_stellar_ratio_of_isolated_stars():
     assert stellar_core_ratio(noisy, [40.0], [40.0], inner_radius=R1, outer_radius=R2) is None
 
 
+def _cores_found(stars_of, lumps_of, plain, *, seeds=range(5), ratio=0.4):
+    """Over ``seeds`` scenes with the objects ``stars_of(k)`` and ``lumps_of(k)`` (k = 0..3) and
+    the plain-halo positions ``plain``: how many of each class :func:`stellar_cores` calls a
+    star, and how many of each were tested."""
+    found = np.zeros(3, int)
+    for seed in seeds:
+        stars = [stars_of(k) for k in range(4)]
+        lumps = [lumps_of(k) for k in range(4)]
+        image, sat = _scene(stars + lumps, seed)
+        light = _light(image, sat)
+        x = np.array([o[0] for o in stars + lumps] + [p[0] for p in plain])
+        y = np.array([o[1] for o in stars + lumps] + [p[1] for p in plain])
+        cores = stellar_cores(image, x, y, light[:2], light[4], light[5], inner_radius=R1,
+                              outer_radius=R2, max_distance=150.0, min_ratio=0.75 * ratio,
+                              background=np.zeros(SHAPE), background_rms=SKY_RMS,
+                              exptime=EXPTIME)
+        found += [int(cores[:4].sum()), int(cores[4:8].sum()), int(cores[8:].sum())]
+    return found, 4 * len(seeds)
+
+
 def test_faint_stars_on_the_halo_have_cores_lumps_and_spikes_do_not():
     """Stars of 2-4 e/s on a halo holding 0.5-3 e/s in their aperture are stars; lumps of the
     same light twice as wide as the PSF (ring and spike speckle), the plain halo and the
     spikes are not. The classes' angles differ modulo 90 degrees (the rotated copies of one
     never land on another)."""
-    n_star = n_lump = n_plain = 0
-    found_star = found_lump = found_plain = 0
-    for seed in range(5):
-        stars = [(*_at(35.0 + 6.0 * k, 10.0 + 20.0 * k), 2.0 + 0.5 * k, 1.2) for k in range(4)]
-        lumps = [(*_at(35.0 + 6.0 * k, 20.0 + 20.0 * k), 3.0 + 0.5 * k, 3.0) for k in range(4)]
-        plain = [_at(45.0, 5.0), _at(60.0, 45.0), _at(50.0, 0.0), _at(80.0, 90.0)]
-        image, sat = _scene(stars + lumps, seed)
-        light = _light(image, sat)
-        x = np.array([o[0] for o in stars + lumps] + [p[0] for p in plain])
-        y = np.array([o[1] for o in stars + lumps] + [p[1] for p in plain])
-        ratio = 0.4
-        cores = stellar_cores(image, x, y, light[:2], light[4], light[5], inner_radius=R1,
-                              outer_radius=R2, max_distance=150.0, min_ratio=0.75 * ratio,
-                              background=np.zeros(SHAPE), background_rms=SKY_RMS,
-                              exptime=EXPTIME)
-        n_star, found_star = n_star + 4, found_star + int(cores[:4].sum())
-        n_lump, found_lump = n_lump + 4, found_lump + int(cores[4:8].sum())
-        n_plain, found_plain = n_plain + 4, found_plain + int(cores[8:].sum())
-    assert found_star / n_star >= 0.95
-    assert found_lump / n_lump <= 0.05
+    (found_star, found_lump, found_plain), n = _cores_found(
+        lambda k: (*_at(35.0 + 6.0 * k, 10.0 + 20.0 * k), 2.0 + 0.5 * k, 1.2),
+        lambda k: (*_at(35.0 + 6.0 * k, 20.0 + 20.0 * k), 3.0 + 0.5 * k, 3.0),
+        [_at(45.0, 5.0), _at(60.0, 45.0), _at(50.0, 0.0), _at(80.0, 90.0)])
+    assert found_star / n >= 0.95
+    assert found_lump / n <= 0.05
     assert found_plain == 0
 
 
@@ -108,23 +114,10 @@ def test_fainter_stars_where_the_light_model_is_well_known():
     that hid them (hapsim ``saturated``: 3 of the 19 stars flagged 32 in both filters came
     back, point spurious rows unchanged). Lumps twice the PSF's width and the plain halo are
     still not stars."""
-    n = found_star = found_lump = found_plain = 0
-    for seed in range(5):
-        stars = [(*_at(24.0 + 3.0 * k, 25.0 + 20.0 * k), 1.0 + 0.15 * k, 1.2) for k in range(4)]
-        lumps = [(*_at(24.0 + 3.0 * k, 35.0 + 20.0 * k), 1.5 + 0.25 * k, 3.0) for k in range(4)]
-        plain = [_at(26.0, 62.0), _at(29.0, 118.0), _at(31.0, 152.0), _at(33.0, 208.0)]
-        image, sat = _scene(stars + lumps, seed)
-        light = _light(image, sat)
-        x = np.array([o[0] for o in stars + lumps] + [p[0] for p in plain])
-        y = np.array([o[1] for o in stars + lumps] + [p[1] for p in plain])
-        cores = stellar_cores(image, x, y, light[:2], light[4], light[5], inner_radius=R1,
-                              outer_radius=R2, max_distance=150.0, min_ratio=0.75 * 0.4,
-                              background=np.zeros(SHAPE), background_rms=SKY_RMS,
-                              exptime=EXPTIME)
-        n += 4
-        found_star += int(cores[:4].sum())
-        found_lump += int(cores[4:8].sum())
-        found_plain += int(cores[8:].sum())
+    (found_star, found_lump, found_plain), n = _cores_found(
+        lambda k: (*_at(24.0 + 3.0 * k, 25.0 + 20.0 * k), 1.0 + 0.15 * k, 1.2),
+        lambda k: (*_at(24.0 + 3.0 * k, 35.0 + 20.0 * k), 1.5 + 0.25 * k, 3.0),
+        [_at(26.0, 62.0), _at(29.0, 118.0), _at(31.0, 152.0), _at(33.0, 208.0)])
     assert found_star / n >= 0.9, found_star
     assert found_lump / n <= 0.05, found_lump
     assert found_plain == 0
