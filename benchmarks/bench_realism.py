@@ -667,6 +667,18 @@ def build_star_model(provider, regime, m_mat, pixfrac, out_scale, radii_arcsec: 
 
 # ----------------------------------------------------------------------------- products
 
+def similarity_residuals(cat_xy, true_xy):
+    """Best similarity transform (a, b, shift x, shift y: x' = a x - b y + sx, y' = b x + a y
+    + sy) from catalog to truth positions, and the residual vectors it leaves (input units)."""
+    a, b = np.asarray(cat_xy, float), np.asarray(true_xy, float)
+    zeros, ones = np.zeros(len(a)), np.ones(len(a))
+    design = np.vstack([np.column_stack([a[:, 0], -a[:, 1], ones, zeros]),
+                        np.column_stack([a[:, 1], a[:, 0], zeros, ones])])
+    target = np.r_[b[:, 0], b[:, 1]]
+    p, *_ = np.linalg.lstsq(design, target, rcond=None)
+    return p, (design @ p - target).reshape(2, -1).T
+
+
 def _after_similarity(cat_xy: np.ndarray, true_xy: np.ndarray, scale: float) -> dict:
     """Position errors (mas) left after the best similarity transform (shift, rotation, scale)
     from catalog to truth positions (tangent-plane arcsec): the centroids' own error, without
@@ -674,14 +686,8 @@ def _after_similarity(cat_xy: np.ndarray, true_xy: np.ndarray, scale: float) -> 
     stars in the footprint, errors 1-10 mas at the visit's epoch)."""
     if len(cat_xy) < 3:
         return {"n": int(len(cat_xy))}
-    a, b = np.asarray(cat_xy, float), np.asarray(true_xy, float)
-    zeros, ones = np.zeros(len(a)), np.ones(len(a))
-    design = np.vstack([np.column_stack([a[:, 0], -a[:, 1], ones, zeros]),
-                        np.column_stack([a[:, 1], a[:, 0], zeros, ones])])
-    target = np.r_[b[:, 0], b[:, 1]]
-    p, *_ = np.linalg.lstsq(design, target, rcond=None)
-    left = (design @ p - target).reshape(2, -1).T * 1000.0
-    dist = np.hypot(left[:, 0], left[:, 1])
+    p, left = similarity_residuals(cat_xy, true_xy)
+    dist = np.hypot(left[:, 0], left[:, 1]) * 1000.0
     return {"median_error_mas": _r(np.median(dist), 2),
             "median_error_pix": _r(np.median(dist) / 1000.0 / scale, 4),
             "registration_shift_mas": [_r(-v * 1000.0, 2) for v in p[2:]],
@@ -802,6 +808,9 @@ class Scorer:
         self.models: dict = {}
         self.psf_info: dict = {}
         self.registration = self.register_truth() if register else None
+        #: per-star values behind the medians and spreads (pulls, aperture-flux ratios, matched
+        #: positions), for pooling several visits (benchmarks/pool_realism.py)
+        self.samples: dict = {}
 
     # -- optional registration (a pipeline whose alignment failed) ---------------------------
     def register_truth(self, max_offset=3.0) -> dict:
@@ -1243,6 +1252,8 @@ class Scorer:
                 expect = rate[sel] * ee[sel]
                 pull = (flux2[rows] - expect) / err2[rows]
                 good = np.isfinite(pull) & (err2[rows] > 0)
+                if not suffix:
+                    self.samples.setdefault(filt, {})["pulls"] = pull[good]
                 block = {"n": int(good.sum()), "robust_std": _r(_robust_std(pull[good])),
                          "median": _r(np.median(pull[good])) if good.any() else None}
                 bins = {}
@@ -1372,6 +1383,7 @@ class Scorer:
         flux = sums - np.pi * (r6 / scale) ** 2 * np.asarray(bgs)
         ratio = flux / (rate[keep] * ee6[keep])
         ok = np.isfinite(ratio)
+        self.samples.setdefault(filt, {})["aperture_ratio"] = ratio[ok]
         n = int(ok.sum())
         med = float(np.median(ratio[ok])) if n else None
         se = 1.2533 * _robust_std(ratio[ok]) / np.sqrt(n) if n > 1 else None
@@ -1477,6 +1489,9 @@ class Scorer:
             if name == "all":
                 out[name]["after_registration"] = _after_similarity(
                     cxy[cok][i[sel]], self.txy[idx[sel]], self.total.scale)
+                self.samples["positions"] = {"catalog_xy": cxy[cok][i[sel]],
+                                             "true_xy": self.txy[idx[sel]],
+                                             "scale": self.total.scale}
         return out
 
     # -- alignment context ---------------------------------------------------------------------

@@ -42,6 +42,7 @@ import warnings
 
 import numpy as np
 
+from hapcore.catalogs.saturated_profiles import aperture_ring_light, neighbour_light
 from hapcore.catalogs.swarm import aperture_sums, value_at
 
 __all__ = ["CORE_RATIO_FRACTION", "MIN_RATIO_STARS", "MODEL_ERROR_FLOOR", "stars_on_light",
@@ -78,24 +79,10 @@ def stellar_core_ratio(data, x, y, *, inner_radius: float, outer_radius: float,
     return float(np.median(ratio))
 
 
-def _ring_light(profile, cx, cy, x, y, radius) -> float:
-    """A star's ring profile summed over the pixels of an aperture at (x, y)."""
-    r = int(np.ceil(radius))
-    oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
-    px, py = np.rint(x) + ox, np.rint(y) + oy
-    inside = np.hypot(px - x, py - y) <= radius
-    known = np.isfinite(profile)
-    if not known.any():
-        return np.nan
-    grid = np.arange(profile.size)
-    distance = np.hypot(px[inside] - cx, py[inside] - cy)
-    return float(np.sum(np.interp(distance, grid[known], profile[known], right=np.nan)))
-
-
 def stellar_cores(data, x, y, stars, profiles, scatters, *, inner_radius: float,
                   outer_radius: float, max_distance: float, min_ratio: float, background=None,
                   background_rms=0.0, exptime: float = 0.0, nsigma: float = 3.0,
-                  model_error: float = 0.3) -> np.ndarray:
+                  model_error: float = 0.3, neighbours: bool = False) -> np.ndarray:
     """Detections on a saturated star's light whose excess over it has a star's core.
 
     Parameters
@@ -123,6 +110,10 @@ def stellar_cores(data, x, y, stars, profiles, scatters, *, inner_radius: float,
         Turns rates into counts for the Poisson noise of the star's light.
     nsigma, model_error : float, optional
         As in the feature tests.
+    neighbours : bool, optional
+        The profiles were measured without the neighbours' light (a sparse field,
+        :func:`~hapcore.catalogs.saturated_profiles.separate_profiles`): that light is taken
+        out of the detection's and of its copies' apertures.
 
     Returns
     -------
@@ -158,14 +149,22 @@ def stellar_cores(data, x, y, stars, profiles, scatters, *, inner_radius: float,
     ry = np.stack([sy[which] + dx, sy[which] - dy, sy[which] - dx], axis=1).ravel()
     refs, mine = [], []
     for radius in (inner_radius, outer_radius):
-        copies = aperture_sums(data, rx, ry, radius, background=background).reshape(-1, 3)
-        ring = np.array([_ring_light(profiles[s], sx[s], sy[s], x[k], y[k], radius)
+        copies = aperture_sums(data, rx, ry, radius, background=background)
+        own = aperture_sums(data, x[rows], y[rows], radius, background=background)
+        if neighbours:
+            # each star against its own light: its neighbours' round light taken out
+            copies = copies - neighbour_light(profiles, scatters, sx, sy, np.repeat(which, 3),
+                                              rx, ry, radius)
+            own = own - neighbour_light(profiles, scatters, sx, sy, which, x[rows], y[rows],
+                                        radius)
+        copies = copies.reshape(-1, 3)
+        ring = np.array([aperture_ring_light(profiles[s], sx[s], sy[s], x[k], y[k], radius)
                          for k, s in zip(rows, which)])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             spike = np.nanmedian(copies, axis=1)
         refs.append(np.nan_to_num(np.column_stack([ring, spike, copies[:, 1]])))
-        mine.append(aperture_sums(data, x[rows], y[rows], radius, background=background))
+        mine.append(own)
     # the estimate holding most light in aperture 2, in both apertures
     pick = np.argmax(refs[1], axis=1)
     n = np.arange(rows.size)
@@ -186,7 +185,8 @@ def stellar_cores(data, x, y, stars, profiles, scatters, *, inner_radius: float,
     return cores
 
 
-def stars_on_light(table, image, x, y, tested, point_like, fcat, background, light) -> np.ndarray:
+def stars_on_light(table, image, x, y, tested, point_like, fcat, background, light, *,
+                   neighbours: bool = False) -> np.ndarray:
     """:func:`stellar_cores` of the ``tested`` rows of a filter catalog, against the image's
     stellar ratio (:func:`stellar_core_ratio` of its other point-like rows of S/N >= 20).
 
@@ -194,6 +194,8 @@ def stars_on_light(table, image, x, y, tested, point_like, fcat, background, lig
     (:func:`~hapcore.catalogs.saturated_features.saturated_star_features`: x, y, npix,
     pixels, profiles, scatters); no row is a star without it, without enough stars for the
     ratio, or without the catalog's aperture-2 errors (``FluxErrAp2``) or aperture 1.
+    ``neighbours``: the profiles are each star's own (a sparse field), see
+    :func:`stellar_cores`.
     """
     cores = np.zeros(np.size(x), bool)
     if (light is None or not np.any(tested) or getattr(fcat, "aperture_1", None) is None
@@ -214,7 +216,8 @@ def stars_on_light(table, image, x, y, tested, point_like, fcat, background, lig
         outer_radius=outer, max_distance=fcat.saturated_feature_radius_arcsec / image.plate_scale,
         min_ratio=CORE_RATIO_FRACTION * ratio, background=background.background,
         background_rms=background.rms, exptime=image.exptime,
-        nsigma=fcat.saturated_feature_nsigma, model_error=fcat.saturated_feature_model_error)
+        nsigma=fcat.saturated_feature_nsigma, model_error=fcat.saturated_feature_model_error,
+        neighbours=neighbours)
     log.debug("saturated stars: %d of %d rows on their light have a star's core (stellar "
               "ratio %.3f)", int(cores.sum()), rows.size, ratio)
     return cores

@@ -30,7 +30,10 @@ The three tests apply where the star's light is smooth (ring median >= :data:`RI
 the ring's pixel scatter) or the sky clean (scatter <= :data:`CLEAN_SCATTER` x rms); in a
 crowded field (47 Tuc on ACS/HRC) the ring median is unresolved starlight and rotated positions
 land on stars, so there only spikes count whose copies stand out of the ring and agree within
-half the model error.
+half the model error. In a sparse field (``sparse``) the ring median is the star's own light
+wherever it is, and the ring test applies where that light is not smooth too (an optical PSF's
+inner halo). Each star's rings are measured without its neighbours' light
+(:mod:`hapcore.catalogs.saturated_profiles`).
 
 Detections whose aperture touches the saturated pixels are not tested here: they are the star
 itself (the one nearest its plateau's centre; :func:`saturated_star_rows` adds one where
@@ -56,6 +59,13 @@ from hap_models.catalogs import (
 )
 from hapcore.catalogs.saturated_cores import stars_on_light
 from hapcore.catalogs.saturated_fragments import saturated_fragments
+from hapcore.catalogs.saturated_profiles import (
+    aperture_ring_light,
+    neighbour_light,
+    ring_profile,
+    star_light_key,
+    star_profiles,
+)
 from hapcore.catalogs.saturated_spikes import saturated_spike_features
 from hapcore.catalogs.swarm import aperture_sums, value_at
 
@@ -66,8 +76,8 @@ RING_CONTRAST: float = 3.0
 #: times the background rms (a clean sky, where rotated positions do not land on stars).
 CLEAN_SCATTER: float = 1.75
 
-__all__ = ["flag_saturated_light", "RING_CONTRAST", "CLEAN_SCATTER", "saturated_stars", "saturated_star_rows",
-           "saturated_halo_model", "saturated_star_features"]
+__all__ = ["flag_saturated_light", "RING_CONTRAST", "CLEAN_SCATTER", "saturated_stars",
+           "saturated_star_rows", "saturated_halo_model", "saturated_star_features"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -229,7 +239,7 @@ def saturated_halo_model(data: np.ndarray, saturated_xy, *, background=None, bac
             local = np.asarray(background[ya:yb, xa:xb], float)
         else:
             local = 0.0 if background is None else float(background)
-        profile = _ring_profile(np.asarray(data[ya:yb, xa:xb], float) - model[ya:yb, xa:xb],
+        profile = ring_profile(np.asarray(data[ya:yb, xa:xb], float) - model[ya:yb, xa:xb],
                                 local, cx - xa, cy - ya, radius_max)
         # the core may be empty (its input pixels all saturated): the profile ends where it
         # first drops below the floor outside its peak
@@ -248,90 +258,12 @@ def saturated_halo_model(data: np.ndarray, saturated_xy, *, background=None, bac
     return model
 
 
-#: Rings of :func:`_ring_profile` use every pixel within this radius, sampled ones beyond.
-_FULL_RADIUS: float = 48.0
-_STRIDE: int = 3
-
-
-def _ring_profile(data, background, cx, cy, max_radius: int, *, scatter: bool = False):
-    """Median of ``data - background`` in 1-pixel rings about (cx, cy), radius 0..max_radius
-    (NaN where a ring has no finite pixel); with ``scatter``, also the rings' robust standard
-    deviation (1.4826 MAD) per pixel."""
-    ny, nx = data.shape
-    xa, xb = max(int(cx) - max_radius, 0), min(int(cx) + max_radius + 2, nx)
-    ya, yb = max(int(cy) - max_radius, 0), min(int(cy) + max_radius + 2, ny)
-    stamp = np.asarray(data[ya:yb, xa:xb], float)
-    # pixels no exposure covers are 0 (or NaN) in a drizzled product
-    uncovered = stamp == 0
-    if background is not None and np.ndim(background):
-        stamp = stamp - np.asarray(background[ya:yb, xa:xb], float)
-    elif background is not None:
-        stamp = stamp - float(background)
-    stamp[uncovered] = np.nan
-    yy, xx = np.mgrid[ya:yb, xa:xb]
-    distance = np.hypot(xx - cx, yy - cy)
-    radius = np.rint(distance).astype(int).ravel()
-    values = stamp.ravel()
-    # beyond _FULL_RADIUS every _STRIDE-th pixel in x and y: a ring there still has 30+ of
-    # them, and the profiles of a hundred saturated stars of a crowded field cost 1/9
-    sampled = (distance <= _FULL_RADIUS) | (((yy - ya) % _STRIDE == 0) & ((xx - xa) % _STRIDE == 0))
-    good = np.isfinite(values) & (radius <= max_radius) & sampled.ravel()
-    radius, values = radius[good], values[good]
-    profile = np.full(max_radius + 1, np.nan)
-    spread = np.full(max_radius + 1, np.nan)
-    if radius.size == 0:
-        return (profile, spread) if scatter else profile
-    counts = np.bincount(radius, minlength=max_radius + 1)
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    has = counts > 0
-    lo = start[has] + (counts[has] - 1) // 2
-    hi = start[has] + counts[has] // 2
-
-    def ring_medians(v):
-        # one sort on radius + the rank-preserving fraction of v within [0, 1)
-        span = float(np.ptp(v)) if v.size else 0.0
-        key = radius + ((v - v.min()) / span * 0.999 if span > 0 else 0.0)
-        ordered = v[np.argsort(key, kind="stable")]
-        out = np.full(max_radius + 1, np.nan)
-        out[has] = 0.5 * (ordered[lo] + ordered[hi])
-        return out
-
-    profile = ring_medians(values)
-    if not scatter:
-        return profile
-    spread = 1.482602 * ring_medians(np.abs(values - profile[radius]))
-    return profile, spread
-
-
-def _aperture_ring_light(profile, cx, cy, x, y, radius) -> float:
-    """A star's ring profile summed over the pixels of an aperture at (x, y)."""
-    r = int(np.ceil(radius))
-    oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
-    px, py = np.rint(x) + ox, np.rint(y) + oy
-    inside = np.hypot(px - x, py - y) <= radius
-    distance = np.hypot(px[inside] - cx, py[inside] - cy)
-    known = np.isfinite(profile)
-    if not known.any():
-        return np.nan
-    grid = np.arange(profile.size)
-    return float(np.sum(np.interp(distance, grid[known], profile[known], right=np.nan)))
-
-
-def _profiles(data, background, sx, sy, radius_max: int):
-    """Ring medians and scatters of every star, one NaN-padded row each."""
-    profiles = np.full((sx.size, radius_max + 2), np.nan)
-    scatters = np.full((sx.size, radius_max + 2), np.nan)
-    for s in range(sx.size):
-        profiles[s, :-1], scatters[s, :-1] = _ring_profile(data, background, sx[s], sy[s],
-                                                           radius_max, scatter=True)
-    return profiles, scatters
-
-
 def saturated_star_features(data: np.ndarray, x, y, saturated_xy, *, aperture_radius: float,
                             max_distance: float, background=None, background_rms=0.0,
                             exptime: float = 0.0, nsigma: float = 3.0, model_error: float = 0.3,
                             grow: int = 3, min_pixels: int = 4,
-                            cache: dict | None = None, point_like=None) -> np.ndarray:
+                            cache: dict | None = None, point_like=None,
+                            sparse: bool = False) -> np.ndarray:
     """Detections explained by a saturated star's halo, rings or diffraction spikes.
 
     Parameters
@@ -368,6 +300,14 @@ def saturated_star_features(data: np.ndarray, x, y, saturated_xy, *, aperture_ra
         of the ring's light by more than ``nsigma`` times the noise (a faint star on a bright
         halo), and the spike and mirror tests take them only when the rotated light stands
         out of the ring's too.
+    sparse : bool, optional
+        A sparse field: the ring median is the star's own light wherever its rings are, so the
+        ring / halo test applies where that light is not smooth too (an optical PSF's inner
+        halo: rings broken by the spider's diffraction, spikes, a bleed column; the ring
+        pixels of a 3e5 e/s star scatter by 0.4-0.5 of their median at 0.5-1"). A real star
+        there keeps its row by its core (:mod:`hapcore.catalogs.saturated_cores`). And each
+        star's light is measured and taken without its neighbours'
+        (:mod:`hapcore.catalogs.saturated_profiles`).
 
     Returns
     -------
@@ -378,13 +318,14 @@ def saturated_star_features(data: np.ndarray, x, y, saturated_xy, *, aperture_ra
     features = np.zeros(x.size, bool)
     if x.size == 0:
         return features
-    key = ("saturated_star_light", float(max_distance), grow, min_pixels)
+    key = star_light_key(max_distance, grow, min_pixels, separate=sparse)
     if cache is not None and key in cache:
         sx, sy, npix, pixels, profiles, scatters = cache[key]
     else:
         sx, sy, npix, pixels = saturated_stars(saturated_xy, shape=data.shape, grow=grow,
                                                min_pixels=min_pixels)
-        profiles, scatters = _profiles(data, background, sx, sy, int(np.ceil(max_distance)))
+        profiles, scatters = star_profiles(data, background, sx, sy, npix,
+                                           int(np.ceil(max_distance)), separate=sparse)
         if cache is not None:
             cache[key] = (sx, sy, npix, pixels, profiles, scatters)
     if sx.size == 0:
@@ -426,12 +367,19 @@ def saturated_star_features(data: np.ndarray, x, y, saturated_xy, *, aperture_ra
     ry = np.stack([sy[which] + dx, sy[which] - dy, sy[which] - dx], axis=1)
     copies = aperture_sums(data, rx.ravel(), ry.ravel(), aperture_radius,
                            background=background).reshape(rx.shape)
+    mine = own[rows]
+    if sparse:
+        # each star against its own light: its neighbours' round light taken out
+        copies = copies - neighbour_light(profiles, scatters, sx, sy, np.repeat(which, 3),
+                                          rx.ravel(), ry.ravel(),
+                                          aperture_radius).reshape(rx.shape)
+        mine = mine - neighbour_light(profiles, scatters, sx, sy, which, x[rows], y[rows],
+                                      aperture_radius)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         spike = np.nanmedian(copies, axis=1)
         spread = np.nanmax(copies, axis=1) - np.nanmin(copies, axis=1)
     enough = np.sum(np.isfinite(copies), axis=1) >= 2
-    mine = own[rows]
 
     def explained(reference, *, above=0.0, error=model_error):
         """The reference light is significant (above ``above`` by nsigma) and the detection
@@ -451,7 +399,7 @@ def saturated_star_features(data: np.ndarray, x, y, saturated_xy, *, aperture_ra
     # median is unresolved starlight and rotated positions land on other stars (47 Tuc on
     # ACS/HRC: median 0.4-0.9 x the scatter, scatter 2-6 x the rms; a WFC3/UVIS halo: 5-10 x,
     # and 1.1-1.6 x the rms out on the spikes) -- only spikes count, whose copies stand out of
-    # the ring and agree closely.
+    # the ring and agree closely; in a sparse field the ring test applies there too.
     with np.errstate(invalid="ignore"):
         smooth = ring / area >= RING_CONTRAST * scatter
         clean = scatter <= CLEAN_SCATTER * rms[rows]
@@ -465,12 +413,12 @@ def saturated_star_features(data: np.ndarray, x, y, saturated_xy, *, aperture_ra
     star_like = (np.zeros(rows.size, bool) if point_like is None
                  else np.asarray(point_like, bool)[rows])
     by_ring, _ = explained(ring)
-    by_ring &= smooth
+    by_ring &= smooth | sparse
     # for those the ring's light in the aperture is summed over its pixels' radii (the
     # profile at the centre times the area missed a fifth of a steep inner halo's light)
     halo = np.array(ring, float)
     for k in np.flatnonzero(star_like):
-        halo[k] = _aperture_ring_light(profiles[which[k]], sx[which[k]], sy[which[k]],
+        halo[k] = aperture_ring_light(profiles[which[k]], sx[which[k]], sy[which[k]],
                                        x[rows[k]], y[rows[k]], aperture_radius)
     poisson = np.clip(np.nan_to_num(halo), 0.0, None) / exptime if exptime > 0 else 0.0
     with np.errstate(invalid="ignore"):
@@ -549,19 +497,20 @@ def flag_saturated_light(table, x_column, y_column, brightness_column, image, sa
     if fcat.saturated_feature_nsigma is not None:
         cache = {} if cache is None else cache
         max_distance = fcat.saturated_feature_radius_arcsec / image.plate_scale
+        crowded = _rows_per_arcsec2(len(table), image) > SPIKE_TEST_MAX_DENSITY
         point_like = (np.asarray(table["Flags"], np.int64)
                       & (FLAG_EXTENDED | FLAG_FAINT | FLAG_HOT_PIXEL)) == 0
         features = saturated_star_features(
             image.data, x, y, saturated_xy, aperture_radius=radius, max_distance=max_distance,
             background=background.background, background_rms=background.rms,
             exptime=image.exptime, nsigma=fcat.saturated_feature_nsigma,
-            model_error=fcat.saturated_feature_model_error, cache=cache, point_like=point_like)
+            model_error=fcat.saturated_feature_model_error, cache=cache, point_like=point_like,
+            sparse=not crowded)
         # the spikes measured on the image (direction, pair ratio, mirror along the ridge);
         # not in a crowded field, where every reference aperture holds other stars and
         # "explains" real ones (real ACS/HRC 47 Tuc, 8.8 rows per arcsec^2: 5493 -> 1776 rows
         # kept; the saturated preset has 0.03)
         stars = saturated_stars(saturated_xy, shape=image.shape, min_pixels=4)
-        crowded = _rows_per_arcsec2(len(table), image) > SPIKE_TEST_MAX_DENSITY
         if crowded:
             log.debug("saturated stars: crowded field (%.2f rows per arcsec^2): no spike test",
                       _rows_per_arcsec2(len(table), image))
@@ -576,8 +525,9 @@ def flag_saturated_light(table, x_column, y_column, brightness_column, image, sa
         # only (segment rows carry second moments, X2)
         if "X2" not in table.colnames:
             cores = stars_on_light(table, image, x, y, features & ~flagged, point_like, fcat,
-                                   background, cache.get(("saturated_star_light",
-                                                          float(max_distance), 3, 4)))
+                                   background, cache.get(star_light_key(max_distance,
+                                                                        separate=not crowded)),
+                                   neighbours=not crowded)
         flagged |= features & ~cores
     flags = np.asarray(table["Flags"], dtype=np.int64)
     # their CI was the halo's gradient's, not theirs: not extended

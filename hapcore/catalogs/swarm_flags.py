@@ -126,6 +126,7 @@ def stars_on_saturated_light(image, background, sources: Table, members, cat,
         stellar_cores,
     )
     from hapcore.catalogs.saturated_features import saturated_star_features
+    from hapcore.catalogs.saturated_profiles import star_light_key
 
     members = np.asarray(members, bool)
     stars = np.zeros(members.size, bool)
@@ -140,7 +141,7 @@ def stars_on_saturated_light(image, background, sources: Table, members, cat,
                             aperture_radius=outer, max_distance=max_distance,
                             background=background.background, background_rms=background.rms,
                             exptime=image.exptime, cache=cache)
-    light = cache.get(("saturated_star_light", float(max_distance), 3, 4))
+    light = cache.get(star_light_key(max_distance))
     if light is None or not np.size(light[0]):
         return stars
     flux = aperture_sums(image.data, x, y, outer, background=background.background)

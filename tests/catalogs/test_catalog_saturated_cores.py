@@ -13,6 +13,7 @@ from hapcore.catalogs.saturated_features import (
     flag_saturated_light,
     saturated_star_features,
 )
+from hapcore.catalogs.saturated_profiles import star_light_key
 from hapcore.catalogs.swarm import aperture_sums
 
 SHAPE = (301, 301)
@@ -58,7 +59,7 @@ def _light(image, sat):
     saturated_star_features(image, [0.0], [0.0], sat, aperture_radius=R2, max_distance=150.0,
                             background=np.zeros(SHAPE), background_rms=SKY_RMS,
                             exptime=EXPTIME, cache=cache)
-    return cache[("saturated_star_light", 150.0, 3, 4)]
+    return cache[star_light_key(150.0)]
 
 
 def test_stellar_ratio_of_isolated_stars():
