@@ -240,7 +240,7 @@ def saturated_halo_model(data: np.ndarray, saturated_xy, *, background=None, bac
         else:
             local = 0.0 if background is None else float(background)
         profile = ring_profile(np.asarray(data[ya:yb, xa:xb], float) - model[ya:yb, xa:xb],
-                                local, cx - xa, cy - ya, radius_max)
+                               local, cx - xa, cy - ya, radius_max)
         # the core may be empty (its input pixels all saturated): the profile ends where it
         # first drops below the floor outside its peak
         peak = int(np.nanargmax(profile)) if np.isfinite(profile).any() else 0
