@@ -49,16 +49,16 @@ def pool(pairs) -> dict:
     out: dict = {"visits": [str(v) for v, _ in pairs], "seeds": seeds, "filters": {}}
     for filt, values in sorted(per_filter.items()):
         block = {}
-        if "pulls" in values:
-            pulls = np.concatenate(values["pulls"])
+        pulls = np.concatenate(values.get("pulls", [np.empty(0)]))
+        if pulls.size:
             block["pulls"] = {"n": int(pulls.size),
                               "per_visit_n": [int(v.size) for v in values["pulls"]],
                               "per_visit_robust_std": [round(_robust_std(v), 4)
                                                        for v in values["pulls"]],
                               "robust_std": round(_robust_std(pulls), 4),
                               "median": round(float(np.median(pulls)), 4)}
-        if "aperture_ratio" in values:
-            ratio = np.concatenate(values["aperture_ratio"])
+        ratio = np.concatenate(values.get("aperture_ratio", [np.empty(0)]))
+        if ratio.size:
             block["aperture_ratio"] = {
                 "n": int(ratio.size),
                 "per_visit_median": [round(float(np.median(v)), 5) if v.size else None
