@@ -1614,12 +1614,17 @@ def main(argv=None) -> int:
                    register=args.register)
     res["command"] = "python benchmarks/bench_realism.py " + " ".join(argv or sys.argv[1:])
     res["loadavg_before"], res["loadavg_after"] = load0, [round(v, 2) for v in os.getloadavg()]
-    text = json.dumps(res, indent=1, default=str)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_report(res, args.out)
+    return 0
+
+
+def write_report(result: dict, out: Path | None) -> None:
+    """The JSON report to ``out``, or to standard output without one."""
+    text = json.dumps(result, indent=1, default=str)
+    if out:
+        out.write_text(text + "\n")
     else:
         print(text)
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ stars of S/N >= 20, absolute and after each visit's own best similarity transfor
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_realism import Scorer, _robust_std, similarity_residuals  # noqa: E402
+from bench_realism import (  # noqa: E402
+    Scorer,
+    _robust_std,
+    similarity_residuals,
+    write_report,
+)
 
 
 def pool(pairs) -> dict:
@@ -88,11 +92,7 @@ def main(argv=None) -> int:
     result = pool(pairs)
     result["command"] = "python benchmarks/pool_realism.py " + " ".join(
         str(a) for a in (argv or sys.argv[1:]))
-    text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    else:
-        print(text)
+    write_report(result, args.out)
     return 0
 
 

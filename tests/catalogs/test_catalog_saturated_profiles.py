@@ -25,6 +25,19 @@ def _halo(r, amplitude):
     return amplitude / np.maximum(r, 3.0) ** 3
 
 
+def _finish_scene(image, saturated, faint, rng):
+    """Saturated pixels clipped, faint Gaussian stars (x, y, flux) and sky noise added;
+    returns the image and the saturated (x, y) pixels."""
+    yy, xx = np.mgrid[:SHAPE[0], :SHAPE[1]]
+    image = np.where(saturated, 50.0, image)
+    for x0, y0, flux in faint:
+        image += flux / (2 * np.pi * 1.2 ** 2) * np.exp(
+            -((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 1.2 ** 2))
+    image += rng.normal(0.0, SKY_RMS, SHAPE)
+    ys, xs = np.nonzero(saturated)
+    return image, np.column_stack([xs, ys]).astype(float)
+
+
 def _two_star_scene(*, faint=(), seed=3):
     """Two saturated stars with r^-3 halos and plateaus of radius 4 px; returns the image, the
     saturated (x, y) pixels and each star's noiseless light."""
@@ -38,13 +51,8 @@ def _two_star_scene(*, faint=(), seed=3):
         light.append(_halo(r, amplitude))
         image += light[-1]
         saturated |= r <= 4.0
-    image[saturated] = 50.0
-    for x0, y0, flux in faint:
-        image += flux / (2 * np.pi * 1.2 ** 2) * np.exp(
-            -((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 1.2 ** 2))
-    image += rng.normal(0.0, SKY_RMS, SHAPE)
-    ys, xs = np.nonzero(saturated)
-    return image, np.column_stack([xs, ys]).astype(float), light
+    image, sat = _finish_scene(image, saturated, faint, rng)
+    return image, sat, light
 
 
 def _raw_profiles(image, sx, sy):
@@ -133,13 +141,7 @@ def _structured_halo_scene(*, faint=(), seed=4):
     theta = np.arctan2(yy - cy, xx - cx)
     image = _halo(r, 3000.0) * (1.0 + 0.6 * np.cos(6 * theta))
     saturated = r <= 4.0
-    image[saturated] = 50.0
-    for x0, y0, flux in faint:
-        image += flux / (2 * np.pi * 1.2 ** 2) * np.exp(
-            -((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 1.2 ** 2))
-    image += rng.normal(0.0, SKY_RMS, SHAPE)
-    ys, xs = np.nonzero(saturated)
-    return image, np.column_stack([xs, ys]).astype(float)
+    return _finish_scene(image, saturated, faint, rng)
 
 
 def test_a_sparse_field_halo_test_holds_where_the_inner_halo_is_not_round():
