@@ -62,6 +62,7 @@ from hapcore.catalogs.saturated_fragments import saturated_fragments
 from hapcore.catalogs.saturated_profiles import (
     aperture_ring_light,
     neighbour_light,
+    profile_end,
     ring_profile,
     star_light_key,
     star_profiles,
@@ -243,9 +244,7 @@ def saturated_halo_model(data: np.ndarray, saturated_xy, *, background=None, bac
                                local, cx - xa, cy - ya, radius_max)
         # the core may be empty (its input pixels all saturated): the profile ends where it
         # first drops below the floor outside its peak
-        peak = int(np.nanargmax(profile)) if np.isfinite(profile).any() else 0
-        below = np.flatnonzero(~(profile[peak:] > floor * rms))
-        end = peak + (int(below[0]) if below.size else profile.size - peak)
+        end = profile_end(profile, floor * rms)
         if end == 0:
             continue
         profile = np.where(np.arange(profile.size) < end, np.nan_to_num(profile), 0.0)

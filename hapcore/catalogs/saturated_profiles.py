@@ -31,8 +31,8 @@ import logging
 import numpy as np
 
 __all__ = ["EXTENT_FLOOR", "SEPARATION_ROUNDS", "aperture_ring_light", "neighbour_light",
-           "overlapping_stars", "ring_profile", "separate_profiles", "star_light_key",
-           "star_profiles"]
+           "overlapping_stars", "profile_end", "ring_profile", "separate_profiles",
+           "star_light_key", "star_profiles"]
 
 log = logging.getLogger(f"hapsvm.{__name__}")
 
@@ -91,12 +91,20 @@ def ring_profile(data, background, cx, cy, max_radius: int, *, scatter: bool = F
     return profile, spread
 
 
-def aperture_ring_light(profile, cx, cy, x, y, radius) -> float:
-    """A star's ring profile summed over the pixels of an aperture at (x, y)."""
+def _aperture_pixels(x, y, radius: float):
+    """The pixels of apertures at (x, y) (1-D arrays): ``px, py`` of the square around each
+    (one row per aperture) and ``inside``, those whose centres lie within ``radius``."""
     r = int(np.ceil(radius))
     oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
-    px, py = np.rint(x) + ox, np.rint(y) + oy
-    inside = np.hypot(px - x, py - y) <= radius
+    px = np.rint(x)[:, None] + ox.ravel()[None, :]
+    py = np.rint(y)[:, None] + oy.ravel()[None, :]
+    inside = np.hypot(px - x[:, None], py - y[:, None]) <= radius
+    return px, py, inside
+
+
+def aperture_ring_light(profile, cx, cy, x, y, radius) -> float:
+    """A star's ring profile summed over the pixels of an aperture at (x, y)."""
+    px, py, inside = _aperture_pixels(np.array([x], float), np.array([y], float), radius)
     distance = np.hypot(px[inside] - cx, py[inside] - cy)
     known = np.isfinite(profile)
     if not known.any():
@@ -154,17 +162,25 @@ SEPARATION_ROUNDS: int = 2
 EXTENT_FLOOR: float = 0.5
 
 
-def _light_extent(profile, scatter) -> int:
-    """Radius (pixels) where a star's ring median first drops below :data:`EXTENT_FLOOR` times
-    its rings' scatter, outside its peak (0 without a profile)."""
+def profile_end(profile, floor) -> int:
+    """Radius (pixels) where a ring profile first drops to ``floor`` (a value, or one per
+    ring) or below, outside its peak: the core may be empty (its input pixels all saturated);
+    0 without a known value."""
     profile = np.asarray(profile, float)
     if not np.isfinite(profile).any():
         return 0
     peak = int(np.nanargmax(profile))
+    floor = np.broadcast_to(np.asarray(floor, float), profile.shape)
     with np.errstate(invalid="ignore"):
-        above = profile[peak:] > EXTENT_FLOOR * np.asarray(scatter, float)[peak:]
+        above = profile[peak:] > floor[peak:]
     below = np.flatnonzero(~above)
     return peak + (int(below[0]) if below.size else profile.size - peak)
+
+
+def _light_extent(profile, scatter) -> int:
+    """Radius (pixels) where a star's ring median first drops below :data:`EXTENT_FLOOR` times
+    its rings' scatter, outside its peak (0 without a profile)."""
+    return profile_end(profile, EXTENT_FLOOR * np.asarray(scatter, float))
 
 
 #: :func:`separate_profiles` measures a star's rings this far (pixels) beyond its own light.
@@ -293,18 +309,13 @@ def neighbour_light(profiles, scatters, sx, sy, which, x, y, radius: float) -> n
     light = _neighbour_profiles(profiles, scatters)
     # each star's light ends where its last non-zero ring is
     reach = np.array([np.flatnonzero(row)[-1] + 1 if row.any() else 0 for row in light])
-    r = int(np.ceil(radius))
-    oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
-    ox, oy = ox.ravel(), oy.ravel()
     finite = np.isfinite(x) & np.isfinite(y)
     for s in range(sx.size):
         d = np.hypot(x - sx[s], y - sy[s])
         use = finite & (which != s) & (d < reach[s] + radius + 1)
         if not use.any():
             continue
-        px = np.rint(x[use])[:, None] + ox[None, :]
-        py = np.rint(y[use])[:, None] + oy[None, :]
-        inside = np.hypot(px - x[use, None], py - y[use, None]) <= radius
+        px, py, inside = _aperture_pixels(x[use], y[use], radius)
         values = _round_light(light[s], np.hypot(px - sx[s], py - sy[s]))
         out[use] += np.sum(np.where(inside, values, 0.0), axis=1)
     return out
